@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Runs every test of rust-farm on a fresh machine: installs what is missing,
+# then checks formatting and lints, builds every binary and runs the tests.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+
+bash scripts/setup.sh
+export PATH="$root/.venv/bin:$PATH"
+export NATS_SERVER="$root/.venv/bin/nats-server"
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets -- -D warnings
+echo "== cargo build (binaries used by process tests)"
+cargo build --workspace --bins
+echo "== cargo test"
+cargo test --workspace
