@@ -1,0 +1,294 @@
+//! Discrete action spaces declared as data.
+//!
+//! A learned policy outputs an index; the [`ActionSpace`] says what each
+//! index means, as a stable string stored in ONNX metadata, so gateway-ext
+//! can refuse a model trained for a different space
+//! ([`ActionSpace::from_meanings`]).
+//!
+//! Meanings: `hold`, `delta:-4` / `delta:+2` (change the desired replica
+//! count), `estimate:x1.25` (set it to 1.25 x the queueing model's staffing
+//! estimate, [`crate::queueing::staffing_estimate`]).
+
+use crate::queueing::{DEFAULT_EPS, staffing_estimate};
+use crate::signals::Signals;
+
+/// One discrete action.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Action {
+    /// Add this many replicas to the current desired count (negative removes).
+    Delta(i32),
+    /// Keep the desired count.
+    Hold,
+    /// Set the desired count to `ceil(multiplier * estimate)`, where the
+    /// estimate is the queueing model's staffing for the current signals;
+    /// holds when no estimate is available (no service-time sample yet).
+    ScaleToEstimate(f64),
+}
+
+impl Action {
+    /// The stable string for this action (`delta:-4`, `delta:+1`, `hold`,
+    /// `estimate:x1.25`).
+    pub fn meaning(&self) -> String {
+        match *self {
+            Action::Delta(d) if d > 0 => format!("delta:+{d}"),
+            Action::Delta(d) => format!("delta:{d}"),
+            Action::Hold => "hold".into(),
+            Action::ScaleToEstimate(m) => format!("estimate:x{m}"),
+        }
+    }
+
+    /// Parse a meaning string (`delta:1` is accepted for `delta:+1`).
+    pub fn parse(text: &str) -> Result<Action, ActionError> {
+        let bad = || ActionError::BadMeaning(text.to_string());
+        let t = text.trim();
+        if t == "hold" {
+            return Ok(Action::Hold);
+        }
+        if let Some(d) = t.strip_prefix("delta:") {
+            let d = d.strip_prefix('+').unwrap_or(d);
+            return d.parse::<i32>().map(Action::Delta).map_err(|_| bad());
+        }
+        if let Some(m) = t.strip_prefix("estimate:x") {
+            let m: f64 = m.parse().map_err(|_| bad())?;
+            if m.is_finite() && m > 0.0 {
+                return Ok(Action::ScaleToEstimate(m));
+            }
+        }
+        Err(bad())
+    }
+}
+
+/// Why an action space or index was refused.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ActionError {
+    /// A meaning string is not one of `hold`, `delta:<int>`, `estimate:x<number>`.
+    #[error(
+        "unknown action meaning `{0}` (expected `hold`, `delta:<int>` or `estimate:x<number>`)"
+    )]
+    BadMeaning(String),
+    /// An action space must have at least one action.
+    #[error("empty action space")]
+    Empty,
+    /// The index is outside the action space.
+    #[error("action index {index} out of range (the space has {len} actions)")]
+    OutOfRange {
+        /// The index asked for.
+        index: usize,
+        /// Number of actions.
+        len: usize,
+    },
+}
+
+/// An ordered list of discrete actions.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ActionSpace {
+    actions: Vec<Action>,
+}
+
+impl Default for ActionSpace {
+    /// Deltas {-4, -2, -1, 0, +1, +2, +4}: symmetric, lets a policy react to a
+    /// load jump of a quarter of the reference's 1..32 range within two steps,
+    /// yet still fine-tune by one replica. Index 3 is "no change".
+    fn default() -> Self {
+        Self::deltas(&[-4, -2, -1, 0, 1, 2, 4])
+    }
+}
+
+impl ActionSpace {
+    /// The reference paper's space: {-1, 0, +1}.
+    pub fn paper() -> Self {
+        Self::deltas(&[-1, 0, 1])
+    }
+
+    /// A space of replica-count changes.
+    pub fn deltas(deltas: &[i32]) -> Self {
+        ActionSpace {
+            actions: deltas.iter().map(|&d| Action::Delta(d)).collect(),
+        }
+    }
+
+    /// Model-guided space: `hold`, deltas -1/+1, and the queueing estimate
+    /// scaled by 0.8, 1.0, 1.25 and 1.5, so a policy can jump straight to the
+    /// level the model suggests and learn how much margin to keep.
+    pub fn with_estimates() -> Self {
+        ActionSpace {
+            actions: vec![
+                Action::Hold,
+                Action::Delta(-1),
+                Action::Delta(1),
+                Action::ScaleToEstimate(0.8),
+                Action::ScaleToEstimate(1.0),
+                Action::ScaleToEstimate(1.25),
+                Action::ScaleToEstimate(1.5),
+            ],
+        }
+    }
+
+    /// A space from explicit actions.
+    pub fn new(actions: Vec<Action>) -> Result<Self, ActionError> {
+        if actions.is_empty() {
+            return Err(ActionError::Empty);
+        }
+        Ok(ActionSpace { actions })
+    }
+
+    /// Number of actions.
+    pub fn len(&self) -> usize {
+        self.actions.len()
+    }
+
+    /// Whether the space has no action (never true for a built space).
+    pub fn is_empty(&self) -> bool {
+        self.actions.is_empty()
+    }
+
+    /// The actions, in index order.
+    pub fn actions(&self) -> &[Action] {
+        &self.actions
+    }
+
+    /// The action at `index`.
+    pub fn get(&self, index: usize) -> Result<Action, ActionError> {
+        self.actions
+            .get(index)
+            .copied()
+            .ok_or(ActionError::OutOfRange {
+                index,
+                len: self.actions.len(),
+            })
+    }
+
+    /// Index of the action that keeps the desired count, if any.
+    pub fn noop_index(&self) -> Option<usize> {
+        self.actions
+            .iter()
+            .position(|a| matches!(a, Action::Hold | Action::Delta(0)))
+    }
+
+    /// Stable meaning strings, in index order.
+    pub fn meanings(&self) -> Vec<String> {
+        self.actions.iter().map(Action::meaning).collect()
+    }
+
+    /// Rebuild a space from meaning strings (e.g. ONNX metadata).
+    pub fn from_meanings(meanings: &[String]) -> Result<Self, ActionError> {
+        let actions = meanings
+            .iter()
+            .map(|m| Action::parse(m))
+            .collect::<Result<Vec<_>, _>>()?;
+        Self::new(actions)
+    }
+
+    /// The desired replica count after action `index`, from the current
+    /// desired count in `signals`, clamped to `[min_replicas, max_replicas]`
+    /// of the signals. An out-of-range index holds.
+    pub fn apply(&self, index: usize, signals: &Signals) -> u32 {
+        let lo = signals.min_replicas.max(0.0);
+        let hi = signals.max_replicas.max(lo);
+        let current = signals.replicas_desired;
+        let target = match self.actions.get(index) {
+            Some(Action::Delta(d)) => current + f64::from(*d),
+            Some(Action::ScaleToEstimate(m)) => match staffing_estimate(signals, DEFAULT_EPS) {
+                Some(e) => (m * e).ceil(),
+                None => current,
+            },
+            Some(Action::Hold) | None => current,
+        };
+        let v = target.clamp(lo, hi);
+        if v.is_finite() {
+            v.round() as u32
+        } else {
+            lo as u32
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sig(desired: f64) -> Signals {
+        Signals {
+            replicas_desired: desired,
+            min_replicas: 1.0,
+            max_replicas: 32.0,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn default_and_paper_meanings() {
+        let d = ActionSpace::default();
+        assert_eq!(d.len(), 7);
+        assert_eq!(
+            d.meanings(),
+            [
+                "delta:-4", "delta:-2", "delta:-1", "delta:0", "delta:+1", "delta:+2", "delta:+4"
+            ]
+        );
+        assert_eq!(d.noop_index(), Some(3));
+        assert_eq!(
+            ActionSpace::paper().meanings(),
+            ["delta:-1", "delta:0", "delta:+1"]
+        );
+    }
+
+    #[test]
+    fn meanings_round_trip() {
+        for space in [
+            ActionSpace::default(),
+            ActionSpace::paper(),
+            ActionSpace::with_estimates(),
+        ] {
+            assert_eq!(ActionSpace::from_meanings(&space.meanings()), Ok(space));
+        }
+        assert_eq!(Action::parse("delta:3"), Ok(Action::Delta(3)));
+    }
+
+    #[test]
+    fn bad_meanings_are_refused() {
+        assert_eq!(
+            ActionSpace::from_meanings(&["delta:+1".into(), "jump".into()]),
+            Err(ActionError::BadMeaning("jump".into()))
+        );
+        assert_eq!(ActionSpace::from_meanings(&[]), Err(ActionError::Empty));
+        assert!(matches!(
+            Action::parse("estimate:x-1"),
+            Err(ActionError::BadMeaning(_))
+        ));
+        assert!(matches!(
+            Action::parse("delta:+x"),
+            Err(ActionError::BadMeaning(_))
+        ));
+    }
+
+    #[test]
+    fn apply_clamps() {
+        let d = ActionSpace::default();
+        assert_eq!(d.apply(0, &sig(3.0)), 1); // 3 - 4 -> clamp to 1
+        assert_eq!(d.apply(6, &sig(30.0)), 32); // 30 + 4 -> clamp to 32
+        assert_eq!(d.apply(4, &sig(10.0)), 11);
+        assert_eq!(d.apply(99, &sig(10.0)), 10); // out of range holds
+    }
+
+    #[test]
+    fn estimate_uses_queueing_model() {
+        let s = Signals {
+            interval_s: 8.0,
+            arrivals: 40.0, // 5/s
+            completions: 40.0,
+            completions_on_time: 40.0,
+            service_mean_s: Some(1.0),
+            service_p95_s: Some(1.0), // Cs^2 = 0 (deterministic-looking)
+            deadline_mean_s: Some(2.0),
+            ..sig(3.0)
+        };
+        let e = staffing_estimate(&s, DEFAULT_EPS).unwrap();
+        let space = ActionSpace::with_estimates();
+        assert_eq!(space.apply(4, &s), e.ceil() as u32);
+        assert_eq!(space.apply(6, &s), (1.5 * e).ceil() as u32);
+        assert!(e > 5.0); // more than the offered load of 5 replicas
+        // No service measurement: hold.
+        assert_eq!(space.apply(4, &sig(3.0)), 3);
+    }
+}

@@ -1,0 +1,692 @@
+//! Arrival processes: rate phases over a base rate (Poisson or deterministic),
+//! a two-state Markov-modulated Poisson process, and per-second count traces.
+
+use rand::Rng;
+use rand_distr::{Distribution, Poisson};
+use serde::{Deserialize, Serialize};
+
+use super::ScenarioError;
+
+/// How tasks arrive.
+///
+/// YAML: a map with `kind: phases | mmpp | trace` and the fields of that kind.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Arrivals {
+    /// A sequence of phases, each shaping a rate multiplier over `base_rate`.
+    Phases {
+        /// Poisson (random) or deterministic (evenly spread) arrivals.
+        #[serde(default)]
+        process: Process,
+        /// Base arrival rate, tasks per second; phases multiply it.
+        base_rate: f64,
+        /// Phases in order; the workload lasts the sum of their durations.
+        phases: Vec<Phase>,
+    },
+    /// Two-state Markov-modulated Poisson process (bursty traffic): the
+    /// process stays in state `i` for an exponential time of mean
+    /// `mean_sojourn_s[i]`, arriving as a Poisson process of rate `rates[i]`.
+    /// It starts in state 0.
+    Mmpp {
+        /// Arrival rate in each state, tasks per second.
+        rates: [f64; 2],
+        /// Mean time spent in each state before switching, seconds.
+        mean_sojourn_s: [f64; 2],
+        /// Length of the arrival window, seconds.
+        duration_s: f64,
+    },
+    /// Recorded per-second arrival counts: exactly `counts[k]` tasks arrive in
+    /// second `k`, spread within the second like a Poisson process (uniform
+    /// order statistics, i.e. exponential gaps conditioned on the count).
+    Trace {
+        /// Tasks arriving in each one-second window.
+        counts: Vec<u32>,
+    },
+}
+
+/// Whether arrivals of a rate-shaped workload are random or evenly spread.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Process {
+    /// Poisson: the count in each one-second window is Poisson with the rate
+    /// integrated over the window; inside the window arrivals follow the
+    /// (possibly varying) rate, with exponential gaps for a flat rate.
+    #[default]
+    Poisson,
+    /// Deterministic: the n-th task arrives when the integrated rate reaches
+    /// n + 1/2, so a flat rate r gives a task every 1/r seconds.
+    Deterministic,
+}
+
+/// One phase of a rate-shaped workload. The multiplier `m(t)` is a function of
+/// the time `t` since the start of the phase; the rate is `base_rate * m(t)`.
+///
+/// YAML: a map with `shape: constant | ramp | sine | square | spike`,
+/// `duration_s`, and the shape's fields.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "shape", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Phase {
+    /// `m(t) = level`.
+    Constant {
+        /// Phase length, seconds.
+        duration_s: f64,
+        /// Rate multiplier.
+        level: f64,
+    },
+    /// Linear ramp from `from` at the start to `to` at the end.
+    Ramp {
+        /// Phase length, seconds.
+        duration_s: f64,
+        /// Multiplier at the start.
+        from: f64,
+        /// Multiplier at the end.
+        to: f64,
+    },
+    /// `m(t) = mid + amp * sin(2 pi (t / period_s + offset))` with
+    /// `mid = (min + max) / 2`, `amp = (max - min) / 2`: starts at the middle
+    /// going up when `offset` is 0; `offset: 0.75` starts at the trough.
+    Sine {
+        /// Phase length, seconds.
+        duration_s: f64,
+        /// Lowest multiplier.
+        min: f64,
+        /// Highest multiplier.
+        max: f64,
+        /// Period of one full cycle, seconds.
+        period_s: f64,
+        /// Starting point within the cycle, fraction of a period in [0, 1).
+        #[serde(default)]
+        offset: f64,
+    },
+    /// Square wave: `high` for the first `duty * period_s` of each period,
+    /// `low` for the rest.
+    Square {
+        /// Phase length, seconds.
+        duration_s: f64,
+        /// Multiplier in the low part.
+        low: f64,
+        /// Multiplier in the high part.
+        high: f64,
+        /// Period of one cycle, seconds.
+        period_s: f64,
+        /// Share of each period at `high`, in (0, 1).
+        #[serde(default = "half")]
+        duty: f64,
+    },
+    /// Flash crowd: `level`, except `peak` during `[start_s, start_s + length_s)`.
+    Spike {
+        /// Phase length, seconds.
+        duration_s: f64,
+        /// Multiplier outside the spike.
+        level: f64,
+        /// Multiplier during the spike.
+        peak: f64,
+        /// Start of the spike from the start of the phase, seconds.
+        start_s: f64,
+        /// Length of the spike, seconds.
+        length_s: f64,
+    },
+}
+
+fn half() -> f64 {
+    0.5
+}
+
+impl Phase {
+    /// Phase length, seconds.
+    pub fn duration_s(&self) -> f64 {
+        match *self {
+            Phase::Constant { duration_s, .. }
+            | Phase::Ramp { duration_s, .. }
+            | Phase::Sine { duration_s, .. }
+            | Phase::Square { duration_s, .. }
+            | Phase::Spike { duration_s, .. } => duration_s,
+        }
+    }
+
+    /// Rate multiplier at `t` seconds into the phase.
+    pub fn multiplier(&self, t: f64) -> f64 {
+        match *self {
+            Phase::Constant { level, .. } => level,
+            Phase::Ramp {
+                duration_s,
+                from,
+                to,
+            } => {
+                if duration_s > 0.0 {
+                    from + (to - from) * (t / duration_s)
+                } else {
+                    from
+                }
+            }
+            Phase::Sine {
+                min,
+                max,
+                period_s,
+                offset,
+                ..
+            } => {
+                let (mid, amp) = ((min + max) / 2.0, (max - min) / 2.0);
+                mid + amp * (std::f64::consts::TAU * (t / period_s + offset)).sin()
+            }
+            Phase::Square {
+                low,
+                high,
+                period_s,
+                duty,
+                ..
+            } => {
+                if (t / period_s).fract() < duty {
+                    high
+                } else {
+                    low
+                }
+            }
+            Phase::Spike {
+                level,
+                peak,
+                start_s,
+                length_s,
+                ..
+            } => {
+                if t >= start_s && t < start_s + length_s {
+                    peak
+                } else {
+                    level
+                }
+            }
+        }
+    }
+
+    /// Integral of the multiplier over `[0, t]` (closed form per shape), so
+    /// window counts use the exact integrated rate.
+    pub fn cumulative(&self, t: f64) -> f64 {
+        match *self {
+            Phase::Constant { level, .. } => level * t,
+            Phase::Ramp {
+                duration_s,
+                from,
+                to,
+            } => {
+                if duration_s > 0.0 {
+                    from * t + (to - from) * t * t / (2.0 * duration_s)
+                } else {
+                    from * t
+                }
+            }
+            Phase::Sine {
+                min,
+                max,
+                period_s,
+                offset,
+                ..
+            } => {
+                let (mid, amp) = ((min + max) / 2.0, (max - min) / 2.0);
+                let w = std::f64::consts::TAU / period_s;
+                let start = std::f64::consts::TAU * offset;
+                mid * t + amp / w * (start.cos() - (w * t + start).cos())
+            }
+            Phase::Square {
+                low,
+                high,
+                period_s,
+                duty,
+                ..
+            } => {
+                let cycles = (t / period_s).floor();
+                let per_cycle = period_s * (duty * high + (1.0 - duty) * low);
+                let rest = t - cycles * period_s;
+                let high_part = rest.min(duty * period_s);
+                cycles * per_cycle + high_part * high + (rest - high_part) * low
+            }
+            Phase::Spike {
+                level,
+                peak,
+                start_s,
+                length_s,
+                ..
+            } => {
+                let in_spike = (t.min(start_s + length_s) - start_s).max(0.0);
+                level * (t - in_spike) + peak * in_spike
+            }
+        }
+    }
+}
+
+/// A piecewise rate function over the whole workload, built from phases.
+struct RateCurve<'a> {
+    base_rate: f64,
+    phases: &'a [Phase],
+    /// Start time of each phase, seconds.
+    starts: Vec<f64>,
+    /// Integrated rate (tasks) at the start of each phase.
+    cum_at_start: Vec<f64>,
+    duration_s: f64,
+}
+
+impl<'a> RateCurve<'a> {
+    fn new(base_rate: f64, phases: &'a [Phase]) -> Self {
+        let mut starts = Vec::with_capacity(phases.len());
+        let mut cum_at_start = Vec::with_capacity(phases.len());
+        let (mut t, mut cum) = (0.0, 0.0);
+        for p in phases {
+            starts.push(t);
+            cum_at_start.push(cum);
+            t += p.duration_s();
+            cum += base_rate * p.cumulative(p.duration_s());
+        }
+        RateCurve {
+            base_rate,
+            phases,
+            starts,
+            cum_at_start,
+            duration_s: t,
+        }
+    }
+
+    fn phase_at(&self, t: f64) -> usize {
+        // Phases are few; the last phase whose start is <= t.
+        self.starts
+            .iter()
+            .rposition(|&s| s <= t)
+            .unwrap_or_default()
+    }
+
+    /// Rate at `t`, tasks per second (never negative).
+    fn rate(&self, t: f64) -> f64 {
+        if self.phases.is_empty() {
+            return 0.0;
+        }
+        let i = self.phase_at(t);
+        (self.base_rate * self.phases[i].multiplier(t - self.starts[i])).max(0.0)
+    }
+
+    /// Expected tasks in `[0, t]`.
+    fn cumulative(&self, t: f64) -> f64 {
+        if self.phases.is_empty() {
+            return 0.0;
+        }
+        let t = t.clamp(0.0, self.duration_s);
+        let i = self.phase_at(t);
+        self.cum_at_start[i] + self.base_rate * self.phases[i].cumulative(t - self.starts[i])
+    }
+
+    /// The time in `[lo, hi]` at which the integrated rate reaches `target`:
+    /// safeguarded Newton (the rate is the derivative), bisection fallback.
+    /// Bounded to 60 iterations.
+    fn invert(&self, target: f64, mut lo: f64, mut hi: f64) -> f64 {
+        let mut t = lo + 0.5 * (hi - lo);
+        let (clo, chi) = (self.cumulative(lo), self.cumulative(hi));
+        if chi > clo {
+            t = lo + (hi - lo) * ((target - clo) / (chi - clo)).clamp(0.0, 1.0);
+        }
+        for _ in 0..60 {
+            let f = self.cumulative(t) - target;
+            if f.abs() < 1e-12 * (1.0 + target.abs()) {
+                break;
+            }
+            if f > 0.0 {
+                hi = t;
+            } else {
+                lo = t;
+            }
+            let r = self.rate(t);
+            let newton = if r > 0.0 { t - f / r } else { f64::NAN };
+            t = if newton > lo && newton < hi {
+                newton
+            } else {
+                0.5 * (lo + hi)
+            };
+            if hi - lo < 1e-12 {
+                break;
+            }
+        }
+        t
+    }
+}
+
+/// Draw a Poisson count with mean `mean` (0 for a non-positive mean).
+fn poisson_count<R: Rng + ?Sized>(rng: &mut R, mean: f64) -> u64 {
+    if mean <= 0.0 || !mean.is_finite() {
+        return 0;
+    }
+    match Poisson::new(mean) {
+        Ok(p) => {
+            let x: f64 = p.sample(rng);
+            x as u64
+        }
+        Err(_) => mean.round() as u64,
+    }
+}
+
+/// `n` sorted fractions in [0, 1): cumulative sums of `n + 1` exponential
+/// gaps, normalised by their total (the order statistics of `n` uniforms).
+fn sorted_fractions<R: Rng + ?Sized>(rng: &mut R, n: usize, out: &mut Vec<f64>) {
+    out.clear();
+    let mut acc = 0.0;
+    for _ in 0..n {
+        acc += exp1(rng);
+        out.push(acc);
+    }
+    let total = acc + exp1(rng);
+    for x in out.iter_mut() {
+        *x /= total;
+    }
+}
+
+/// Standard exponential variate.
+fn exp1<R: Rng + ?Sized>(rng: &mut R) -> f64 {
+    // 1 - u is in (0, 1], so the log is finite.
+    -(1.0 - rng.random::<f64>()).ln()
+}
+
+impl Arrivals {
+    /// Length of the arrival window, seconds.
+    pub fn duration_s(&self) -> f64 {
+        match self {
+            Arrivals::Phases { phases, .. } => phases.iter().map(Phase::duration_s).sum(),
+            Arrivals::Mmpp { duration_s, .. } => *duration_s,
+            Arrivals::Trace { counts } => counts.len() as f64,
+        }
+    }
+
+    /// Expected number of tasks in `[t0, t1)`.
+    ///
+    /// For MMPP this is the stationary mean rate times the length.
+    pub fn expected_count(&self, t0: f64, t1: f64) -> f64 {
+        match self {
+            Arrivals::Phases {
+                base_rate, phases, ..
+            } => {
+                let c = RateCurve::new(*base_rate, phases);
+                c.cumulative(t1) - c.cumulative(t0)
+            }
+            Arrivals::Mmpp {
+                rates,
+                mean_sojourn_s,
+                duration_s,
+            } => {
+                let total = mean_sojourn_s[0] + mean_sojourn_s[1];
+                let mean_rate = if total > 0.0 {
+                    (rates[0] * mean_sojourn_s[0] + rates[1] * mean_sojourn_s[1]) / total
+                } else {
+                    0.0
+                };
+                mean_rate * (t1.min(*duration_s) - t0.max(0.0)).max(0.0)
+            }
+            Arrivals::Trace { counts } => {
+                let mut sum = 0.0;
+                for (k, &c) in counts.iter().enumerate() {
+                    let (a, b) = (k as f64, k as f64 + 1.0);
+                    let overlap = (b.min(t1) - a.max(t0)).max(0.0);
+                    sum += f64::from(c) * overlap;
+                }
+                sum
+            }
+        }
+    }
+
+    /// Arrival times in `[0, duration_s)`, sorted, drawn from `rng`.
+    pub fn sample_times<R: Rng + ?Sized>(&self, rng: &mut R) -> Vec<f64> {
+        let mut times = Vec::new();
+        let mut fractions = Vec::new();
+        match self {
+            Arrivals::Phases {
+                process,
+                base_rate,
+                phases,
+            } => {
+                let curve = RateCurve::new(*base_rate, phases);
+                let duration = curve.duration_s;
+                match process {
+                    Process::Poisson => {
+                        let windows = duration.ceil() as usize;
+                        for k in 0..windows {
+                            let (a, b) = (k as f64, (k as f64 + 1.0).min(duration));
+                            let (ca, cb) = (curve.cumulative(a), curve.cumulative(b));
+                            let n = poisson_count(rng, cb - ca) as usize;
+                            sorted_fractions(rng, n, &mut fractions);
+                            for &u in &fractions {
+                                let t = curve.invert(ca + u * (cb - ca), a, b);
+                                times.push(t.clamp(a, next_below(b)));
+                            }
+                        }
+                    }
+                    Process::Deterministic => {
+                        let total = curve.cumulative(duration);
+                        let n = (total + 0.5).floor().max(0.0) as usize;
+                        let (mut lo, mut n_done) = (0.0, 0usize);
+                        while n_done < n {
+                            let target = n_done as f64 + 0.5;
+                            if target >= total {
+                                break;
+                            }
+                            let t = curve.invert(target, lo, duration);
+                            times.push(t.clamp(0.0, next_below(duration)));
+                            lo = t;
+                            n_done += 1;
+                        }
+                    }
+                }
+            }
+            Arrivals::Mmpp {
+                rates,
+                mean_sojourn_s,
+                duration_s,
+            } => {
+                let (mut t, mut state) = (0.0, 0usize);
+                // Bounded: each sojourn is validated to be > 0; the guard
+                // stops a pathological tiny-sojourn configuration anyway.
+                let mut guard = 0u64;
+                while t < *duration_s && guard < 100_000_000 {
+                    guard += 1;
+                    let end = (t + exp1(rng) * mean_sojourn_s[state]).min(*duration_s);
+                    let rate = rates[state];
+                    if rate > 0.0 {
+                        let mut a = t + exp1(rng) / rate;
+                        while a < end {
+                            times.push(a);
+                            a += exp1(rng) / rate;
+                        }
+                    }
+                    t = end;
+                    state = 1 - state;
+                }
+            }
+            Arrivals::Trace { counts } => {
+                for (k, &c) in counts.iter().enumerate() {
+                    sorted_fractions(rng, c as usize, &mut fractions);
+                    let a = k as f64;
+                    for &u in &fractions {
+                        times.push((a + u).clamp(a, next_below(a + 1.0)));
+                    }
+                }
+            }
+        }
+        // Already sorted by construction; sorting again is cheap insurance
+        // against floating-point ties from the inversion.
+        times.sort_by(f64::total_cmp);
+        times
+    }
+
+    /// Parse a trace of per-second arrival counts from CSV text.
+    ///
+    /// Accepted forms, one row per second: `count` or `second,count` (the
+    /// seconds must then be 0, 1, 2, ... in order). An optional header line
+    /// (non-numeric first field) and blank lines or `#` comments are skipped.
+    pub fn trace_from_csv(text: &str) -> Result<Arrivals, ScenarioError> {
+        let mut counts = Vec::new();
+        let mut first_data = true;
+        for (lineno, raw) in text.lines().enumerate() {
+            let line = raw.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let fields: Vec<&str> = line.split(',').map(str::trim).collect();
+            let field = format!("trace line {}", lineno + 1);
+            let is_header = fields[0].parse::<f64>().is_err();
+            if is_header && first_data {
+                first_data = false;
+                continue;
+            }
+            first_data = false;
+            let count_text = match fields.as_slice() {
+                [c] => *c,
+                [sec, c] => {
+                    let expected = counts.len();
+                    match sec.parse::<usize>() {
+                        Ok(s) if s == expected => *c,
+                        _ => {
+                            return Err(ScenarioError::Invalid {
+                                field,
+                                message: format!(
+                                    "expected second {expected} (rows must be consecutive seconds from 0), got `{sec}`"
+                                ),
+                            });
+                        }
+                    }
+                }
+                _ => {
+                    return Err(ScenarioError::Invalid {
+                        field,
+                        message: format!(
+                            "expected `count` or `second,count`, got {} fields",
+                            fields.len()
+                        ),
+                    });
+                }
+            };
+            let count = count_text
+                .parse::<u32>()
+                .map_err(|_| ScenarioError::Invalid {
+                    field: field.clone(),
+                    message: format!("expected a non-negative integer count, got `{count_text}`"),
+                })?;
+            counts.push(count);
+        }
+        if counts.is_empty() {
+            return Err(ScenarioError::Invalid {
+                field: "trace".into(),
+                message: "expected at least one per-second count".into(),
+            });
+        }
+        Ok(Arrivals::Trace { counts })
+    }
+
+    /// Check the fields; `path` is the dotted path of this value.
+    pub(crate) fn validate(&self, path: &str) -> Result<(), ScenarioError> {
+        use super::check::{finite_nonneg, positive};
+        match self {
+            Arrivals::Phases {
+                base_rate, phases, ..
+            } => {
+                finite_nonneg(&format!("{path}.base_rate"), *base_rate)?;
+                if phases.is_empty() {
+                    return Err(ScenarioError::Invalid {
+                        field: format!("{path}.phases"),
+                        message: "expected a non-empty list of phases".into(),
+                    });
+                }
+                for (i, p) in phases.iter().enumerate() {
+                    let pp = format!("{path}.phases[{i}]");
+                    positive(&format!("{pp}.duration_s"), p.duration_s())?;
+                    match *p {
+                        Phase::Constant { level, .. } => {
+                            finite_nonneg(&format!("{pp}.level"), level)?
+                        }
+                        Phase::Ramp { from, to, .. } => {
+                            finite_nonneg(&format!("{pp}.from"), from)?;
+                            finite_nonneg(&format!("{pp}.to"), to)?;
+                        }
+                        Phase::Sine {
+                            min,
+                            max,
+                            period_s,
+                            offset,
+                            ..
+                        } => {
+                            finite_nonneg(&format!("{pp}.min"), min)?;
+                            if !(max.is_finite() && max >= min) {
+                                return Err(ScenarioError::Invalid {
+                                    field: format!("{pp}.max"),
+                                    message: format!("must be a number >= min ({min})"),
+                                });
+                            }
+                            positive(&format!("{pp}.period_s"), period_s)?;
+                            if !(0.0..1.0).contains(&offset) {
+                                return Err(ScenarioError::Invalid {
+                                    field: format!("{pp}.offset"),
+                                    message: "must be a fraction of a period in [0, 1)".into(),
+                                });
+                            }
+                        }
+                        Phase::Square {
+                            low,
+                            high,
+                            period_s,
+                            duty,
+                            ..
+                        } => {
+                            finite_nonneg(&format!("{pp}.low"), low)?;
+                            finite_nonneg(&format!("{pp}.high"), high)?;
+                            positive(&format!("{pp}.period_s"), period_s)?;
+                            if !(duty > 0.0 && duty < 1.0) {
+                                return Err(ScenarioError::Invalid {
+                                    field: format!("{pp}.duty"),
+                                    message: "must be a fraction in (0, 1)".into(),
+                                });
+                            }
+                        }
+                        Phase::Spike {
+                            level,
+                            peak,
+                            start_s,
+                            length_s,
+                            ..
+                        } => {
+                            finite_nonneg(&format!("{pp}.level"), level)?;
+                            finite_nonneg(&format!("{pp}.peak"), peak)?;
+                            finite_nonneg(&format!("{pp}.start_s"), start_s)?;
+                            positive(&format!("{pp}.length_s"), length_s)?;
+                        }
+                    }
+                }
+            }
+            Arrivals::Mmpp {
+                rates,
+                mean_sojourn_s,
+                duration_s,
+            } => {
+                for i in 0..2 {
+                    finite_nonneg(&format!("{path}.rates[{i}]"), rates[i])?;
+                    // Sojourns of at least a millisecond keep generation bounded.
+                    if !(mean_sojourn_s[i].is_finite() && mean_sojourn_s[i] >= 1e-3) {
+                        return Err(ScenarioError::Invalid {
+                            field: format!("{path}.mean_sojourn_s[{i}]"),
+                            message: "must be a number of seconds >= 0.001".into(),
+                        });
+                    }
+                }
+                positive(&format!("{path}.duration_s"), *duration_s)?;
+            }
+            Arrivals::Trace { counts } => {
+                if counts.is_empty() {
+                    return Err(ScenarioError::Invalid {
+                        field: format!("{path}.counts"),
+                        message: "expected a non-empty list of per-second counts".into(),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The largest f64 strictly below `x` (for half-open windows).
+fn next_below(x: f64) -> f64 {
+    if x > 0.0 {
+        f64::from_bits(x.to_bits() - 1)
+    } else {
+        x
+    }
+}
