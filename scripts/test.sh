@@ -17,3 +17,9 @@ echo "== cargo build (binaries used by process tests)"
 cargo build --workspace --bins
 echo "== cargo test"
 cargo test --workspace
+echo "== gym: ruff + pytest (Python Gymnasium layer; uses target/debug/farmctl)"
+"$root/.venv/bin/python" -m ruff check "$root/gym"
+# pytest exits 5 when it collects no test: that is a failure here, like any
+# other non-zero status (set -e).
+(cd "$root/gym" && FARMCTL="$root/target/debug/farmctl" \
+  "$root/.venv/bin/python" -m pytest -q -p no:cacheprovider)

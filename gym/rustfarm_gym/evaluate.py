@@ -1,0 +1,218 @@
+"""Evaluate ONNX policies against the built-in baselines in the simulator.
+
+``python -m rustfarm_gym.evaluate --policies models/farm-policy.onnx,hpa,oracle
+--scenarios paper-4phase,steady --seeds 10 [--plot out.png]``
+
+Built-in policies and the oracle run through ``farmctl sim compare`` (the
+same code and seeds); each ONNX policy runs greedily (argmax of its output)
+through FarmControl, one whole run per seed (no step limit, so the run ends
+when its work is done, as in ``farmctl sim compare``). Prints the table of
+``farmctl sim compare``; ``/bound@qos`` needs the oracle's bound at the
+policy's own QoS, which only the CLI computes, so ONNX rows show ``n/a``
+there. The PNG plots mean QoS against mean replica-seconds, one panel per
+scenario, one point per policy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .env import FarmEnv
+from .onnx_export import read_metadata
+from .server import find_farmctl
+from .train import WHOLE_RUN
+
+
+@dataclass
+class Row:
+    """One policy on one scenario over seeds (the CLI's row)."""
+
+    scenario: str
+    policy: str
+    qos: list[float]
+    target: float
+    p99_s: float
+    replica_seconds: float
+    ratio_oracle: float
+    ratio_at_qos: float | None
+    mean_replicas: float
+    max_replicas: float
+    actions: float
+    reversals: float
+
+    def cells(self) -> list[str]:
+        """The table cells, formatted as ``farmctl sim compare`` does."""
+        q = np.asarray(self.qos)
+        sd = float(q.std(ddof=1)) if len(q) > 1 else 0.0
+        met = int((q + 1e-12 >= self.target).sum())
+        return [
+            self.scenario, self.policy, f"{q.mean() * 100:.2f} ± {sd * 100:.2f}",
+            f"{met}/{len(q)}", f"{self.p99_s:.2f}", f"{self.replica_seconds:.0f}",
+            f"{self.ratio_oracle:.2f}",
+            "n/a" if self.ratio_at_qos is None else f"{self.ratio_at_qos:.2f}",
+            f"{self.mean_replicas:.2f}", f"{self.max_replicas:.1f}", f"{self.actions:.1f}",
+            f"{self.reversals:.1f}",
+        ]
+
+
+HEAD = ["scenario", "policy", "QoS %", "met", "p99 s", "replica-s", "/oracle", "/bound@qos",
+        "mean rep", "max rep", "actions", "reversals"]
+
+
+def table(rows: Sequence[Row], markdown: bool = False) -> str:
+    """Render rows like ``farmctl sim compare`` (aligned text or Markdown)."""
+    body = [r.cells() for r in rows]
+    if markdown:
+        lines = ["| " + " | ".join(HEAD) + " |", "|" + "---|" * len(HEAD)]
+        lines += ["| " + " | ".join(b) + " |" for b in body]
+        return "\n".join(lines) + "\n"
+    width = [max(len(c) for c in col) for col in zip(HEAD, *body, strict=False)]
+
+    def line(cells: Sequence[str]) -> str:
+        parts = [c.ljust(w) if i < 2 else c.rjust(w)
+                 for i, (c, w) in enumerate(zip(cells, width, strict=True))]
+        return "  ".join(parts).rstrip()
+
+    return "\n".join([line(HEAD), *(line(b) for b in body)]) + "\n"
+
+
+def compare_cli(scenarios: Sequence[str], policies: Sequence[str], seeds: int,
+                seed: int | None, target: float) -> list[dict[str, Any]]:
+    """Rows of ``farmctl sim compare --json`` for built-ins and the oracle."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "rows.json"
+        cmd = [str(find_farmctl()), "sim", "compare", "--scenarios", ",".join(scenarios),
+               "--policies", ",".join(policies), "--seeds", str(seeds), "--target",
+               str(target), "--json", str(out)]
+        if seed is not None:
+            cmd += ["--seed", str(seed)]
+        done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise SystemExit(f"farmctl sim compare failed:\n{done.stderr}")
+        return json.loads(out.read_text())
+
+
+def onnx_policy(path: str) -> tuple[Callable[[np.ndarray], np.ndarray], str]:
+    """``(obs batch -> outputs, action space)`` of an exported policy."""
+    import onnxruntime as ort
+
+    meta = read_metadata(path)
+    sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    meanings = json.loads(meta["action_meanings"])
+    return (lambda obs: sess.run(None, {"obs": obs.astype(np.float32)})[0]), ",".join(meanings)
+
+
+def run_onnx_rows(path: str, scenario: str, seeds: Sequence[int], bounds: Sequence[float],
+                  target: float, address: str | None) -> Row:
+    """Whole greedy runs of an ONNX policy on one scenario."""
+    fn, space = onnx_policy(path)
+    env = FarmEnv(address=address, action_space=space)
+    runs = []
+    try:
+        for seed in seeds:
+            obs, _ = env.reset(options={"scenario": scenario, "episode_seed": seed,
+                                        **WHOLE_RUN})
+            while True:
+                obs, _, term, trunc, info = env.step(int(np.argmax(fn(obs[None, :])[0])))
+                if term or trunc:
+                    runs.append(info["summary"])
+                    break
+    finally:
+        env.close()
+    mean = lambda k: float(np.mean([r[k] for r in runs]))  # noqa: E731
+    return Row(scenario, Path(path).stem, [r["qos"] for r in runs], target,
+               mean("latency_p99_s"), mean("replica_seconds"),
+               float(np.mean([r["replica_seconds"] / b for r, b in zip(runs, bounds,
+                                                                         strict=True)])),
+               None, mean("mean_replicas"), mean("max_replicas"), mean("scaling_actions"),
+               mean("reversals"))
+
+
+def cli_row(r: dict[str, Any], target: float) -> Row:
+    """A row of the CLI's JSON."""
+    return Row(r["scenario"], r["policy"], [x["metrics"]["qos"] for x in r["runs"]], target,
+               r["p99_s"], r["replica_seconds"], r["ratio_to_oracle_bound"],
+               r["ratio_to_bound_at_own_qos"], r["mean_replicas"], r["max_replicas"],
+               r["scaling_actions"], r["reversals"])
+
+
+def plot(rows: Sequence[Row], path: str) -> None:
+    """QoS against replica-seconds, one panel per scenario."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    scenarios = list(dict.fromkeys(r.scenario for r in rows))
+    cols = min(3, len(scenarios))
+    nrows = (len(scenarios) + cols - 1) // cols
+    fig, axes = plt.subplots(nrows, cols, figsize=(5 * cols, 4 * nrows), squeeze=False)
+    for ax, sc in zip(axes.flat, scenarios, strict=False):
+        for r in (r for r in rows if r.scenario == sc):
+            q = 100 * float(np.mean(r.qos))
+            ax.scatter(r.replica_seconds, q, label=r.policy,
+                       marker="*" if r.ratio_at_qos is None else "o", s=90)
+            ax.annotate(r.policy, (r.replica_seconds, q), fontsize=7,
+                        xytext=(3, 3), textcoords="offset points")
+        ax.set_title(sc)
+        ax.set_xlabel("replica-seconds (mean over seeds)")
+        ax.set_ylabel("QoS %")
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(scenarios):]:
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry point."""
+    ap = argparse.ArgumentParser(prog="python -m rustfarm_gym.evaluate", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--policies", required=True,
+                    help="comma list of .onnx files and built-in policy names (and 'oracle')")
+    ap.add_argument("--scenarios", default="paper-4phase")
+    ap.add_argument("--seeds", type=int, default=10)
+    ap.add_argument("--seed", type=int, default=None, help="first seed (default: scenario's)")
+    ap.add_argument("--target", type=float, default=0.99, help="QoS target (fraction)")
+    ap.add_argument("--plot", default=None, help="write the QoS / replica-seconds PNG here")
+    ap.add_argument("--markdown", action="store_true")
+    ap.add_argument("--address", default=None, help="FarmControl server (default: start one)")
+    a = ap.parse_args(argv)
+    policies = [p for p in a.policies.split(",") if p]
+    scenarios = [s for s in a.scenarios.split(",") if s]
+    onnx_files = [p for p in policies if p.endswith(".onnx")]
+    builtins = [p for p in policies if not p.endswith(".onnx")]
+    # The oracle always runs: its bound normalises every row.
+    cli = compare_cli(scenarios, [*builtins, *(["oracle"] if "oracle" not in builtins else [])],
+                      a.seeds, a.seed, a.target)
+    rows: list[Row] = []
+    for sc_row in (r for r in cli if r["policy"] == "oracle"):
+        sc = sc_row["scenario"]
+        seeds = [x["seed"] for x in sc_row["runs"]]
+        bounds = [x["bound_target"] for x in sc_row["runs"]]
+        for p in policies:
+            if p in onnx_files:
+                rows.append(run_onnx_rows(p, sc, seeds, bounds, a.target, a.address))
+            else:
+                rows += [cli_row(r, a.target) for r in cli
+                         if r["scenario"] == sc and r["policy"] == p]
+    print(table(rows, a.markdown), end="")
+    if a.plot:
+        plot(rows, a.plot)
+        print(f"plot: {a.plot}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,180 @@
+"""FarmEnv and FarmVectorEnv against a real simulator server."""
+
+from __future__ import annotations
+
+import socket
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+
+import rustfarm_gym
+from rustfarm_gym import (
+    FarmClient,
+    FarmEnv,
+    FarmVectorEnv,
+    InvalidArgumentError,
+    ServerStartError,
+    ServerUnreachableError,
+    SpecMismatchError,
+)
+from rustfarm_gym.checks import check_vector_env
+
+SHORT = {"episode_steps": "6"}
+
+
+def test_check_env_passes(address: str) -> None:
+    env = FarmEnv("steady", address=address, server_options=SHORT)
+    check_env(env, skip_render_check=True)
+    env.close()
+
+
+def test_registered_id_starts_its_own_server() -> None:
+    env = gym.make("RustFarm-v0", server_options=SHORT)
+    try:
+        check_env(env.unwrapped)
+        obs, _ = env.reset(seed=3)
+        assert obs.shape == (17,)
+    finally:
+        env.close()
+    assert {"RustFarm-v0", "RustFarmPaper-v0", "RustFarmRandomized-v0"} <= set(gym.registry)
+
+
+def test_same_seed_reproduces_observations(address: str) -> None:
+    env = FarmEnv("paper-4phase", address=address, server_options={"randomize": "true"})
+    runs = []
+    for _ in range(2):
+        obs, _ = env.reset(seed=42)
+        traj = [obs]
+        for a in [4, 4, 5, 3, 2, 6, 0, 3]:
+            traj.append(env.step(a)[0])
+        runs.append(np.stack(traj))
+    np.testing.assert_array_equal(runs[0], runs[1])
+    other, _ = env.reset(seed=43)
+    assert not np.array_equal(other, runs[0][0])
+    env.close()
+
+
+def test_episode_end_carries_run_metrics(address: str) -> None:
+    env = FarmEnv("steady", address=address, server_options=SHORT, action_space="paper")
+    assert env.action_meanings == ["delta:-1", "delta:0", "delta:+1"]
+    env.reset(seed=1)
+    for i in range(6):
+        _, _, term, trunc, info = env.step(2)
+        if i < 5:
+            assert not (term or trunc) and "summary" not in info
+    assert trunc and not term
+    s = info["summary"]
+    assert s["tasks"] > 0 and 0.0 <= s["qos"] <= 1.0 and s["replica_seconds"] > 0
+    with pytest.raises(rustfarm_gym.FarmRpcError) as e:
+        env.step(1)
+    assert e.value.code == "FAILED_PRECONDITION"
+    env.close()
+
+
+def test_malformed_scenario_raises_with_server_message(address: str) -> None:
+    env = FarmEnv(address=address)
+    bad = "name: broken\narrivals: {kind: nope}\n"
+    with pytest.raises(InvalidArgumentError) as e:
+        env.reset(seed=1, options={"scenario": bad})
+    assert "arrivals.kind" in e.value.message and "nope" in e.value.message
+    with pytest.raises(InvalidArgumentError) as e:
+        env.reset(seed=1, options={"scenario": "no-such-scenario"})
+    assert "unknown scenario" in e.value.message
+    with pytest.raises(InvalidArgumentError) as e:
+        env.reset(seed=1, options={"randomise": "true"})
+    assert "unknown option `randomise`" in e.value.message
+    env.reset(seed=1)
+    with pytest.raises(InvalidArgumentError, match="out of range"):
+        env.step(99)
+    env.close()
+
+
+def test_inline_yaml_scenario(address: str) -> None:
+    yaml = """\
+name: tiny
+arrivals: {kind: phases, base_rate: 2.0, phases: [{shape: constant, duration_s: 40, level: 1}]}
+service: {dist: {kind: constant, value: 1.0}}
+deadline: {kind: fixed, seconds: 3}
+platform:
+  control_interval_s: 5
+  episode_steps: 4
+  min_replicas: 1
+  max_replicas: 4
+  initial_replicas: 2
+  startup_delay: {kind: constant, value: 1}
+  scale_down_delay: {kind: constant, value: 1}
+"""
+    env = FarmEnv(address=address)
+    _, info = env.reset(seed=1, options={"scenario": yaml})
+    assert info["time_s"] == 5.0 and info["desired"] == 2
+    env.close()
+
+
+def test_vector_env_passes_check(address: str) -> None:
+    venv = FarmVectorEnv(4, "steady", address=address, server_options=SHORT)
+    check_vector_env(venv)
+    venv.close()
+
+
+def test_vector_env_matches_single_envs(address: str) -> None:
+    n = 3
+    venv = FarmVectorEnv(n, "bursty", address=address, server_options=SHORT)
+    singles = [FarmEnv("bursty", address=address, server_options=SHORT) for _ in range(n)]
+    vobs, _ = venv.reset(seed=7)
+    sobs = np.stack([e.reset(seed=7 + i)[0] for i, e in enumerate(singles)])
+    np.testing.assert_array_equal(vobs, sobs)
+    rng = np.random.default_rng(0)
+    for step in range(6):
+        acts = rng.integers(0, 7, size=n)
+        vo, vr, _, vtr, vinfo = venv.step(acts)
+        outs = [e.step(int(a)) for e, a in zip(singles, acts, strict=True)]
+        np.testing.assert_array_equal(vr, [o[1] for o in outs])
+        if step < 5:
+            np.testing.assert_array_equal(vo, np.stack([o[0] for o in outs]))
+        else:
+            # Episode end: the single envs' last observation is final_obs,
+            # and the vector env already started the next episode.
+            assert vtr.all()
+            for i in range(n):
+                np.testing.assert_array_equal(vinfo["final_obs"][i], outs[i][0])
+                assert vinfo["final_info"]["summary"]["qos"][i] == outs[i][4]["summary"]["qos"]
+    venv.close()
+    for e in singles:
+        e.close()
+
+
+def test_spec_version_mismatch_is_reported(address: str,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(rustfarm_gym.client, "OBS_VERSION", 999)
+    with pytest.raises(SpecMismatchError, match="v999"):
+        FarmEnv(address=address)
+
+
+def test_unreachable_server_is_reported() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    # Nothing listens on the port now.
+    with pytest.raises(ServerUnreachableError, match=str(port)):
+        FarmClient(f"127.0.0.1:{port}", connect_timeout_s=1.0)
+
+
+def test_missing_binary_is_reported(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    monkeypatch.setenv("FARMCTL", str(tmp_path / "nope"))
+    with pytest.raises(ServerStartError, match="FARMCTL"):
+        FarmEnv()
+
+
+def test_binary_that_does_not_serve_is_reported(tmp_path) -> None:
+    fake = tmp_path / "farmctl"
+    fake.write_text("#!/bin/sh\necho 'no such command' >&2\nexit 3\n")
+    fake.chmod(0o755)
+    with pytest.raises(ServerStartError, match="no such command"):
+        rustfarm_gym.SimServer(fake)
+
+
+def test_live_backend_needs_an_address() -> None:
+    with pytest.raises(ValueError, match="gateway-ext"):
+        FarmEnv(backend="live", farm="f")
