@@ -1,0 +1,936 @@
+//! Configuration: a pure parse from key/value strings (the process
+//! environment in `main`, a map in tests) to a validated [`Config`],
+//! collecting every error instead of stopping at the first.
+//!
+//! # Service keys
+//!
+//! | key | default | meaning |
+//! |---|---|---|
+//! | `UPSTREAM_URL` | required | the OpenFaaS gateway or provider everything else is proxied to (`http://host:port`) |
+//! | `PROVIDER_URL` | `UPSTREAM_URL` | where scale, deploy and list calls go |
+//! | `GATEWAY_EXT_HTTP_ADDR` | `0.0.0.0:8080` | HTTP listen address |
+//! | `GATEWAY_EXT_GRPC_ADDR` | `0.0.0.0:50051` | `FarmControl` gRPC listen address, `off` to disable |
+//! | `BASIC_AUTH` | `false` | protect `/system/*` with basic auth, like the gateway |
+//! | `SECRET_MOUNT_PATH` | `/var/openfaas/secrets` | folder of `basic-auth-user` / `basic-auth-password` |
+//! | `NATS_*` | see farm-runtime | NATS connection (JetStream consumer info, metrics snapshots) |
+//! | `FARMS_FILE` | — | YAML file declaring farms (see [`parse_farms_yaml`]) |
+//! | `DISCOVERY_INTERVAL` | `5s` | how often `/system/functions` is read for annotated workers; `off` disables |
+//! | `DEFAULT_POLICY` | `reactive-average` | policy of a farm that names none |
+//! | `FALLBACK_POLICY` | `reactive-average` | built-in used when an ONNX model fails |
+//! | `CONTROL_INTERVAL` | `8s` | default control interval |
+//! | `MIN_REPLICAS` / `MAX_REPLICAS` | `1` / `32` | default bounds when neither labels nor farm keys set them |
+//! | `MAX_REPLICAS_PER_FUNCTION` | `0` (no cap) | replicas one function may have (CE: 5); above it, shards are used |
+//! | `MAX_STEP` | `0` (no limit) | default largest change of desired replicas per decision |
+//! | `QUEUEING_FLOOR` | `true` | default for the shield's queueing floor |
+//! | `SCALE_FLOOR_HOLD` | `30s` | how long a `/system/scale-function` count is honoured as a floor |
+//! | `ORT_DYLIB_PATH` | — | the ONNX Runtime shared library (needed by `onnx:` policies) |
+//! | `PROVIDER_TIMEOUT` | `5s` | timeout of one provider call |
+//! | `SCALE_RETRIES` | `3` | retries of a failed provider call, with doubling backoff |
+//! | `SCALE_BACKOFF` | `100ms` | first retry delay |
+//! | `RECORD_CAPACITY` | `1024` | decisions kept per farm for status and training |
+//! | `LOG_FORMAT` | `plain` | `plain` or `json` |
+//!
+//! # Farm keys
+//!
+//! A farm is declared either by annotations on its worker function
+//! (prefix `com.rust-farm.`, e.g. `com.rust-farm.farm=thumbs`) or by an entry
+//! of the farms file (same keys without the prefix). Keys: `farm`
+//! (required), `function` (file only; the annotated function otherwise),
+//! `policy` (`<builtin>`, `onnx:<path>` or `external`), `fallback`,
+//! `interval`, `min`, `max` (else the labels `com.openfaas.scale.min/max`),
+//! `max-step`, `queueing-floor`, `per-function-cap`, `action-space`
+//! (`default` or `paper`, for `external` farms).
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use farm_runtime::config::{NatsConfig, parse_duration};
+
+/// Annotation prefix of farm keys on a worker function.
+pub const ANNOTATION_PREFIX: &str = "com.rust-farm.";
+/// Annotation gateway-ext puts on the shard functions it creates.
+pub const SHARD_OF_ANNOTATION: &str = "com.rust-farm.shard-of";
+/// OpenFaaS label of the minimum replicas.
+pub const LABEL_SCALE_MIN: &str = "com.openfaas.scale.min";
+/// OpenFaaS label of the maximum replicas.
+pub const LABEL_SCALE_MAX: &str = "com.openfaas.scale.max";
+
+/// One problem found in the configuration.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// A required key is absent.
+    #[error("{key} is required ({hint})")]
+    Missing {
+        /// The key.
+        key: String,
+        /// What it should hold.
+        hint: &'static str,
+    },
+    /// A value does not parse or is out of range.
+    #[error("{key}={value:?} is not valid: expected {expected}")]
+    Invalid {
+        /// The key.
+        key: String,
+        /// The rejected value.
+        value: String,
+        /// What is accepted.
+        expected: String,
+    },
+    /// Two values contradict each other.
+    #[error("{0}")]
+    Conflict(String),
+    /// The NATS settings are wrong (from farm-runtime's parser).
+    #[error("NATS: {0}")]
+    Nats(String),
+    /// The farms file is not valid YAML of the expected shape.
+    #[error("farms file: {0}")]
+    FarmsFile(String),
+}
+
+/// Every problem of one parse.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "invalid gateway-ext configuration ({} problems):",
+            self.0.len()
+        )?;
+        for e in &self.0 {
+            writeln!(f, "  - {e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Plain,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Which policy sizes a farm.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PolicySpec {
+    /// A built-in policy of farm-model, by name.
+    Builtin(String),
+    /// An ONNX model file.
+    Onnx(PathBuf),
+    /// Decisions arrive over gRPC `Step`.
+    External,
+}
+
+impl PolicySpec {
+    /// Parses `onnx:<path>`, `external` or a built-in name.
+    pub fn parse(key: &str, value: &str) -> Result<Self, ConfigError> {
+        let v = value.trim();
+        if let Some(path) = v.strip_prefix("onnx:") {
+            if path.is_empty() {
+                return Err(invalid(key, value, "onnx:<path of a .onnx file>"));
+            }
+            return Ok(PolicySpec::Onnx(PathBuf::from(path)));
+        }
+        if v == "external" {
+            return Ok(PolicySpec::External);
+        }
+        check_builtin(key, v).map(|()| PolicySpec::Builtin(v.to_owned()))
+    }
+}
+
+impl fmt::Display for PolicySpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PolicySpec::Builtin(n) => f.write_str(n),
+            PolicySpec::Onnx(p) => write!(f, "onnx:{}", p.display()),
+            PolicySpec::External => f.write_str("external"),
+        }
+    }
+}
+
+fn check_builtin(key: &str, name: &str) -> Result<(), ConfigError> {
+    // Built by name with a neutral platform: this accepts exactly what the
+    // loop will build later (including parameterised names such as `fixed:4`).
+    let platform = crate::policy::platform(Duration::from_secs(8), 1, 32, None);
+    match farm_model::policy::builtin(name, &platform) {
+        Ok(_) => Ok(()),
+        Err(e) => Err(invalid(
+            key,
+            name,
+            &format!("a built-in policy, onnx:<path> or external ({e})"),
+        )),
+    }
+}
+
+fn invalid(key: &str, value: &str, expected: &str) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.to_owned(),
+        value: value.to_owned(),
+        expected: expected.to_owned(),
+    }
+}
+
+/// Where a farm declaration came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FarmSource {
+    /// The farms file (static).
+    File,
+    /// Annotations on the worker function (rediscovered periodically).
+    Annotations,
+}
+
+/// One managed farm.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FarmSpec {
+    /// Farm name (JetStream names derive from it).
+    pub farm: String,
+    /// The worker function (shard 0).
+    pub function: String,
+    /// The policy.
+    pub policy: PolicySpec,
+    /// Built-in used when the policy fails.
+    pub fallback: String,
+    /// Control interval.
+    pub interval: Duration,
+    /// Minimum replicas over all shards.
+    pub min: u32,
+    /// Maximum replicas over all shards.
+    pub max: u32,
+    /// Largest change of desired replicas per decision (`None` = no limit).
+    pub max_step: Option<u32>,
+    /// Whether the shield raises the proposal to the queueing floor.
+    pub queueing_floor: bool,
+    /// Replicas per function before shards are used (`None` = no cap).
+    pub per_function_cap: Option<u32>,
+    /// Action space of an external controller (`default` or `paper`).
+    pub action_space: String,
+    /// Where it was declared.
+    pub source: FarmSource,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Upstream of the reverse proxy.
+    pub upstream_url: String,
+    /// Provider API base URL.
+    pub provider_url: String,
+    /// HTTP listen address.
+    pub http_addr: SocketAddr,
+    /// gRPC listen address, `None` when disabled.
+    pub grpc_addr: Option<SocketAddr>,
+    /// Whether `/system/*` requires basic auth.
+    pub basic_auth: bool,
+    /// Folder of the basic-auth secret files.
+    pub secret_mount_path: PathBuf,
+    /// NATS connection.
+    pub nats: NatsConfig,
+    /// Farms file, read by [`Config::load_farms_file`].
+    pub farms_file: Option<PathBuf>,
+    /// Farms declared in the farms file (filled by `load_farms_file`, or by tests).
+    pub farms: Vec<FarmSpec>,
+    /// Discovery period, `None` when disabled.
+    pub discovery_interval: Option<Duration>,
+    /// Defaults for farms.
+    pub defaults: FarmDefaults,
+    /// How long a scale-function request acts as a floor.
+    pub scale_floor_hold: Duration,
+    /// ONNX Runtime shared library.
+    pub ort_dylib_path: Option<PathBuf>,
+    /// Timeout of one provider call.
+    pub provider_timeout: Duration,
+    /// Retries of a failed provider call.
+    pub scale_retries: u32,
+    /// First retry delay.
+    pub scale_backoff: Duration,
+    /// Decisions kept per farm.
+    pub record_capacity: usize,
+    /// Log format.
+    pub log_format: LogFormat,
+}
+
+/// Defaults applied to farm declarations.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FarmDefaults {
+    /// Policy of a farm that names none.
+    pub policy: PolicySpec,
+    /// Fallback built-in.
+    pub fallback: String,
+    /// Control interval.
+    pub interval: Duration,
+    /// Minimum replicas.
+    pub min: u32,
+    /// Maximum replicas.
+    pub max: u32,
+    /// Replicas per function before shards (`None` = no cap).
+    pub per_function_cap: Option<u32>,
+    /// Largest change per decision (`None` = no limit).
+    pub max_step: Option<u32>,
+    /// Queueing floor on or off.
+    pub queueing_floor: bool,
+}
+
+struct Parser<'a> {
+    map: &'a HashMap<String, String>,
+    errors: Vec<ConfigError>,
+}
+
+impl<'a> Parser<'a> {
+    fn get(&self, key: &str) -> Option<&'a str> {
+        self.map
+            .get(key)
+            .map(|s| s.trim())
+            .filter(|s| !s.is_empty())
+    }
+
+    fn parse_or<T>(
+        &mut self,
+        key: &str,
+        default: T,
+        expected: &str,
+        f: impl Fn(&str) -> Option<T>,
+    ) -> T {
+        match self.get(key) {
+            None => default,
+            Some(v) => match f(v) {
+                Some(x) => x,
+                None => {
+                    self.errors.push(invalid(key, v, expected));
+                    default
+                }
+            },
+        }
+    }
+}
+
+fn parse_bool(v: &str) -> Option<bool> {
+    match v.to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Some(true),
+        "false" | "0" | "no" | "off" => Some(false),
+        _ => None,
+    }
+}
+
+fn parse_url(v: &str) -> Option<String> {
+    let rest = v.strip_prefix("http://")?;
+    let authority = rest.split('/').next()?;
+    (!authority.is_empty()).then(|| v.trim_end_matches('/').to_owned())
+}
+
+fn nonzero_cap(v: &str) -> Option<Option<u32>> {
+    v.parse::<u32>().ok().map(|n| (n > 0).then_some(n))
+}
+
+fn positive_duration(v: &str) -> Option<Duration> {
+    parse_duration(v).filter(|d| !d.is_zero())
+}
+
+impl Config {
+    /// Parses the service keys (see the module docs). Farms of the farms
+    /// file are read separately by [`Config::load_farms_file`].
+    pub fn from_map(map: &HashMap<String, String>) -> Result<Config, ConfigErrors> {
+        let mut p = Parser {
+            map,
+            errors: Vec::new(),
+        };
+        let upstream_url = match p.get("UPSTREAM_URL") {
+            None => {
+                p.errors.push(ConfigError::Missing {
+                    key: "UPSTREAM_URL".into(),
+                    hint: "the gateway or provider to proxy to, e.g. http://127.0.0.1:8081",
+                });
+                String::new()
+            }
+            Some(v) => parse_url(v).unwrap_or_else(|| {
+                p.errors
+                    .push(invalid("UPSTREAM_URL", v, "an http://host:port URL"));
+                String::new()
+            }),
+        };
+        let provider_url = p.parse_or(
+            "PROVIDER_URL",
+            upstream_url.clone(),
+            "an http://host:port URL",
+            parse_url,
+        );
+        let http_addr = p.parse_or(
+            "GATEWAY_EXT_HTTP_ADDR",
+            SocketAddr::from(([0, 0, 0, 0], 8080)),
+            "host:port",
+            |v| v.parse().ok(),
+        );
+        let grpc_addr = p.parse_or(
+            "GATEWAY_EXT_GRPC_ADDR",
+            Some(SocketAddr::from(([0, 0, 0, 0], 50051))),
+            "host:port or off",
+            |v| {
+                if v == "off" {
+                    Some(None)
+                } else {
+                    v.parse().ok().map(Some)
+                }
+            },
+        );
+        let basic_auth = p.parse_or("BASIC_AUTH", false, "true or false", parse_bool);
+        let secret_mount_path = PathBuf::from(
+            p.get("SECRET_MOUNT_PATH")
+                .unwrap_or("/var/openfaas/secrets"),
+        );
+        let nats = match NatsConfig::from_map(map) {
+            Ok(n) => n,
+            Err(errs) => {
+                p.errors
+                    .extend(errs.0.iter().map(|e| ConfigError::Nats(e.to_string())));
+                NatsConfig::plain("nats://127.0.0.1:4222")
+            }
+        };
+        let farms_file = p.get("FARMS_FILE").map(PathBuf::from);
+        let discovery_interval = p.parse_or(
+            "DISCOVERY_INTERVAL",
+            Some(Duration::from_secs(5)),
+            "a duration such as 5s, or off",
+            |v| {
+                if v == "off" {
+                    Some(None)
+                } else {
+                    positive_duration(v).map(Some)
+                }
+            },
+        );
+        let default_policy = match p.get("DEFAULT_POLICY") {
+            None => PolicySpec::Builtin("reactive-average".into()),
+            Some(v) => PolicySpec::parse("DEFAULT_POLICY", v).unwrap_or_else(|e| {
+                p.errors.push(e);
+                PolicySpec::Builtin("reactive-average".into())
+            }),
+        };
+        let fallback = match p.get("FALLBACK_POLICY") {
+            None => "reactive-average".to_owned(),
+            Some(v) => {
+                if let Err(e) = check_builtin("FALLBACK_POLICY", v) {
+                    p.errors.push(e);
+                }
+                v.to_owned()
+            }
+        };
+        let interval = p.parse_or(
+            "CONTROL_INTERVAL",
+            Duration::from_secs(8),
+            "a duration such as 8s",
+            positive_duration,
+        );
+        let min = p.parse_or("MIN_REPLICAS", 1, "an integer >= 0", |v| v.parse().ok());
+        let max = p.parse_or("MAX_REPLICAS", 32, "an integer >= 1", |v| {
+            v.parse().ok().filter(|n| *n >= 1)
+        });
+        if min > max {
+            p.errors.push(ConfigError::Conflict(format!(
+                "MIN_REPLICAS ({min}) is larger than MAX_REPLICAS ({max})"
+            )));
+        }
+        let per_function_cap = p.parse_or(
+            "MAX_REPLICAS_PER_FUNCTION",
+            None,
+            "an integer (0 = no cap)",
+            nonzero_cap,
+        );
+        let max_step = p.parse_or("MAX_STEP", None, "an integer (0 = no limit)", nonzero_cap);
+        let queueing_floor = p.parse_or("QUEUEING_FLOOR", true, "true or false", parse_bool);
+        let scale_floor_hold = p.parse_or(
+            "SCALE_FLOOR_HOLD",
+            Duration::from_secs(30),
+            "a duration such as 30s",
+            parse_duration,
+        );
+        let ort_dylib_path = p.get("ORT_DYLIB_PATH").map(PathBuf::from);
+        let provider_timeout = p.parse_or(
+            "PROVIDER_TIMEOUT",
+            Duration::from_secs(5),
+            "a duration such as 5s",
+            positive_duration,
+        );
+        let scale_retries = p.parse_or("SCALE_RETRIES", 3, "an integer", |v| v.parse().ok());
+        let scale_backoff = p.parse_or(
+            "SCALE_BACKOFF",
+            Duration::from_millis(100),
+            "a duration such as 100ms",
+            parse_duration,
+        );
+        let record_capacity = p.parse_or("RECORD_CAPACITY", 1024, "an integer >= 1", |v| {
+            v.parse().ok().filter(|n| *n >= 1)
+        });
+        let log_format = p.parse_or(
+            "LOG_FORMAT",
+            LogFormat::Plain,
+            "plain or json",
+            |v| match v {
+                "plain" => Some(LogFormat::Plain),
+                "json" => Some(LogFormat::Json),
+                _ => None,
+            },
+        );
+        if !p.errors.is_empty() {
+            return Err(ConfigErrors(p.errors));
+        }
+        Ok(Config {
+            upstream_url,
+            provider_url,
+            http_addr,
+            grpc_addr,
+            basic_auth,
+            secret_mount_path,
+            nats,
+            farms_file,
+            farms: Vec::new(),
+            discovery_interval,
+            defaults: FarmDefaults {
+                policy: default_policy,
+                fallback,
+                interval,
+                min,
+                max,
+                per_function_cap,
+                max_step,
+                queueing_floor,
+            },
+            scale_floor_hold,
+            ort_dylib_path,
+            provider_timeout,
+            scale_retries,
+            scale_backoff,
+            record_capacity,
+            log_format,
+        })
+    }
+
+    /// Reads and parses the farms file, if one is configured, into `farms`.
+    pub fn load_farms_file(&mut self) -> Result<(), ConfigErrors> {
+        let Some(path) = &self.farms_file else {
+            return Ok(());
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigErrors(vec![ConfigError::FarmsFile(format!(
+                "cannot read {}: {e}",
+                path.display()
+            ))])
+        })?;
+        self.farms = parse_farms_yaml(&text, &self.defaults)?;
+        Ok(())
+    }
+}
+
+/// Parses a farms file:
+///
+/// ```yaml
+/// farms:
+///   - farm: thumbs
+///     function: thumbs-worker
+///     policy: onnx:models/default.onnx
+///     fallback: reactive-average
+///     interval: 8s
+///     min: 1
+///     max: 32
+///     max-step: 4
+///     queueing-floor: true
+///     per-function-cap: 5
+/// ```
+pub fn parse_farms_yaml(
+    text: &str,
+    defaults: &FarmDefaults,
+) -> Result<Vec<FarmSpec>, ConfigErrors> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct File {
+        farms: Vec<BTreeMap<String, serde_yaml::Value>>,
+    }
+    let file: File = serde_yaml::from_str(text)
+        .map_err(|e| ConfigErrors(vec![ConfigError::FarmsFile(e.to_string())]))?;
+    let mut errors = Vec::new();
+    let mut farms = Vec::new();
+    for (i, entry) in file.farms.iter().enumerate() {
+        let mut keys = BTreeMap::new();
+        for (k, v) in entry {
+            let s = match v {
+                serde_yaml::Value::String(s) => s.clone(),
+                serde_yaml::Value::Number(n) => n.to_string(),
+                serde_yaml::Value::Bool(b) => b.to_string(),
+                _ => {
+                    errors.push(invalid(
+                        &format!("farms[{i}].{k}"),
+                        &format!("{v:?}"),
+                        "a scalar",
+                    ));
+                    continue;
+                }
+            };
+            keys.insert(k.clone(), s);
+        }
+        let Some(function) = keys.get("function").cloned() else {
+            errors.push(ConfigError::Missing {
+                key: format!("farms[{i}].function"),
+                hint: "the worker function of the farm",
+            });
+            continue;
+        };
+        match farm_from_keys(
+            &keys,
+            &function,
+            &BTreeMap::new(),
+            defaults,
+            FarmSource::File,
+            &format!("farms[{i}]."),
+        ) {
+            Ok(f) => farms.push(f),
+            Err(e) => errors.extend(e),
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    for f in &farms {
+        if !seen.insert(f.farm.clone()) {
+            errors.push(ConfigError::Conflict(format!(
+                "farm {:?} is declared twice",
+                f.farm
+            )));
+        }
+    }
+    if errors.is_empty() {
+        Ok(farms)
+    } else {
+        Err(ConfigErrors(errors))
+    }
+}
+
+/// The farm declared by a function's annotations, `None` when it declares
+/// none (or is a shard gateway-ext created).
+pub fn farm_from_function(
+    function: &str,
+    annotations: &BTreeMap<String, String>,
+    labels: &BTreeMap<String, String>,
+    defaults: &FarmDefaults,
+) -> Option<Result<FarmSpec, Vec<ConfigError>>> {
+    if annotations.contains_key(SHARD_OF_ANNOTATION) {
+        return None;
+    }
+    let keys: BTreeMap<String, String> = annotations
+        .iter()
+        .filter_map(|(k, v)| Some((k.strip_prefix(ANNOTATION_PREFIX)?.to_owned(), v.clone())))
+        .collect();
+    keys.contains_key("farm").then(|| {
+        farm_from_keys(
+            &keys,
+            function,
+            labels,
+            defaults,
+            FarmSource::Annotations,
+            ANNOTATION_PREFIX,
+        )
+    })
+}
+
+fn farm_from_keys(
+    keys: &BTreeMap<String, String>,
+    function: &str,
+    labels: &BTreeMap<String, String>,
+    d: &FarmDefaults,
+    source: FarmSource,
+    prefix: &str,
+) -> Result<FarmSpec, Vec<ConfigError>> {
+    let mut errors = Vec::new();
+    let k = |name: &str| format!("{prefix}{name}");
+    let get = |name: &str| keys.get(name).map(|s| s.trim()).filter(|s| !s.is_empty());
+    const KNOWN: &[&str] = &[
+        "farm",
+        "function",
+        "policy",
+        "fallback",
+        "interval",
+        "min",
+        "max",
+        "max-step",
+        "queueing-floor",
+        "per-function-cap",
+        "action-space",
+    ];
+    for key in keys.keys() {
+        if !KNOWN.contains(&key.as_str()) {
+            errors.push(invalid(
+                &k(key),
+                &keys[key],
+                &format!("a known key ({})", KNOWN.join(", ")),
+            ));
+        }
+    }
+    let farm = get("farm").unwrap_or_default().to_owned();
+    if let Err(e) = farm_runtime::names::FarmNames::new(&farm) {
+        errors.push(invalid(&k("farm"), &farm, &e.to_string()));
+    }
+    let policy = match get("policy") {
+        None => d.policy.clone(),
+        Some(v) => PolicySpec::parse(&k("policy"), v).unwrap_or_else(|e| {
+            errors.push(e);
+            d.policy.clone()
+        }),
+    };
+    let fallback = match get("fallback") {
+        None => d.fallback.clone(),
+        Some(v) => {
+            if let Err(e) = check_builtin(&k("fallback"), v) {
+                errors.push(e);
+            }
+            v.to_owned()
+        }
+    };
+    let mut num = |name: &str, label: Option<&str>, default: u32| -> u32 {
+        let (key, v) = match (get(name), label.and_then(|l| labels.get(l))) {
+            (Some(v), _) => (k(name), v.to_owned()),
+            (None, Some(v)) => (label.unwrap_or_default().to_owned(), v.trim().to_owned()),
+            (None, None) => return default,
+        };
+        v.parse().unwrap_or_else(|_| {
+            errors.push(invalid(&key, &v, "a non-negative integer"));
+            default
+        })
+    };
+    let min = num("min", Some(LABEL_SCALE_MIN), d.min);
+    let max = num("max", Some(LABEL_SCALE_MAX), d.max);
+    let max_step = match get("max-step") {
+        None => d.max_step,
+        Some(v) => nonzero_cap(v).unwrap_or_else(|| {
+            errors.push(invalid(&k("max-step"), v, "an integer (0 = no limit)"));
+            d.max_step
+        }),
+    };
+    let per_function_cap = match get("per-function-cap") {
+        None => d.per_function_cap,
+        Some(v) => nonzero_cap(v).unwrap_or_else(|| {
+            errors.push(invalid(
+                &k("per-function-cap"),
+                v,
+                "an integer (0 = no cap)",
+            ));
+            d.per_function_cap
+        }),
+    };
+    let interval = match get("interval") {
+        None => d.interval,
+        Some(v) => positive_duration(v).unwrap_or_else(|| {
+            errors.push(invalid(&k("interval"), v, "a duration such as 8s"));
+            d.interval
+        }),
+    };
+    let queueing_floor = match get("queueing-floor") {
+        None => d.queueing_floor,
+        Some(v) => parse_bool(v).unwrap_or_else(|| {
+            errors.push(invalid(&k("queueing-floor"), v, "true or false"));
+            d.queueing_floor
+        }),
+    };
+    let action_space = get("action-space").unwrap_or("default").to_owned();
+    if !matches!(action_space.as_str(), "default" | "paper") {
+        errors.push(invalid(
+            &k("action-space"),
+            &action_space,
+            "default or paper",
+        ));
+    }
+    if max == 0 {
+        errors.push(invalid(&k("max"), "0", "an integer >= 1"));
+    }
+    if min > max {
+        errors.push(ConfigError::Conflict(format!(
+            "farm {farm:?}: min ({min}) is larger than max ({max})"
+        )));
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    Ok(FarmSpec {
+        farm,
+        function: function.to_owned(),
+        policy,
+        fallback,
+        interval,
+        min,
+        max,
+        max_step,
+        queueing_floor,
+        per_function_cap,
+        action_space,
+        source,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn minimal_config_has_defaults() {
+        let c = Config::from_map(&map(&[("UPSTREAM_URL", "http://127.0.0.1:8081")])).unwrap();
+        assert_eq!(c.provider_url, "http://127.0.0.1:8081");
+        assert_eq!(c.defaults.interval, Duration::from_secs(8));
+        assert_eq!(c.defaults.per_function_cap, None);
+        assert!(c.defaults.queueing_floor);
+        assert!(!c.basic_auth);
+    }
+
+    #[test]
+    fn collects_every_error() {
+        let errs = Config::from_map(&map(&[
+            ("BASIC_AUTH", "maybe"),
+            ("CONTROL_INTERVAL", "0s"),
+            ("MIN_REPLICAS", "9"),
+            ("MAX_REPLICAS", "3"),
+            ("DEFAULT_POLICY", "no-such-policy"),
+        ]))
+        .unwrap_err();
+        let e = &errs.0;
+        assert!(
+            e.iter()
+                .any(|x| matches!(x, ConfigError::Missing { key, .. } if key == "UPSTREAM_URL"))
+        );
+        assert!(
+            e.iter()
+                .any(|x| matches!(x, ConfigError::Invalid { key, .. } if key == "BASIC_AUTH"))
+        );
+        assert!(
+            e.iter().any(
+                |x| matches!(x, ConfigError::Invalid { key, .. } if key == "CONTROL_INTERVAL")
+            )
+        );
+        assert!(
+            e.iter()
+                .any(|x| matches!(x, ConfigError::Invalid { key, .. } if key == "DEFAULT_POLICY"))
+        );
+        assert!(e.iter().any(|x| matches!(x, ConfigError::Conflict(_))));
+        assert_eq!(e.len(), 5);
+    }
+
+    #[test]
+    fn policy_specs_parse() {
+        assert_eq!(
+            PolicySpec::parse("k", "external").unwrap(),
+            PolicySpec::External
+        );
+        assert_eq!(
+            PolicySpec::parse("k", "onnx:/m/a.onnx").unwrap(),
+            PolicySpec::Onnx("/m/a.onnx".into())
+        );
+        assert!(matches!(
+            PolicySpec::parse("k", "onnx:"),
+            Err(ConfigError::Invalid { .. })
+        ));
+        for name in farm_model::policy::builtin_names() {
+            assert_eq!(
+                PolicySpec::parse("k", name).unwrap(),
+                PolicySpec::Builtin((*name).to_owned())
+            );
+        }
+        assert!(matches!(
+            PolicySpec::parse("k", "fixed:x"),
+            Err(ConfigError::Invalid { .. })
+        ));
+    }
+
+    fn defaults() -> FarmDefaults {
+        Config::from_map(&map(&[("UPSTREAM_URL", "http://127.0.0.1:1")]))
+            .unwrap()
+            .defaults
+    }
+
+    #[test]
+    fn annotations_declare_a_farm_and_labels_bound_it() {
+        let ann: BTreeMap<_, _> = [
+            ("com.rust-farm.farm", "demo"),
+            ("com.rust-farm.policy", "external"),
+            ("com.rust-farm.interval", "2s"),
+            ("com.rust-farm.max-step", "3"),
+            ("other", "x"),
+        ]
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+        let labels: BTreeMap<_, _> = [
+            (LABEL_SCALE_MIN.to_owned(), "2".to_owned()),
+            (LABEL_SCALE_MAX.to_owned(), "5".to_owned()),
+        ]
+        .into_iter()
+        .collect();
+        let f = farm_from_function("demo-worker", &ann, &labels, &defaults())
+            .unwrap()
+            .unwrap();
+        assert_eq!(f.farm, "demo");
+        assert_eq!(f.function, "demo-worker");
+        assert_eq!(f.policy, PolicySpec::External);
+        assert_eq!(f.interval, Duration::from_secs(2));
+        assert_eq!((f.min, f.max, f.max_step), (2, 5, Some(3)));
+        assert_eq!(f.source, FarmSource::Annotations);
+    }
+
+    #[test]
+    fn functions_without_farm_or_shards_are_not_farms() {
+        let d = defaults();
+        assert!(farm_from_function("f", &BTreeMap::new(), &BTreeMap::new(), &d).is_none());
+        let shard: BTreeMap<_, _> = [
+            ("com.rust-farm.farm".to_owned(), "demo".to_owned()),
+            (SHARD_OF_ANNOTATION.to_owned(), "w".to_owned()),
+        ]
+        .into_iter()
+        .collect();
+        assert!(farm_from_function("w-shard-1", &shard, &BTreeMap::new(), &d).is_none());
+    }
+
+    #[test]
+    fn bad_annotations_are_all_reported() {
+        let ann: BTreeMap<_, _> = [
+            ("com.rust-farm.farm", "Bad_Name"),
+            ("com.rust-farm.interval", "soon"),
+            ("com.rust-farm.typo", "1"),
+        ]
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+        let errs = farm_from_function("w", &ann, &BTreeMap::new(), &defaults())
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(errs.len(), 3, "{errs:?}");
+    }
+
+    #[test]
+    fn farms_file_parses_and_rejects_duplicates() {
+        let d = defaults();
+        let farms = parse_farms_yaml(
+            "farms:\n  - {farm: a, function: a-worker, min: 2, max: 9, per-function-cap: 5}\n  - {farm: b, function: b-worker, policy: external}\n",
+            &d,
+        )
+        .unwrap();
+        assert_eq!(farms.len(), 2);
+        assert_eq!(
+            (farms[0].min, farms[0].max, farms[0].per_function_cap),
+            (2, 9, Some(5))
+        );
+        assert_eq!(farms[0].source, FarmSource::File);
+        let dup = parse_farms_yaml(
+            "farms:\n  - {farm: a, function: x}\n  - {farm: a, function: y}\n  - {farm: c}\n",
+            &d,
+        )
+        .unwrap_err();
+        assert_eq!(dup.0.len(), 2, "{dup}");
+    }
+}

@@ -1,0 +1,822 @@
+//! The control loop of one managed farm: observe, decide, shield, act,
+//! record, every interval and on demand (alerts, scale requests).
+//!
+//! One task per farm owns the policy and all mutable state, so decisions of
+//! a farm are strictly sequential; the HTTP and gRPC surfaces talk to it
+//! through [`FarmHandle`].
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use farm_model::action::ActionSpace;
+use farm_model::observation::{OBS_DIM, names, observe};
+use farm_model::reward::{RewardWeights, reward};
+use farm_model::signals::Signals;
+use farm_runtime::names::FarmNames;
+use serde::Serialize;
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use crate::actuator::{self, FarmReplicas, Retry};
+use crate::config::FarmSpec;
+use crate::metrics::{INFERENCE_BUCKETS, Metrics};
+use crate::observe::{BuildContext, NatsObserver, Sample, SharedNats, SignalsBuilder};
+use crate::policy::FarmPolicy;
+use crate::provider::Provider;
+use crate::shield::{ShieldConfig, shield};
+
+/// What set a decision off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Trigger {
+    /// The control interval elapsed.
+    Tick,
+    /// An AlertManager alert for the farm's function.
+    Alert,
+    /// A `POST /system/scale-function` for the farm's function.
+    ScaleRequest,
+}
+
+impl Trigger {
+    /// Stable label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Trigger::Tick => "tick",
+            Trigger::Alert => "alert",
+            Trigger::ScaleRequest => "scale-request",
+        }
+    }
+}
+
+/// One recorded decision.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DecisionRecord {
+    /// Farm name.
+    pub farm: String,
+    /// Wall clock, Unix microseconds.
+    pub at_us: i64,
+    /// Sequence number of the decision in this farm (from 1).
+    pub seq: u64,
+    /// The observation vector.
+    pub observation: Vec<f32>,
+    /// The signals it was built from.
+    pub signals: Signals,
+    /// Policy that decided.
+    pub policy: String,
+    /// Discrete action.
+    pub action: Option<usize>,
+    /// Raw policy outputs.
+    pub outputs: Vec<f32>,
+    /// Proposal before the shield.
+    pub proposed: u32,
+    /// Replicas asked for.
+    pub desired: u32,
+    /// Replicas asked for before this decision.
+    pub previous: u32,
+    /// Shield interventions, fallback reasons, errors.
+    pub note: String,
+    /// What triggered it.
+    pub trigger: Trigger,
+    /// Whether the provider accepted the new counts.
+    pub applied: bool,
+    /// Whether this decision consumed an external controller's action.
+    pub external_action: bool,
+}
+
+impl DecisionRecord {
+    /// As the gRPC `Decision` message.
+    pub fn to_proto(&self) -> farm_proto::control::Decision {
+        farm_proto::control::Decision {
+            farm: self.farm.clone(),
+            at_us: self.at_us,
+            observation: self.observation.clone(),
+            policy: self.policy.clone(),
+            action: self.action.and_then(|a| u32::try_from(a).ok()),
+            outputs: self.outputs.clone(),
+            proposed: self.proposed,
+            desired: self.desired,
+            previous: self.previous,
+            note: self.note.clone(),
+            trigger: self.trigger.label().to_owned(),
+        }
+    }
+}
+
+/// Status of a farm for `GET /system/autoscaler`.
+#[derive(Debug, Clone, Serialize)]
+pub struct FarmStatus {
+    /// Farm name.
+    pub farm: String,
+    /// Worker function.
+    pub function: String,
+    /// Configured policy.
+    pub policy: String,
+    /// Fallback built-in and whether (and why) it is deciding.
+    pub fallback: FallbackStatus,
+    /// Control interval, seconds.
+    pub interval_s: f64,
+    /// Bounds.
+    pub min: u32,
+    /// Bounds.
+    pub max: u32,
+    /// Replicas per function before shards.
+    pub per_function_cap: Option<u32>,
+    /// Replicas asked for.
+    pub desired: u32,
+    /// Replicas that exist, over all shards.
+    pub replicas: u32,
+    /// Ready replicas, over all shards.
+    pub ready: u32,
+    /// Per function: [replicas, ready].
+    pub functions: BTreeMap<String, (u32, u32)>,
+    /// Last observation by feature name.
+    pub last_observation: BTreeMap<String, f32>,
+    /// Last decision.
+    pub last_decision: Option<DecisionRecord>,
+    /// Active scale-request floor: replicas and seconds left.
+    pub request_floor: Option<(u32, f64)>,
+    /// Error counts by kind.
+    pub errors: BTreeMap<String, u64>,
+    /// The most recent error.
+    pub last_error: Option<String>,
+    /// The most recent error of each kind.
+    pub last_errors: BTreeMap<String, String>,
+    /// Decisions so far.
+    pub decisions: u64,
+}
+
+/// Fallback part of [`FarmStatus`].
+#[derive(Debug, Clone, Serialize)]
+pub struct FallbackStatus {
+    /// The fallback built-in.
+    pub policy: String,
+    /// Whether it is deciding now.
+    pub active: bool,
+    /// Why.
+    pub reason: Option<String>,
+}
+
+/// What an external controller's `Step` waits for: a tick outcome.
+#[derive(Debug, Clone)]
+pub struct TickEvent {
+    /// The decision of the tick.
+    pub record: Arc<DecisionRecord>,
+}
+
+/// Services a farm loop uses.
+pub struct FarmDeps {
+    /// The provider.
+    pub provider: Arc<dyn Provider>,
+    /// NATS, once connected.
+    pub nats: SharedNats,
+    /// Metrics registry.
+    pub metrics: Arc<Metrics>,
+    /// Every decision of every farm (gRPC `Watch`).
+    pub decisions: broadcast::Sender<Arc<DecisionRecord>>,
+    /// Retries of provider calls.
+    pub retry: Retry,
+    /// Decisions kept per farm.
+    pub record_capacity: usize,
+    /// How long a scale request acts as a floor.
+    pub floor_hold: Duration,
+}
+
+enum Command {
+    Alert {
+        firing: bool,
+        reply: oneshot::Sender<Arc<DecisionRecord>>,
+    },
+    ScaleRequest {
+        replicas: u32,
+        reply: oneshot::Sender<Arc<DecisionRecord>>,
+    },
+    Reload {
+        reply: oneshot::Sender<Result<bool, String>>,
+    },
+}
+
+struct Shared {
+    status: FarmStatus,
+    history: VecDeque<Arc<DecisionRecord>>,
+    pending_action: Option<u32>,
+}
+
+/// Handle of a running farm loop.
+pub struct FarmHandle {
+    spec: FarmSpec,
+    cmd: mpsc::Sender<Command>,
+    shared: Arc<Mutex<Shared>>,
+    ticks: broadcast::Sender<TickEvent>,
+    stop: CancellationToken,
+    action_space: Option<ActionSpace>,
+}
+
+/// Why a command to a farm failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FarmError {
+    /// The farm loop has stopped.
+    #[error("farm {0} is not running")]
+    Stopped(String),
+    /// The farm is not in external mode.
+    #[error(
+        "farm {0} is not in external mode (its policy is {1}); declare it with policy `external`"
+    )]
+    NotExternal(String, String),
+    /// The action index is outside the farm's action space.
+    #[error("action {action} is outside the action space of farm {farm} ({len} actions)")]
+    BadAction {
+        /// Farm.
+        farm: String,
+        /// Action given.
+        action: u32,
+        /// Number of actions.
+        len: usize,
+    },
+}
+
+fn lock(m: &Mutex<Shared>) -> std::sync::MutexGuard<'_, Shared> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl FarmHandle {
+    /// The farm's declaration.
+    pub fn spec(&self) -> &FarmSpec {
+        &self.spec
+    }
+
+    /// Current status.
+    pub fn status(&self) -> FarmStatus {
+        let g = lock(&self.shared);
+        let mut s = g.status.clone();
+        if let Some((n, until)) = s.request_floor {
+            // Stored as an absolute deadline (seconds since the Unix epoch); report what is left.
+            let left = until - unix_s();
+            s.request_floor = (left > 0.0).then_some((n, left));
+        }
+        s
+    }
+
+    /// The last `n` decisions, oldest first.
+    pub fn history(&self, n: usize) -> Vec<Arc<DecisionRecord>> {
+        let g = lock(&self.shared);
+        g.history.iter().rev().take(n).rev().cloned().collect()
+    }
+
+    /// Whether `function` is this farm's worker or one of its shards.
+    pub fn owns(&self, function: &str) -> bool {
+        function == self.spec.function
+            || actuator::shard_index(&self.spec.function, function).is_some()
+    }
+
+    /// Runs an immediate decision for an alert; returns the record.
+    pub async fn alert(&self, firing: bool) -> Result<Arc<DecisionRecord>, FarmError> {
+        let (reply, rx) = oneshot::channel();
+        self.cmd
+            .send(Command::Alert { firing, reply })
+            .await
+            .map_err(|_| FarmError::Stopped(self.spec.farm.clone()))?;
+        rx.await
+            .map_err(|_| FarmError::Stopped(self.spec.farm.clone()))
+    }
+
+    /// Honours a scale request as a floor and decides at once.
+    pub async fn scale_request(&self, replicas: u32) -> Result<Arc<DecisionRecord>, FarmError> {
+        let (reply, rx) = oneshot::channel();
+        self.cmd
+            .send(Command::ScaleRequest { replicas, reply })
+            .await
+            .map_err(|_| FarmError::Stopped(self.spec.farm.clone()))?;
+        rx.await
+            .map_err(|_| FarmError::Stopped(self.spec.farm.clone()))
+    }
+
+    /// Reloads an ONNX model (validated first). `Ok(false)` for other policies.
+    pub async fn reload(&self) -> Result<Result<bool, String>, FarmError> {
+        let (reply, rx) = oneshot::channel();
+        self.cmd
+            .send(Command::Reload { reply })
+            .await
+            .map_err(|_| FarmError::Stopped(self.spec.farm.clone()))?;
+        rx.await
+            .map_err(|_| FarmError::Stopped(self.spec.farm.clone()))
+    }
+
+    /// The action space of an external farm.
+    pub fn action_space(&self) -> Option<&ActionSpace> {
+        self.action_space.as_ref()
+    }
+
+    /// Subscribes to tick outcomes (external controllers).
+    pub fn subscribe_ticks(&self) -> broadcast::Receiver<TickEvent> {
+        self.ticks.subscribe()
+    }
+
+    /// Queues an external action for the next tick.
+    pub fn set_pending_action(&self, action: u32) -> Result<(), FarmError> {
+        let Some(space) = &self.action_space else {
+            return Err(FarmError::NotExternal(
+                self.spec.farm.clone(),
+                self.spec.policy.to_string(),
+            ));
+        };
+        if action as usize >= space.len() {
+            return Err(FarmError::BadAction {
+                farm: self.spec.farm.clone(),
+                action,
+                len: space.len(),
+            });
+        }
+        lock(&self.shared).pending_action = Some(action);
+        Ok(())
+    }
+
+    /// Stops the loop.
+    pub fn stop(&self) {
+        self.stop.cancel();
+    }
+}
+
+impl Drop for FarmHandle {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+fn unix_s() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+fn unix_us() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+}
+
+/// Starts the loop of `spec` with a built policy.
+pub fn start(spec: FarmSpec, policy: FarmPolicy, deps: Arc<FarmDeps>) -> Arc<FarmHandle> {
+    let (cmd_tx, cmd_rx) = mpsc::channel(64);
+    let (ticks, _) = broadcast::channel(16);
+    let stop = CancellationToken::new();
+    let action_space = policy
+        .is_external()
+        .then(|| policy.action_space())
+        .flatten();
+    let status = FarmStatus {
+        farm: spec.farm.clone(),
+        function: spec.function.clone(),
+        policy: spec.policy.to_string(),
+        fallback: FallbackStatus {
+            policy: policy.fallback_name().to_owned(),
+            active: policy.fallback_reason().is_some(),
+            reason: policy.fallback_reason().map(str::to_owned),
+        },
+        interval_s: spec.interval.as_secs_f64(),
+        min: spec.min,
+        max: spec.max,
+        per_function_cap: spec.per_function_cap,
+        desired: 0,
+        replicas: 0,
+        ready: 0,
+        functions: BTreeMap::new(),
+        last_observation: BTreeMap::new(),
+        last_decision: None,
+        request_floor: None,
+        errors: BTreeMap::new(),
+        last_error: None,
+        last_errors: BTreeMap::new(),
+        decisions: 0,
+    };
+    let shared = Arc::new(Mutex::new(Shared {
+        status,
+        history: VecDeque::new(),
+        pending_action: None,
+    }));
+    let handle = Arc::new(FarmHandle {
+        spec: spec.clone(),
+        cmd: cmd_tx,
+        shared: shared.clone(),
+        ticks: ticks.clone(),
+        stop: stop.clone(),
+        action_space,
+    });
+    let names = FarmNames::new(&spec.farm);
+    let observer = names.ok().map(|n| {
+        // A snapshot older than two intervals (plus slack) means the collector is gone.
+        let max_age = spec.interval * 2 + Duration::from_secs(5);
+        NatsObserver::start(deps.nats.clone(), n, max_age, stop.clone())
+    });
+    let farm = spec.farm.clone();
+    let lp = FarmLoop {
+        spec,
+        policy,
+        deps,
+        observer,
+        builder: SignalsBuilder::default(),
+        shared,
+        ticks,
+        started: Instant::now(),
+        last_tick: None,
+        desired: None,
+        last_change: Instant::now(),
+        replicas: None,
+        floor: None,
+        seq: 0,
+        last_applied: None,
+    };
+    tokio::spawn(
+        lp.run(cmd_rx, stop)
+            .instrument(info_span!("farm", farm = %farm)),
+    );
+    handle
+}
+
+struct FarmLoop {
+    spec: FarmSpec,
+    policy: FarmPolicy,
+    deps: Arc<FarmDeps>,
+    observer: Option<Arc<NatsObserver>>,
+    builder: SignalsBuilder,
+    shared: Arc<Mutex<Shared>>,
+    ticks: broadcast::Sender<TickEvent>,
+    started: Instant,
+    last_tick: Option<Instant>,
+    desired: Option<u32>,
+    last_change: Instant,
+    replicas: Option<FarmReplicas>,
+    floor: Option<(u32, Instant)>,
+    seq: u64,
+    last_applied: Option<(u32, u32)>,
+}
+
+impl FarmLoop {
+    async fn run(mut self, mut rx: mpsc::Receiver<Command>, stop: CancellationToken) {
+        info!(function = %self.spec.function, policy = %self.spec.policy, interval = ?self.spec.interval, "farm loop started");
+        let mut interval = tokio::time::interval(self.spec.interval);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => break,
+                _ = interval.tick() => {
+                    if self.policy.model_changed() {
+                        let _ = self.reload();
+                    }
+                    self.decide(Trigger::Tick, None).await;
+                }
+                cmd = rx.recv() => match cmd {
+                    None => break,
+                    Some(Command::Alert { firing, reply }) => {
+                        let r = self.decide(Trigger::Alert, Some(firing)).await;
+                        let _ = reply.send(r);
+                    }
+                    Some(Command::ScaleRequest { replicas, reply }) => {
+                        self.floor = Some((replicas, Instant::now() + self.deps.floor_hold));
+                        lock(&self.shared).status.request_floor =
+                            Some((replicas, unix_s() + self.deps.floor_hold.as_secs_f64()));
+                        let r = self.decide(Trigger::ScaleRequest, None).await;
+                        let _ = reply.send(r);
+                    }
+                    Some(Command::Reload { reply }) => {
+                        let _ = reply.send(self.reload());
+                    }
+                },
+            }
+        }
+        self.deps.metrics.forget_farm(&self.spec.farm);
+        info!("farm loop stopped");
+    }
+
+    fn reload(&mut self) -> Result<bool, String> {
+        let r = self.policy.reload().map_err(|e| e.to_string());
+        if let Err(e) = &r {
+            warn!(error = %e, "model reload refused; the current policy keeps deciding");
+            self.error("reload", e.clone());
+        }
+        self.sync_fallback_status();
+        r
+    }
+
+    fn sync_fallback_status(&self) {
+        let active = self.policy.fallback_reason().is_some();
+        self.deps.metrics.set(
+            "gateway_ext_policy_fallback",
+            &[("farm", &self.spec.farm)],
+            if active { 1.0 } else { 0.0 },
+        );
+        let mut g = lock(&self.shared);
+        g.status.fallback.active = active;
+        g.status.fallback.reason = self.policy.fallback_reason().map(str::to_owned);
+    }
+
+    fn error(&self, kind: &str, message: String) {
+        self.deps.metrics.inc(
+            "gateway_ext_errors_total",
+            &[("farm", &self.spec.farm), ("kind", kind)],
+            1.0,
+        );
+        let mut g = lock(&self.shared);
+        *g.status.errors.entry(kind.to_owned()).or_insert(0) += 1;
+        g.status.last_error = Some(format!("{kind}: {message}"));
+        g.status.last_errors.insert(kind.to_owned(), message);
+    }
+
+    async fn observe(&mut self) -> Sample {
+        let retry = self.deps.retry;
+        match actuator::read_replicas(
+            self.deps.provider.as_ref(),
+            retry,
+            &self.spec.function,
+            None,
+        )
+        .await
+        {
+            Ok(r) => {
+                if r.worker.is_none() {
+                    self.error(
+                        "provider",
+                        format!("worker function {} not found", self.spec.function),
+                    );
+                }
+                self.replicas = Some(r);
+            }
+            Err(e) => {
+                warn!(error = %e, "cannot read replicas");
+                self.error("provider", e.to_string());
+            }
+        }
+        let (consumer, snapshot) = match &self.observer {
+            Some(o) => {
+                let c = match o.consumer().await {
+                    Ok(c) => Some(c),
+                    Err(e) => {
+                        debug!(error = %e, "no consumer info");
+                        self.error("jetstream", e.to_string());
+                        None
+                    }
+                };
+                (c, o.snapshot())
+            }
+            None => (None, None),
+        };
+        let (replicas, available) = self
+            .replicas
+            .as_ref()
+            .map_or((0, 0), |r| (r.replicas, r.available));
+        Sample {
+            consumer,
+            snapshot,
+            replicas,
+            available,
+        }
+    }
+
+    async fn decide(&mut self, trigger: Trigger, alert: Option<bool>) -> Arc<DecisionRecord> {
+        let now = Instant::now();
+        let sample = self.observe().await;
+        let interval_s = self
+            .last_tick
+            .map_or(self.spec.interval.as_secs_f64(), |t| {
+                now.duration_since(t).as_secs_f64()
+            })
+            .max(1e-3);
+        // The first decision starts from what the platform runs now.
+        let previous = self
+            .desired
+            .unwrap_or_else(|| self.replicas.as_ref().map_or(self.spec.min, |r| r.replicas));
+        let ctx = BuildContext {
+            interval_s,
+            desired: previous,
+            since_last_scale_s: now.duration_since(self.last_change).as_secs_f64(),
+            min: self.spec.min,
+            max: self.spec.max,
+        };
+        // Out-of-band decisions peek at the interval so far; only ticks
+        // advance the counters, so tick intervals stay whole.
+        let signals = if trigger == Trigger::Tick {
+            self.last_tick = Some(now);
+            self.builder.build(&sample, &ctx)
+        } else {
+            self.builder.clone().build(&sample, &ctx)
+        };
+        let obs = observe(&signals);
+        let now_s = now.duration_since(self.started).as_secs_f64();
+        let external = if self.policy.is_external() && trigger == Trigger::Tick {
+            lock(&self.shared).pending_action.take()
+        } else {
+            None
+        };
+        let proposal = match alert {
+            Some(firing) => match self.policy.on_alert(now_s, firing, &signals) {
+                Some(p) => p,
+                None => self.policy.decide(now_s, &signals, &obs, None).await,
+            },
+            None => self.policy.decide(now_s, &signals, &obs, external).await,
+        };
+        if let Some(t) = proposal.inference {
+            self.deps.metrics.observe(
+                "gateway_ext_inference_seconds",
+                &[("farm", &self.spec.farm)],
+                INFERENCE_BUCKETS,
+                t.as_secs_f64(),
+            );
+        }
+        if let Some(e) = &proposal.error {
+            self.error("inference", e.clone());
+        }
+        let floor = match self.floor {
+            Some((n, until)) if until > now => Some(n),
+            Some(_) => {
+                self.floor = None;
+                lock(&self.shared).status.request_floor = None;
+                None
+            }
+            None => None,
+        };
+        let cfg = ShieldConfig {
+            min: self.spec.min,
+            max: self.spec.max,
+            max_step: self.spec.max_step,
+            queueing_floor: self.spec.queueing_floor,
+        };
+        let shielded = shield(&cfg, proposal.proposed, previous, &signals, &obs, floor);
+        let mut notes: Vec<String> = Vec::new();
+        if let Some(n) = &proposal.note {
+            notes.push(n.clone());
+        }
+        for iv in &shielded.interventions {
+            self.deps.metrics.inc(
+                "gateway_ext_shield_total",
+                &[("farm", &self.spec.farm), ("reason", iv.label())],
+                1.0,
+            );
+        }
+        if !shielded.interventions.is_empty() {
+            let labels: Vec<&str> = shielded.interventions.iter().map(|i| i.label()).collect();
+            notes.push(format!("shield: {}", labels.join(", ")));
+        }
+        if shielded
+            .interventions
+            .contains(&crate::shield::Intervention::NonFiniteHold)
+        {
+            self.error(
+                "observation",
+                format!("non-finite observation {obs:?}; holding"),
+            );
+        }
+        let desired = shielded.desired;
+        let applied = self.act(desired, &mut notes).await;
+        if Some(desired) != self.desired {
+            self.last_change = now;
+        }
+        self.desired = Some(desired);
+        self.seq += 1;
+        let record = Arc::new(DecisionRecord {
+            farm: self.spec.farm.clone(),
+            at_us: unix_us(),
+            seq: self.seq,
+            observation: obs.to_vec(),
+            signals,
+            policy: proposal.policy.clone(),
+            action: proposal.action,
+            outputs: proposal.outputs.clone(),
+            proposed: proposal.proposed,
+            desired,
+            previous,
+            note: notes.join("; "),
+            trigger,
+            applied,
+            external_action: external.is_some(),
+        });
+        self.record(&record, &obs, trigger);
+        if trigger == Trigger::Tick {
+            self.last_applied = Some((previous, desired));
+            let _ = self.ticks.send(TickEvent {
+                record: record.clone(),
+            });
+        }
+        record
+    }
+
+    async fn act(&mut self, desired: u32, notes: &mut Vec<String>) -> bool {
+        let Some(current) = self.replicas.clone() else {
+            notes.push("not applied: replicas unknown (provider unreachable)".into());
+            return false;
+        };
+        if current.worker.is_none() {
+            notes.push(format!(
+                "not applied: worker function {} not found",
+                self.spec.function
+            ));
+            return false;
+        }
+        let started = Instant::now();
+        match actuator::apply(
+            self.deps.provider.as_ref(),
+            self.deps.retry,
+            &current,
+            desired,
+            self.spec.per_function_cap,
+        )
+        .await
+        {
+            Ok(asked) => {
+                debug!(desired, took = ?started.elapsed(), functions = asked.len(), "applied");
+                self.deps.metrics.set(
+                    "gateway_ext_shards",
+                    &[("farm", &self.spec.farm)],
+                    asked.len() as f64,
+                );
+                // The shards changed: forget the cached listing so the next
+                // observation re-reads it.
+                if asked.len() != current.shards.len() + 1 {
+                    self.replicas = None;
+                }
+                true
+            }
+            Err(e) => {
+                warn!(desired, error = %e, "scaling failed; will retry next decision");
+                notes.push(format!("not applied: {e}"));
+                self.error("provider", e.to_string());
+                false
+            }
+        }
+    }
+
+    fn record(&self, record: &Arc<DecisionRecord>, obs: &[f32; OBS_DIM], trigger: Trigger) {
+        let m = &self.deps.metrics;
+        let farm = self.spec.farm.as_str();
+        m.inc(
+            "gateway_ext_decisions_total",
+            &[
+                ("farm", farm),
+                ("trigger", trigger.label()),
+                ("policy", &record.policy),
+            ],
+            1.0,
+        );
+        m.set(
+            "gateway_ext_replicas_desired",
+            &[("farm", farm)],
+            f64::from(record.desired),
+        );
+        m.set(
+            "gateway_ext_replicas_proposed",
+            &[("farm", farm)],
+            f64::from(record.proposed),
+        );
+        m.set(
+            "gateway_ext_replicas_ready",
+            &[("farm", farm)],
+            record.signals.replicas_ready,
+        );
+        for (name, v) in names().iter().zip(obs) {
+            m.set(
+                "gateway_ext_observation",
+                &[("farm", farm), ("feature", name)],
+                f64::from(*v),
+            );
+        }
+        self.sync_fallback_status();
+        {
+            let mut g = lock(&self.shared);
+            g.history.push_back(record.clone());
+            while g.history.len() > self.deps.record_capacity {
+                g.history.pop_front();
+            }
+            let st = &mut g.status;
+            st.desired = record.desired;
+            if let Some(r) = &self.replicas {
+                st.replicas = r.replicas;
+                st.ready = r.available;
+                st.functions = r.per_function.clone();
+            }
+            st.last_observation = names()
+                .iter()
+                .zip(obs)
+                .map(|(n, v)| ((*n).to_owned(), *v))
+                .collect();
+            st.last_decision = Some((**record).clone());
+            st.decisions = record.seq;
+        }
+        let _ = self.deps.decisions.send(record.clone());
+        info!(
+            trigger = trigger.label(),
+            policy = %record.policy,
+            proposed = record.proposed,
+            desired = record.desired,
+            previous = record.previous,
+            applied = record.applied,
+            note = %record.note,
+            "decision"
+        );
+    }
+}
+
+/// The reward of the tick `next`, for the step that moved the desired count
+/// from `previous` to `desired` (the gRPC `Step` reply).
+pub fn step_reward(w: &RewardWeights, next: &Signals, previous: u32, desired: u32) -> f64 {
+    reward(w, next, previous, desired)
+}

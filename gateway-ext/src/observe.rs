@@ -1,0 +1,389 @@
+//! Observing a live farm: JetStream consumer info of the `workers`
+//! consumer, the collector's latest `MetricsSnapshot`, and replica counts
+//! from the provider, turned into farm-model [`Signals`].
+//!
+//! [`SignalsBuilder`] is the pure part (counter deltas between ticks);
+//! [`NatsObserver`] the I/O part.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use farm_model::signals::Signals;
+use farm_runtime::names::FarmNames;
+use farm_runtime::proto::MetricsSnapshot;
+use futures::StreamExt;
+use prost::Message;
+use tokio::sync::OnceCell;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+/// What JetStream says about the `workers` consumer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ConsumerSample {
+    /// Tasks not yet delivered.
+    pub num_pending: u64,
+    /// Tasks delivered and not yet acked.
+    pub num_ack_pending: u64,
+    /// Tasks currently pending that were delivered more than once.
+    pub num_redelivered: u64,
+    /// Stream sequence of the last delivery; `+ num_pending` is the last
+    /// stream sequence, whose growth counts arrivals.
+    pub delivered_stream_seq: u64,
+}
+
+/// One observation of a farm at a tick.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Sample {
+    /// Consumer state, `None` when JetStream could not be asked.
+    pub consumer: Option<ConsumerSample>,
+    /// The collector's latest snapshot, `None` when none arrived recently.
+    pub snapshot: Option<MetricsSnapshot>,
+    /// Replicas over all shards (starting + ready).
+    pub replicas: u32,
+    /// Ready replicas over all shards.
+    pub available: u32,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Totals {
+    arrivals_seq: Option<u64>,
+    completed: Option<u64>,
+    hits: Option<u64>,
+}
+
+/// Builds [`Signals`] from successive [`Sample`]s.
+#[derive(Debug, Clone, Default)]
+pub struct SignalsBuilder {
+    prev: Totals,
+}
+
+fn delta(prev: Option<u64>, now: Option<u64>) -> f64 {
+    match (prev, now) {
+        // A counter that went backwards was restarted (a new collector):
+        // count from zero.
+        (Some(p), Some(n)) if n >= p => (n - p) as f64,
+        (Some(_), Some(n)) => n as f64,
+        _ => 0.0,
+    }
+}
+
+fn positive(x: f64) -> Option<f64> {
+    (x.is_finite() && x > 0.0).then_some(x)
+}
+
+/// Inputs of one build besides the sample.
+#[derive(Debug, Clone, Copy)]
+pub struct BuildContext {
+    /// Seconds since the previous tick.
+    pub interval_s: f64,
+    /// Replicas last asked for.
+    pub desired: u32,
+    /// Seconds since the desired count last changed.
+    pub since_last_scale_s: f64,
+    /// Farm bounds.
+    pub min: u32,
+    /// Farm bounds.
+    pub max: u32,
+}
+
+impl SignalsBuilder {
+    /// The signals of the interval ending with `s`.
+    ///
+    /// Arrivals are the growth of the task stream's last sequence;
+    /// completions and on-time completions the growth of the collector's
+    /// totals. The snapshot gives no mean end-to-end time, so its median
+    /// stands in for the mean and its p99 for the maximum; service times are
+    /// the workers' own measurements.
+    pub fn build(&mut self, s: &Sample, ctx: &BuildContext) -> Signals {
+        let now = Totals {
+            arrivals_seq: s.consumer.map(|c| c.delivered_stream_seq + c.num_pending),
+            completed: s.snapshot.as_ref().map(|m| m.completed),
+            hits: s.snapshot.as_ref().map(|m| m.qos_hits),
+        };
+        let arrivals = match (self.prev.arrivals_seq, now.arrivals_seq) {
+            (Some(_), Some(_)) => delta(self.prev.arrivals_seq, now.arrivals_seq),
+            // No previous stream position: fall back to the collector's window.
+            _ => s.snapshot.as_ref().map_or(0.0, |m| {
+                let w = if m.window_s > 0.0 { m.window_s } else { 1.0 };
+                m.window_arrivals as f64 * (ctx.interval_s / w).min(1.0)
+            }),
+        };
+        let completions = delta(self.prev.completed, now.completed);
+        let on_time = delta(self.prev.hits, now.hits).min(completions);
+        let snap_has_window = s.snapshot.as_ref().is_some_and(|m| m.window_completed > 0);
+        let window = |f: fn(&MetricsSnapshot) -> f64| {
+            s.snapshot
+                .as_ref()
+                .filter(|_| snap_has_window)
+                .and_then(|m| positive(f(m)))
+        };
+        let in_flight = s.consumer.map_or(0.0, |c| c.num_ack_pending as f64);
+        let ready = f64::from(s.available);
+        self.prev = now;
+        Signals {
+            interval_s: ctx.interval_s,
+            backlog: s.consumer.map_or(0.0, |c| c.num_pending as f64),
+            in_flight,
+            arrivals,
+            completions,
+            completions_on_time: on_time,
+            service_mean_s: window(|m| m.service_mean_s),
+            service_p95_s: window(|m| m.service_p95_s),
+            latency_mean_s: window(|m| m.latency_p50_s),
+            latency_max_s: window(|m| m.latency_p99_s),
+            latency_p95_s: window(|m| m.latency_p95_s),
+            deadline_min_s: s.snapshot.as_ref().and_then(|m| positive(m.deadline_min_s)),
+            replicas_desired: f64::from(ctx.desired),
+            replicas_ready: ready,
+            replicas_starting: f64::from(s.replicas.saturating_sub(s.available)),
+            // One task per replica at a time (FARM_CONCURRENCY=1, the default).
+            replicas_busy: in_flight.min(ready),
+            since_last_scale_s: ctx.since_last_scale_s,
+            redeliveries: s.consumer.map_or(0.0, |c| c.num_redelivered as f64),
+            min_replicas: f64::from(ctx.min),
+            max_replicas: f64::from(ctx.max),
+            ..Default::default()
+        }
+    }
+}
+
+/// The shared NATS connection, set once it is established (the service
+/// starts without it and keeps retrying, so a NATS outage never stops the
+/// HTTP surface).
+pub type SharedNats = Arc<OnceCell<async_nats::Client>>;
+
+/// Why the JetStream side could not be observed.
+#[derive(Debug, thiserror::Error)]
+pub enum ObserveError {
+    /// Not connected to NATS (yet).
+    #[error("not connected to NATS")]
+    NotConnected,
+    /// The task stream or the consumer could not be read.
+    #[error("JetStream {what}: {message}")]
+    JetStream {
+        /// What was asked.
+        what: &'static str,
+        /// The error.
+        message: String,
+    },
+}
+
+/// Watches one farm's JetStream consumer and metrics subject.
+pub struct NatsObserver {
+    nats: SharedNats,
+    names: FarmNames,
+    stream: tokio::sync::Mutex<Option<async_nats::jetstream::stream::Stream>>,
+    latest: Arc<Mutex<Option<(MetricsSnapshot, Instant)>>>,
+    max_age: Duration,
+}
+
+impl NatsObserver {
+    /// Starts watching `names`' metrics subject (as soon as NATS is
+    /// connected) until `stop`. Snapshots older than `max_age` are ignored.
+    pub fn start(
+        nats: SharedNats,
+        names: FarmNames,
+        max_age: Duration,
+        stop: CancellationToken,
+    ) -> Arc<Self> {
+        let obs = Arc::new(NatsObserver {
+            nats: nats.clone(),
+            names: names.clone(),
+            stream: tokio::sync::Mutex::new(None),
+            latest: Arc::new(Mutex::new(None)),
+            max_age,
+        });
+        let latest = obs.latest.clone();
+        tokio::spawn(async move {
+            let client = tokio::select! {
+                c = nats.get_or_init(std::future::pending) => c.clone(),
+                () = stop.cancelled() => return,
+            };
+            let subject = names.metrics_subject();
+            let mut sub = match client.subscribe(subject.clone()).await {
+                Ok(s) => s,
+                Err(e) => {
+                    warn!(farm = names.farm(), error = %e, "cannot subscribe to metrics snapshots");
+                    return;
+                }
+            };
+            loop {
+                tokio::select! {
+                    m = sub.next() => match m {
+                        Some(msg) => match MetricsSnapshot::decode(msg.payload.as_ref()) {
+                            Ok(snap) => {
+                                *latest.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some((snap, Instant::now()));
+                            }
+                            Err(e) => debug!(farm = names.farm(), error = %e, "undecodable metrics snapshot"),
+                        },
+                        None => return,
+                    },
+                    () = stop.cancelled() => {
+                        let _ = sub.unsubscribe().await;
+                        return;
+                    }
+                }
+            }
+        });
+        obs
+    }
+
+    /// The latest snapshot if it is recent.
+    pub fn snapshot(&self) -> Option<MetricsSnapshot> {
+        let g = self
+            .latest
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        g.as_ref()
+            .filter(|(_, at)| at.elapsed() <= self.max_age)
+            .map(|(s, _)| s.clone())
+    }
+
+    /// Asks JetStream about the `workers` consumer.
+    pub async fn consumer(&self) -> Result<ConsumerSample, ObserveError> {
+        let client = self.nats.get().ok_or(ObserveError::NotConnected)?;
+        let mut guard = self.stream.lock().await;
+        if guard.is_none() {
+            let js = async_nats::jetstream::new(client.clone());
+            let s = js
+                .get_stream(self.names.tasks_stream())
+                .await
+                .map_err(|e| ObserveError::JetStream {
+                    what: "stream info",
+                    message: e.to_string(),
+                })?;
+            *guard = Some(s);
+        }
+        let Some(stream) = guard.as_ref() else {
+            return Err(ObserveError::NotConnected);
+        };
+        match stream.consumer_info(self.names.workers_consumer()).await {
+            Ok(info) => Ok(ConsumerSample {
+                num_pending: info.num_pending,
+                num_ack_pending: info.num_ack_pending as u64,
+                num_redelivered: info.num_redelivered as u64,
+                delivered_stream_seq: info.delivered.stream_sequence,
+            }),
+            Err(e) => {
+                // The stream may have been recreated: look it up again next time.
+                *guard = None;
+                Err(ObserveError::JetStream {
+                    what: "consumer info",
+                    message: e.to_string(),
+                })
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx() -> BuildContext {
+        BuildContext {
+            interval_s: 2.0,
+            desired: 3,
+            since_last_scale_s: 4.0,
+            min: 1,
+            max: 10,
+        }
+    }
+
+    fn snap(completed: u64, hits: u64) -> MetricsSnapshot {
+        MetricsSnapshot {
+            completed,
+            qos_hits: hits,
+            window_s: 2.0,
+            window_completed: 5,
+            window_arrivals: 7,
+            latency_p50_s: 1.0,
+            latency_p95_s: 2.0,
+            latency_p99_s: 3.0,
+            service_mean_s: 0.5,
+            service_p95_s: 0.9,
+            deadline_min_s: 4.0,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn deltas_between_samples() {
+        let mut b = SignalsBuilder::default();
+        let c1 = ConsumerSample {
+            num_pending: 10,
+            num_ack_pending: 2,
+            num_redelivered: 0,
+            delivered_stream_seq: 20,
+        };
+        let first = b.build(
+            &Sample {
+                consumer: Some(c1),
+                snapshot: Some(snap(100, 90)),
+                replicas: 3,
+                available: 2,
+            },
+            &ctx(),
+        );
+        assert_eq!(
+            first.arrivals, 7.0,
+            "first tick uses the collector's window"
+        );
+        assert_eq!(first.completions, 0.0);
+        assert_eq!(first.backlog, 10.0);
+        assert_eq!(first.replicas_starting, 1.0);
+        assert_eq!(first.replicas_busy, 2.0);
+        let c2 = ConsumerSample {
+            num_pending: 4,
+            num_ack_pending: 3,
+            num_redelivered: 1,
+            delivered_stream_seq: 40,
+        };
+        let s = b.build(
+            &Sample {
+                consumer: Some(c2),
+                snapshot: Some(snap(110, 96)),
+                replicas: 3,
+                available: 3,
+            },
+            &ctx(),
+        );
+        assert_eq!(s.arrivals, 14.0);
+        assert_eq!(s.completions, 10.0);
+        assert_eq!(s.completions_on_time, 6.0);
+        assert_eq!(s.window_qos(), Some(0.6));
+        assert_eq!(s.service_mean_s, Some(0.5));
+        assert_eq!(s.latency_mean_s, Some(1.0));
+        assert_eq!(s.deadline_min_s, Some(4.0));
+        assert_eq!(s.redeliveries, 1.0);
+        assert_eq!(
+            (s.min_replicas, s.max_replicas, s.replicas_desired),
+            (1.0, 10.0, 3.0)
+        );
+    }
+
+    #[test]
+    fn missing_sources_give_empty_windows_not_made_up_values() {
+        let mut b = SignalsBuilder::default();
+        let s = b.build(&Sample::default(), &ctx());
+        assert_eq!(s.window_qos(), None);
+        assert_eq!(s.service_mean_s, None);
+        assert_eq!(s.arrivals, 0.0);
+        // A restarted collector (totals went down) counts from zero.
+        b.build(
+            &Sample {
+                snapshot: Some(snap(100, 100)),
+                ..Default::default()
+            },
+            &ctx(),
+        );
+        let s = b.build(
+            &Sample {
+                snapshot: Some(snap(5, 5)),
+                ..Default::default()
+            },
+            &ctx(),
+        );
+        assert_eq!(s.completions, 5.0);
+    }
+}

@@ -1,0 +1,307 @@
+//! gateway-ext against real components: a real nats-server, the local
+//! provider (farm-local) running real sleep-worker replicas as processes,
+//! farms discovered from annotations.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Gateway, Local, config, eventually};
+use farm_runtime::names::FarmNames;
+use farm_runtime::proto::Task;
+use farm_testsupport::NatsServer;
+use prost::Message;
+
+async fn wait_consumer(nats: &str, farm: &str) -> async_nats::jetstream::Context {
+    let client = async_nats::connect(nats).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let names = FarmNames::new(farm).unwrap();
+    eventually(Duration::from_secs(30), "the worker's consumer", || {
+        let js = js.clone();
+        let names = names.clone();
+        async move {
+            let s = js.get_stream(names.tasks_stream()).await.ok()?;
+            s.consumer_info(names.workers_consumer())
+                .await
+                .ok()
+                .map(|_| ())
+        }
+    })
+    .await;
+    js
+}
+
+async fn publish_sleep_tasks(
+    js: &async_nats::jetstream::Context,
+    farm: &str,
+    n: u64,
+    sleep_ms: u64,
+) {
+    let names = FarmNames::new(farm).unwrap();
+    for seq in 0..n {
+        let t = Task {
+            id: format!("{farm}-{seq}"),
+            seq,
+            payload: format!("{{\"sleep_ms\":{sleep_ms}}}").into_bytes().into(),
+            content_type: "application/json".into(),
+            deadline_ms: 0,
+            attributes: Default::default(),
+        };
+        js.publish(names.tasks_subject(), t.encode_to_vec().into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+}
+
+fn ready(f: &serde_json::Value) -> u64 {
+    f["ready"].as_u64().unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn farm_under_load_scales_up_and_back_down() {
+    let nats = NatsServer::start().unwrap();
+    let local = Local::start(0).await;
+    local.deploy_worker(
+        "load-worker",
+        "load",
+        &nats.url(),
+        &[
+            ("com.rust-farm.farm", "load"),
+            ("com.rust-farm.policy", "openfaas-pro-queue"),
+            ("com.rust-farm.interval", "500ms"),
+            ("com.rust-farm.queueing-floor", "false"),
+        ],
+        &[
+            ("com.openfaas.scale.min", "1"),
+            ("com.openfaas.scale.max", "4"),
+        ],
+    );
+    let js = wait_consumer(&nats.url(), "load").await;
+    let cfg = config(
+        &local.url,
+        &[("DISCOVERY_INTERVAL", "300ms"), ("NATS_URL", &nats.url())],
+    );
+    let gw = Gateway::start(cfg, vec![], None).await.unwrap();
+    let st = eventually(
+        Duration::from_secs(20),
+        "farm discovered and observed",
+        || async {
+            gw.farm("load")
+                .await
+                .filter(|f| f["decisions"].as_u64().unwrap_or(0) >= 2)
+        },
+    )
+    .await;
+    assert_eq!(st["desired"], 1, "idle farm stays at min: {st}");
+    assert_eq!(
+        (st["min"].as_u64(), st["max"].as_u64()),
+        (Some(1), Some(4)),
+        "bounds from the labels"
+    );
+
+    publish_sleep_tasks(&js, "load", 80, 250).await;
+    let st = eventually(
+        Duration::from_secs(30),
+        "scaled up to the maximum with ready replicas",
+        || async {
+            gw.farm("load")
+                .await
+                .filter(|f| f["desired"] == 4 && ready(f) >= 3)
+        },
+    )
+    .await;
+    let obs = &st["last_decision"]["signals"];
+    assert!(obs["backlog"].as_f64().unwrap() + obs["in_flight"].as_f64().unwrap() > 0.0);
+    assert_eq!(st["last_decision"]["policy"], "openfaas-pro-queue");
+    assert!(local.handle.status("load-worker").unwrap().replicas >= 3);
+
+    eventually(
+        Duration::from_secs(60),
+        "backlog drained and scaled back to 1",
+        || async {
+            gw.farm("load").await.filter(|f| {
+                f["desired"] == 1
+                    && f["replicas"] == 1
+                    && f["last_decision"]["signals"]["backlog"] == 0.0
+            })
+        },
+    )
+    .await;
+    assert_eq!(local.handle.status("load-worker").unwrap().replicas, 1);
+    let m = reqwest::get(format!("{}/metrics", gw.url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(m.contains("gateway_ext_observation{farm=\"load\",feature=\"backlog_log\"}"));
+    gw.shutdown().await;
+    let mut local = local;
+    local.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn shards_spread_replicas_over_capped_functions() {
+    let nats = NatsServer::start().unwrap();
+    let local = Local::start(0).await;
+    let ann = |policy: &'static str| {
+        vec![
+            ("com.rust-farm.farm", "sharded"),
+            ("com.rust-farm.policy", policy),
+            ("com.rust-farm.interval", "300ms"),
+            ("com.rust-farm.per-function-cap", "2"),
+            ("com.rust-farm.max", "8"),
+        ]
+    };
+    local.deploy_worker("sh-worker", "sharded", &nats.url(), &ann("fixed:5"), &[]);
+    let cfg = config(
+        &local.url,
+        &[("DISCOVERY_INTERVAL", "300ms"), ("NATS_URL", &nats.url())],
+    );
+    let gw = Gateway::start(cfg, vec![], None).await.unwrap();
+    let names = eventually(
+        Duration::from_secs(30),
+        "three functions with 5 replicas",
+        || async {
+            let fs = local.handle.list();
+            let ours: Vec<_> = fs
+                .iter()
+                .filter(|f| f.name.starts_with("sh-worker"))
+                .collect();
+            let total: u64 = ours.iter().map(|f| f.replicas).sum();
+            (ours.len() == 3 && total == 5).then(|| {
+                let mut n: Vec<(String, u64)> =
+                    ours.iter().map(|f| (f.name.clone(), f.replicas)).collect();
+                n.sort();
+                n
+            })
+        },
+    )
+    .await;
+    assert_eq!(
+        names,
+        vec![
+            ("sh-worker".to_owned(), 2),
+            ("sh-worker-shard-1".to_owned(), 2),
+            ("sh-worker-shard-2".to_owned(), 1)
+        ]
+    );
+    // The shards are clones: same image and environment (same farm and consumer).
+    let shard = local.handle.status("sh-worker-shard-1").unwrap();
+    let worker = local.handle.status("sh-worker").unwrap();
+    assert_eq!(shard.image, worker.image);
+    assert_eq!(shard.env_vars, worker.env_vars);
+    assert_eq!(
+        shard.annotations.as_ref().unwrap()["com.rust-farm.shard-of"],
+        "sh-worker"
+    );
+    // Their replicas really run and bind the farm: 5 ready in total.
+    eventually(
+        Duration::from_secs(30),
+        "5 ready replicas over the shards",
+        || async {
+            gw.farm("sharded")
+                .await
+                .filter(|f| f["ready"] == 5)
+                .map(|_| ())
+        },
+    )
+    .await;
+
+    // Re-declared at 1 replica: the shards go away.
+    local.deploy_worker("sh-worker", "sharded", &nats.url(), &ann("fixed:1"), &[]);
+    eventually(Duration::from_secs(30), "shards removed", || async {
+        let fs = local.handle.list();
+        let ours: Vec<_> = fs
+            .iter()
+            .filter(|f| f.name.starts_with("sh-worker"))
+            .collect();
+        (ours.len() == 1 && ours[0].replicas == 1).then_some(())
+    })
+    .await;
+    gw.shutdown().await;
+    let mut local = local;
+    local.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn provider_down_for_a_while_loop_keeps_running_and_recovers() {
+    let nats = NatsServer::start().unwrap();
+    let mut local = Local::start(0).await;
+    let port = local.addr.port();
+    let annotations = [
+        ("com.rust-farm.farm", "steady"),
+        ("com.rust-farm.policy", "fixed:2"),
+        ("com.rust-farm.interval", "300ms"),
+    ];
+    local.deploy_worker("steady-worker", "steady", &nats.url(), &annotations, &[]);
+    let cfg = config(
+        &local.url,
+        &[("DISCOVERY_INTERVAL", "300ms"), ("NATS_URL", &nats.url())],
+    );
+    let gw = Gateway::start(cfg, vec![], None).await.unwrap();
+    eventually(Duration::from_secs(30), "scaled to 2", || async {
+        (local.handle.status("steady-worker").ok()?.replicas == 2).then_some(())
+    })
+    .await;
+
+    local.shutdown().await;
+    let before = gw.farm("steady").await.unwrap()["decisions"]
+        .as_u64()
+        .unwrap();
+    let st = eventually(
+        Duration::from_secs(20),
+        "errors reported while decisions go on",
+        || async {
+            gw.farm("steady").await.filter(|f| {
+                f["errors"]["provider"].as_u64().unwrap_or(0) >= 3
+                    && f["decisions"].as_u64().unwrap() >= before + 3
+            })
+        },
+    )
+    .await;
+    assert_eq!(st["last_decision"]["applied"], false);
+    assert!(
+        st["last_errors"]["provider"]
+            .as_str()
+            .unwrap()
+            .contains("unreachable"),
+        "{st}"
+    );
+    let m = reqwest::get(format!("{}/metrics", gw.url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(m.contains("gateway_ext_errors_total{farm=\"steady\",kind=\"provider\"}"));
+    // The HTTP surface still answers.
+    assert_eq!(
+        reqwest::get(format!("{}/healthz", gw.url))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+
+    // The provider comes back on the same address (empty, as after a restart);
+    // the worker is redeployed with one replica, and the loop scales it back.
+    let local = Local::start(port).await;
+    local.deploy_worker("steady-worker", "steady", &nats.url(), &annotations, &[]);
+    eventually(
+        Duration::from_secs(30),
+        "recovered to 2 replicas",
+        || async {
+            let f = gw.farm("steady").await?;
+            (local.handle.status("steady-worker").ok()?.replicas == 2
+                && f["last_decision"]["applied"] == true)
+                .then_some(())
+        },
+    )
+    .await;
+    gw.shutdown().await;
+    let mut local = local;
+    local.shutdown().await;
+}
