@@ -1,0 +1,317 @@
+//! The rust-farm worker runtime.
+//!
+//! A function developer writes one handler,
+//! `async fn handle(task: Task) -> Result<Output, HandlerError>`, and its
+//! `main` calls [`run`]. The runtime then:
+//!
+//! 1. parses the configuration from the environment ([`config`]), exiting 64
+//!    with every problem listed when it is wrong;
+//! 2. serves HTTP on the of-watchdog upstream port ([`http`]): `/_/health`
+//!    and `POST /` (synchronous invocation);
+//! 3. connects to NATS ([`nats`]; refuses servers older than 2.10), creates
+//!    or binds the farm's streams and the `workers` consumer ([`topology`]);
+//! 4. pulls tasks and runs the handler on up to `FARM_CONCURRENCY` at once
+//!    ([`worker`]): result published (message id = task id), then the task
+//!    acked; failures retried, then dead-lettered;
+//! 5. on SIGTERM/SIGINT stops pulling, finishes and acks what it holds, and
+//!    exits 0 within `FARM_DRAIN_GRACE` (1 if the grace period ran out).
+//!
+//! ```no_run
+//! use farm_runtime::{HandlerError, Output, Task};
+//!
+//! #[derive(serde::Deserialize)]
+//! struct Job { n: u64 }
+//!
+//! async fn handle(task: Task) -> Result<Output, HandlerError> {
+//!     let job: Job = task.json()?;
+//!     Output::json(&(job.n * 2))
+//! }
+//!
+//! fn main() -> std::process::ExitCode {
+//!     farm_runtime::run(handle)
+//! }
+//! ```
+//!
+//! In tests, [`serve`] runs the same thing in-process with a parsed
+//! [`Config`] and any shutdown future.
+
+pub mod config;
+pub mod handler;
+pub mod http;
+pub mod names;
+pub mod nats;
+pub mod proto;
+pub mod telemetry;
+pub mod topology;
+pub mod worker;
+
+use std::future::Future;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+pub use config::Config;
+pub use handler::{Handler, HandlerError, Output, SharedHandler, Task};
+
+/// Longest wait for the final flush of acks on exit.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Exit code for a configuration error (`EX_USAGE` of sysexits.h).
+pub const EXIT_CONFIG: u8 = 64;
+
+/// Why a replica stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The HTTP port could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: String,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// NATS refused us or is unusable (not retried).
+    #[error(transparent)]
+    Nats(#[from] nats::NatsError),
+    /// The topology conflicts with this configuration.
+    #[error(transparent)]
+    Topology(#[from] topology::TopologyError),
+    /// Held tasks did not finish within the drain grace period; they were
+    /// given back to the stream.
+    #[error(
+        "drain grace period of {grace:?} expired with tasks still running; they were given back for redelivery"
+    )]
+    DrainTimeout {
+        /// The grace period.
+        grace: Duration,
+    },
+    /// The tokio runtime could not be built.
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+}
+
+/// Runs a worker replica with configuration from the environment; returns
+/// the process exit code (0 after a clean drain, 64 on a configuration error,
+/// 1 on any other failure).
+pub fn run<H: Handler>(handler: H) -> ExitCode {
+    let cfg = match Config::from_env() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    telemetry::init(cfg.log_format);
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            error!(error = %RunError::Runtime(e), "fatal");
+            return ExitCode::FAILURE;
+        }
+    };
+    let handler: SharedHandler = Arc::new(handler);
+    match rt.block_on(serve(cfg, handler, shutdown_signal())) {
+        Ok(()) => {
+            info!("drained; exiting 0");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            error!(error = %e, "worker stopped with an error");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Waits for SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => info!("SIGTERM received"),
+                    _ = int.recv() => info!("SIGINT received"),
+                }
+            }
+            _ => {
+                warn!("cannot install signal handlers; only Ctrl-C will stop the worker");
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Runs a replica until `shutdown` resolves, then drains.
+///
+/// The HTTP server starts first so `/_/health` answers 503 while NATS is
+/// still unreachable; the connection is retried until it succeeds or
+/// `shutdown` fires. Returns `Ok` after a clean drain.
+pub async fn serve(
+    cfg: Config,
+    handler: SharedHandler,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), RunError> {
+    tokio::pin!(shutdown);
+    let readiness = Arc::new(http::Readiness::default());
+    let addr = std::net::SocketAddr::new(cfg.http.addr, cfg.http.port);
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| RunError::Bind {
+            addr: addr.to_string(),
+            source,
+        })?;
+    let local = listener
+        .local_addr()
+        .map_or_else(|_| addr.to_string(), |a| a.to_string());
+    info!(addr = %local, farm = cfg.names.farm(), instance = %cfg.worker.instance, "http listening");
+    let http_stop = CancellationToken::new();
+    let app = http::router(readiness.clone(), handler.clone());
+    let http_task = tokio::spawn(
+        axum::serve(listener, app)
+            .with_graceful_shutdown(http_stop.clone().cancelled_owned())
+            .into_future(),
+    );
+
+    let result = serve_nats(&cfg, handler, readiness, &mut shutdown).await;
+    http_stop.cancel();
+    // In-flight HTTP invocations get the same grace as tasks.
+    if tokio::time::timeout(cfg.worker.drain_grace, http_task)
+        .await
+        .is_err()
+    {
+        warn!("HTTP server did not stop within the grace period");
+    }
+    result
+}
+
+async fn serve_nats(
+    cfg: &Config,
+    handler: SharedHandler,
+    readiness: Arc<http::Readiness>,
+    shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
+) -> Result<(), RunError> {
+    let client = tokio::select! {
+        c = connect_with_retry(&cfg.nats) => c?,
+        () = shutdown.as_mut() => {
+            info!("shutdown before NATS was reachable");
+            return Ok(());
+        }
+    };
+    info!(server = %client.server_info().version, "connected to NATS");
+    readiness.set_client(client.clone());
+    let js = async_nats::jetstream::new(client.clone());
+    let topo = tokio::select! {
+        t = ensure_with_retry(&js, cfg) => t?,
+        () = shutdown.as_mut() => {
+            let _ = tokio::time::timeout(FLUSH_TIMEOUT, client.flush()).await;
+            return Ok(());
+        }
+    };
+    readiness.set_bound();
+    info!(
+        stream = %cfg.names.tasks_stream(),
+        consumer = cfg.names.workers_consumer(),
+        concurrency = cfg.worker.concurrency,
+        "consumer bound; pulling tasks"
+    );
+
+    let ctx = Arc::new(worker::WorkerContext {
+        js,
+        names: cfg.names.clone(),
+        worker: cfg.worker.clone(),
+        topology: cfg.topology.clone(),
+        handler,
+    });
+    let stop = CancellationToken::new();
+    let hard_stop = CancellationToken::new();
+    let mut pull = tokio::spawn(worker::pull_loop(
+        ctx,
+        topo.workers,
+        stop.clone(),
+        hard_stop.clone(),
+    ));
+    tokio::select! {
+        () = shutdown.as_mut() => {},
+        r = &mut pull => {
+            // The loop only returns after `stop`; reaching this is a bug.
+            error!(?r, "pull loop ended unexpectedly");
+            let _ = tokio::time::timeout(FLUSH_TIMEOUT, client.flush()).await;
+            return Ok(());
+        }
+    }
+    readiness.set_draining();
+    info!(grace = ?cfg.worker.drain_grace, "draining: stopped pulling");
+    stop.cancel();
+    let drained = tokio::time::timeout(cfg.worker.drain_grace, &mut pull).await;
+    let result = match drained {
+        Ok(_) => Ok(()),
+        Err(_) => {
+            error!(grace = ?cfg.worker.drain_grace, "drain grace period expired; aborting held tasks");
+            hard_stop.cancel();
+            // Let the aborted tasks send their naks.
+            let _ = tokio::time::timeout(Duration::from_secs(2), &mut pull).await;
+            Err(RunError::DrainTimeout {
+                grace: cfg.worker.drain_grace,
+            })
+        }
+    };
+    // Acks are fire-and-forget writes: flush them before the process exits.
+    // Bounded, because a flush waits for a reconnect when NATS is down.
+    match tokio::time::timeout(FLUSH_TIMEOUT, client.flush()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => warn!(error = %e, "flush on exit failed"),
+        Err(_) => warn!(timeout = ?FLUSH_TIMEOUT, "flush on exit timed out (NATS unreachable?)"),
+    }
+    result
+}
+
+async fn connect_with_retry(
+    cfg: &config::NatsConfig,
+) -> Result<async_nats::Client, nats::NatsError> {
+    let mut delay = Duration::from_millis(100);
+    loop {
+        match nats::connect(cfg).await {
+            Ok(c) => return Ok(c),
+            Err(e) if e.is_transient() => {
+                warn!(error = %e, retry_in = ?delay, "NATS not reachable yet");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(2));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+async fn ensure_with_retry(
+    js: &async_nats::jetstream::Context,
+    cfg: &Config,
+) -> Result<topology::Topology, topology::TopologyError> {
+    let mut delay = Duration::from_millis(100);
+    loop {
+        match topology::ensure(js, &cfg.names, &cfg.topology).await {
+            Ok(t) => return Ok(t),
+            // JetStream may still be recovering right after a server start.
+            Err(e @ topology::TopologyError::JetStream { .. }) => {
+                warn!(error = %e, retry_in = ?delay, "JetStream not ready yet");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(2));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}

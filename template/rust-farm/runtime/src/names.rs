@@ -1,0 +1,231 @@
+//! Names of the JetStream streams, subjects and consumers of one farm.
+//!
+//! Every process of a farm (emitter, workers, collector, autoscaler) derives
+//! its names from the farm name through [`FarmNames`], so they cannot drift.
+
+use std::fmt;
+
+/// Longest accepted farm name: stream names must stay short (they become
+/// directory names in the JetStream store).
+pub const MAX_FARM_NAME_LEN: usize = 32;
+
+/// Name of the durable pull consumer shared by all worker replicas.
+pub const WORKERS_CONSUMER: &str = "workers";
+
+/// Name of the durable consumer the collector reads results with.
+pub const COLLECTOR_CONSUMER: &str = "collector";
+
+/// Why a farm name was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FarmNameError {
+    /// The name is empty.
+    #[error("farm name is empty; expected 1-{MAX_FARM_NAME_LEN} characters [a-z0-9-]")]
+    Empty,
+    /// The name is longer than [`MAX_FARM_NAME_LEN`].
+    #[error("farm name {name:?} is {len} characters long; at most {MAX_FARM_NAME_LEN} are allowed")]
+    TooLong {
+        /// The rejected name.
+        name: String,
+        /// Its length in characters.
+        len: usize,
+    },
+    /// The name holds a character outside `[a-z0-9-]`.
+    #[error(
+        "farm name {name:?} contains {ch:?}; only lower-case ASCII letters, digits and '-' are allowed"
+    )]
+    InvalidChar {
+        /// The rejected name.
+        name: String,
+        /// The first offending character.
+        ch: char,
+    },
+    /// The name does not start with a letter or ends with '-'.
+    #[error("farm name {name:?} must start with a letter and must not end with '-'")]
+    BadEdge {
+        /// The rejected name.
+        name: String,
+    },
+}
+
+/// Validated farm name and every JetStream name derived from it.
+///
+/// The farm name follows OpenFaaS function names (DNS-1123 labels): lower-case
+/// letters, digits and `-`. Stream names upper-case it and map `-` to `_`
+/// (stream names may not contain `.`), which is collision-free because `_` is
+/// not allowed in a farm name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FarmNames {
+    farm: String,
+    upper: String,
+}
+
+impl FarmNames {
+    /// Validates `farm` and derives the names.
+    ///
+    /// ```
+    /// let n = farm_runtime::names::FarmNames::new("thumbs-v2").unwrap();
+    /// assert_eq!(n.tasks_stream(), "FARM_THUMBS_V2_TASKS");
+    /// assert_eq!(n.tasks_subject(), "farm.thumbs-v2.tasks");
+    /// ```
+    pub fn new(farm: &str) -> Result<Self, FarmNameError> {
+        validate_farm_name(farm)?;
+        Ok(Self {
+            farm: farm.to_owned(),
+            upper: farm.to_ascii_uppercase().replace('-', "_"),
+        })
+    }
+
+    /// The farm name as given.
+    pub fn farm(&self) -> &str {
+        &self.farm
+    }
+
+    /// `FARM_<F>_TASKS`: the work-queue stream of tasks.
+    pub fn tasks_stream(&self) -> String {
+        format!("FARM_{}_TASKS", self.upper)
+    }
+
+    /// `FARM_<F>_RESULTS`: the stream of task results.
+    pub fn results_stream(&self) -> String {
+        format!("FARM_{}_RESULTS", self.upper)
+    }
+
+    /// `FARM_<F>_DLQ`: the dead-letter stream.
+    pub fn dlq_stream(&self) -> String {
+        format!("FARM_{}_DLQ", self.upper)
+    }
+
+    /// `FARM_<F>_OUTPUT`: the collector's output stream.
+    pub fn output_stream(&self) -> String {
+        format!("FARM_{}_OUTPUT", self.upper)
+    }
+
+    /// `farm.<f>.tasks`: subject the emitter publishes tasks on.
+    pub fn tasks_subject(&self) -> String {
+        format!("farm.{}.tasks", self.farm)
+    }
+
+    /// `farm.<f>.results`: subject workers publish results on.
+    pub fn results_subject(&self) -> String {
+        format!("farm.{}.results", self.farm)
+    }
+
+    /// `farm.<f>.dlq`: subject of dead letters.
+    pub fn dlq_subject(&self) -> String {
+        format!("farm.{}.dlq", self.farm)
+    }
+
+    /// `farm.<f>.output`: subject of the collector's ordered/unordered output.
+    pub fn output_subject(&self) -> String {
+        format!("farm.{}.output", self.farm)
+    }
+
+    /// `farm.<f>.metrics`: core-NATS subject of `MetricsSnapshot`s.
+    pub fn metrics_subject(&self) -> String {
+        format!("farm.{}.metrics", self.farm)
+    }
+
+    /// `workers`: the durable pull consumer of the tasks stream.
+    pub fn workers_consumer(&self) -> &'static str {
+        WORKERS_CONSUMER
+    }
+
+    /// `collector`: the durable consumer of the results stream.
+    pub fn collector_consumer(&self) -> &'static str {
+        COLLECTOR_CONSUMER
+    }
+}
+
+impl fmt::Display for FarmNames {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.farm)
+    }
+}
+
+fn validate_farm_name(name: &str) -> Result<(), FarmNameError> {
+    if name.is_empty() {
+        return Err(FarmNameError::Empty);
+    }
+    let len = name.chars().count();
+    if len > MAX_FARM_NAME_LEN {
+        return Err(FarmNameError::TooLong {
+            name: name.to_owned(),
+            len,
+        });
+    }
+    if let Some(ch) = name
+        .chars()
+        .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-'))
+    {
+        return Err(FarmNameError::InvalidChar {
+            name: name.to_owned(),
+            ch,
+        });
+    }
+    let starts_with_letter = name.starts_with(|c: char| c.is_ascii_lowercase());
+    if !starts_with_letter || name.ends_with('-') {
+        return Err(FarmNameError::BadEdge {
+            name: name.to_owned(),
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn derives_all_names() {
+        let n = FarmNames::new("demo").unwrap();
+        assert_eq!(n.tasks_stream(), "FARM_DEMO_TASKS");
+        assert_eq!(n.results_stream(), "FARM_DEMO_RESULTS");
+        assert_eq!(n.dlq_stream(), "FARM_DEMO_DLQ");
+        assert_eq!(n.output_stream(), "FARM_DEMO_OUTPUT");
+        assert_eq!(n.tasks_subject(), "farm.demo.tasks");
+        assert_eq!(n.results_subject(), "farm.demo.results");
+        assert_eq!(n.dlq_subject(), "farm.demo.dlq");
+        assert_eq!(n.metrics_subject(), "farm.demo.metrics");
+        assert_eq!(n.workers_consumer(), "workers");
+        assert_eq!(n.farm(), "demo");
+    }
+
+    #[test]
+    fn rejects_bad_names() {
+        assert_eq!(FarmNames::new(""), Err(FarmNameError::Empty));
+        assert!(matches!(
+            FarmNames::new("a.b"),
+            Err(FarmNameError::InvalidChar { ch: '.', .. })
+        ));
+        assert!(matches!(
+            FarmNames::new("Demo"),
+            Err(FarmNameError::InvalidChar { ch: 'D', .. })
+        ));
+        assert!(matches!(
+            FarmNames::new("a b"),
+            Err(FarmNameError::InvalidChar { ch: ' ', .. })
+        ));
+        assert!(matches!(
+            FarmNames::new("a_b"),
+            Err(FarmNameError::InvalidChar { ch: '_', .. })
+        ));
+        assert!(matches!(
+            FarmNames::new("a*"),
+            Err(FarmNameError::InvalidChar { ch: '*', .. })
+        ));
+        assert!(matches!(
+            FarmNames::new("1abc"),
+            Err(FarmNameError::BadEdge { .. })
+        ));
+        assert!(matches!(
+            FarmNames::new("abc-"),
+            Err(FarmNameError::BadEdge { .. })
+        ));
+        let long = "a".repeat(MAX_FARM_NAME_LEN + 1);
+        assert!(matches!(
+            FarmNames::new(&long),
+            Err(FarmNameError::TooLong { len: 33, .. })
+        ));
+        assert!(FarmNames::new(&"a".repeat(MAX_FARM_NAME_LEN)).is_ok());
+    }
+}

@@ -1,0 +1,418 @@
+//! The pull loop of one worker replica.
+//!
+//! For every task: decode, run the handler (panics caught), publish the
+//! [`TaskResult`] on `farm.<f>.results` with `Nats-Msg-Id` = task id and wait
+//! for the stream's ack, and only then acknowledge the task (synchronously).
+//! A crash between the two steps therefore causes a redelivery whose result
+//! the results stream de-duplicates; it never loses a task.
+//!
+//! Failures: a retryable handler error is negatively acknowledged with an
+//! exponential delay; at the consumer's max deliveries (or at once for a
+//! permanent error) the task is dead-lettered: a [`DeadLetter`] goes to the
+//! DLQ, a `TaskResult` with status `ERROR` goes to the results (so the
+//! collector counts the task as finished-and-failed), then the task is acked.
+//! Bytes that are not a `Task` (or a `Task` without id) are dead-lettered at
+//! once with the decode error.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_nats::jetstream::consumer::PullConsumer;
+use async_nats::jetstream::message::PublishMessage;
+use async_nats::jetstream::{self, AckKind};
+use bytes::Bytes;
+use futures::StreamExt;
+use prost::Message as _;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, debug, error, info, info_span, warn};
+
+use crate::config::{TopologyConfig, WorkerConfig};
+use crate::handler::{SharedHandler, call_isolated};
+use crate::names::FarmNames;
+use crate::proto::{DeadLetter, Status, Task, TaskResult};
+
+/// Attempts to publish a result or dead letter before giving the task back.
+const PUBLISH_ATTEMPTS: u32 = 5;
+
+/// Everything the loop and its task futures share.
+pub struct WorkerContext {
+    /// JetStream context of the replica's connection.
+    pub js: jetstream::Context,
+    /// Farm names.
+    pub names: FarmNames,
+    /// Pull-loop settings.
+    pub worker: WorkerConfig,
+    /// Topology settings (ack wait, max deliveries).
+    pub topology: TopologyConfig,
+    /// The user's handler.
+    pub handler: SharedHandler,
+}
+
+/// Wall clock in Unix microseconds (service time only, never QoS).
+pub fn now_us() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+}
+
+/// Redelivery delay after the `delivered`-th failed delivery.
+pub fn nak_delay(cfg: &WorkerConfig, delivered: u64) -> Duration {
+    let shift = delivered.saturating_sub(1).min(20) as u32;
+    cfg.nak_delay
+        .saturating_mul(1u32 << shift)
+        .min(cfg.nak_delay_max)
+}
+
+/// Pulls and processes tasks until `stop` is cancelled, then finishes what it
+/// holds. `hard_stop` (the drain deadline) aborts running handlers and gives
+/// their tasks back with an immediate nak. Returns when every held task was
+/// finished (published and acked, or given back).
+pub async fn pull_loop(
+    ctx: Arc<WorkerContext>,
+    consumer: PullConsumer,
+    stop: CancellationToken,
+    hard_stop: CancellationToken,
+) {
+    let slots = Arc::new(Semaphore::new(ctx.worker.concurrency));
+    let mut inflight: JoinSet<()> = JoinSet::new();
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        while inflight.try_join_next().is_some() {}
+        let first = tokio::select! {
+            p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+            () = stop.cancelled() => break,
+        };
+        let mut permits = vec![first];
+        while permits.len() < ctx.worker.fetch_batch {
+            match slots.clone().try_acquire_owned() {
+                Ok(p) => permits.push(p),
+                Err(_) => break,
+            }
+        }
+        let request = consumer
+            .batch()
+            .max_messages(permits.len())
+            .expires(ctx.worker.fetch_expires)
+            .messages();
+        let mut batch = match request.await {
+            Ok(b) => {
+                backoff = Duration::from_millis(50);
+                b
+            }
+            Err(e) => {
+                warn!(error = %e, "pull request failed; retrying");
+                drop(permits);
+                tokio::select! {
+                    () = tokio::time::sleep(backoff) => {},
+                    () = stop.cancelled() => break,
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+                continue;
+            }
+        };
+        // The batch is read to its end even after `stop`: the pull request is
+        // registered on the server until it expires, and a message delivered
+        // to an abandoned inbox would wait a whole ack wait for redelivery.
+        while let Some(next) = batch.next().await {
+            let msg = match next {
+                Ok(m) => m,
+                Err(e) => {
+                    debug!(error = %e, "pull batch ended with an error");
+                    break;
+                }
+            };
+            match (stop.is_cancelled(), permits.pop()) {
+                (false, Some(permit)) => {
+                    let ctx = ctx.clone();
+                    let hard = hard_stop.clone();
+                    inflight.spawn(process(ctx, msg, permit, hard));
+                }
+                _ => {
+                    // Draining (or more messages than asked for): give the
+                    // task back at once so another replica takes it.
+                    if let Err(e) = msg.ack_with(AckKind::Nak(None)).await {
+                        warn!(error = %e, "nak of a task received while draining failed");
+                    }
+                }
+            }
+        }
+        drop(permits);
+    }
+    let held = inflight.len();
+    if held > 0 {
+        info!(held, "stopped pulling; finishing held tasks");
+    }
+    while inflight.join_next().await.is_some() {}
+}
+
+/// Facts about one delivery taken from its JetStream metadata.
+#[derive(Debug, Clone, Copy)]
+struct Delivery {
+    stored_us: i64,
+    delivered: u64,
+    stream_seq: u64,
+}
+
+fn delivery_of(msg: &jetstream::Message) -> Delivery {
+    match msg.info() {
+        Ok(info) => Delivery {
+            stored_us: i64::try_from(info.published.unix_timestamp_nanos() / 1_000).unwrap_or(0),
+            delivered: u64::try_from(info.delivered).unwrap_or(1),
+            stream_seq: info.stream_sequence,
+        },
+        // Not a JetStream delivery (cannot happen on a pull consumer); treat
+        // as a first delivery so the task is still processed.
+        Err(_) => Delivery {
+            stored_us: 0,
+            delivered: 1,
+            stream_seq: 0,
+        },
+    }
+}
+
+/// Decodes a task message, requiring a non-empty id (the id is what makes
+/// results idempotent, so a task without one cannot be processed safely).
+pub fn decode_task(payload: &Bytes) -> Result<Task, String> {
+    let task = Task::decode(payload.clone())
+        .map_err(|e| format!("message is not a farm.v1.Task protobuf: {e}"))?;
+    if task.id.is_empty() {
+        return Err("farm.v1.Task has an empty id".to_owned());
+    }
+    Ok(task)
+}
+
+async fn process(
+    ctx: Arc<WorkerContext>,
+    msg: jetstream::Message,
+    _permit: OwnedSemaphorePermit,
+    hard_stop: CancellationToken,
+) {
+    let d = delivery_of(&msg);
+    let task = match decode_task(&msg.payload) {
+        Ok(t) => t,
+        Err(reason) => {
+            warn!(stream_seq = d.stream_seq, %reason, "undecodable task; dead-lettering");
+            let letter = DeadLetter {
+                task_id: String::new(),
+                original: msg.payload.clone(),
+                reason,
+                deliveries: d.delivered,
+                worker: ctx.worker.instance.clone(),
+                task_stored_us: d.stored_us,
+            };
+            finish_dead(&ctx, &msg, d, letter, None, &hard_stop).await;
+            return;
+        }
+    };
+    let span = info_span!("task", id = %task.id, seq = task.seq, delivered = d.delivered);
+    run_task(ctx, msg, task, d, hard_stop)
+        .instrument(span)
+        .await;
+}
+
+async fn run_task(
+    ctx: Arc<WorkerContext>,
+    msg: jetstream::Message,
+    task: Task,
+    d: Delivery,
+    hard_stop: CancellationToken,
+) {
+    let started_us = now_us();
+    let period = (ctx.topology.ack_wait / 3).max(Duration::from_millis(10));
+    let mut progress = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    let call = call_isolated(&ctx.handler, task.clone());
+    tokio::pin!(call);
+    let outcome = loop {
+        tokio::select! {
+            r = &mut call => break Some(r),
+            _ = progress.tick() => {
+                // Tells the server the task is still being worked on, so a
+                // long task is not redelivered after one ack wait.
+                if let Err(e) = msg.ack_with(AckKind::Progress).await {
+                    warn!(error = %e, "in-progress ack failed");
+                }
+            }
+            () = hard_stop.cancelled() => break None,
+        }
+    };
+    let finished_us = now_us();
+    let Some(outcome) = outcome else {
+        warn!("drain deadline reached; giving the task back");
+        if let Err(e) = msg.ack_with(AckKind::Nak(None)).await {
+            warn!(error = %e, "nak failed; the task returns after the ack wait");
+        }
+        return;
+    };
+    let mut result = TaskResult {
+        task_id: task.id.clone(),
+        seq: task.seq,
+        worker: ctx.worker.instance.clone(),
+        started_us,
+        finished_us,
+        task_stored_us: d.stored_us,
+        deadline_ms: task.deadline_ms,
+        deliveries: d.delivered,
+        ..Default::default()
+    };
+    match outcome {
+        Ok(output) => {
+            result.status = Status::Ok as i32;
+            result.output = output.body;
+            result.content_type = output.content_type;
+            let subject = ctx.names.results_subject();
+            let body = Bytes::from(result.encode_to_vec());
+            if let Err(e) = publish_acked(&ctx.js, subject, body, &task.id, &hard_stop).await {
+                error!(error = %e, "cannot publish result; giving the task back");
+                let _ = msg.ack_with(AckKind::Nak(Some(ctx.worker.nak_delay))).await;
+                return;
+            }
+            match msg.double_ack().await {
+                Ok(()) => debug!("task done"),
+                // The result is stored; a redelivery will be de-duplicated.
+                Err(e) => warn!(error = %e, "ack after publishing the result failed"),
+            }
+        }
+        Err(err) => {
+            let last = !err.is_retryable() || d.delivered >= u64::from(ctx.topology.max_deliver);
+            if !last {
+                let delay = nak_delay(&ctx.worker, d.delivered);
+                warn!(error = %err, ?delay, "handler failed; task will be retried");
+                if let Err(e) = msg.ack_with(AckKind::Nak(Some(delay))).await {
+                    warn!(error = %e, "nak failed; the task returns after the ack wait");
+                }
+                return;
+            }
+            error!(error = %err, retryable = err.is_retryable(), "handler failed for the last time; dead-lettering");
+            result.status = Status::Error as i32;
+            result.error = err.message().to_owned();
+            let letter = DeadLetter {
+                task_id: task.id.clone(),
+                original: msg.payload.clone(),
+                reason: err.message().to_owned(),
+                deliveries: d.delivered,
+                worker: ctx.worker.instance.clone(),
+                task_stored_us: d.stored_us,
+            };
+            finish_dead(&ctx, &msg, d, letter, Some(result), &hard_stop).await;
+        }
+    }
+}
+
+/// Publishes the dead letter (and the error result, if any), then acks.
+async fn finish_dead(
+    ctx: &WorkerContext,
+    msg: &jetstream::Message,
+    d: Delivery,
+    letter: DeadLetter,
+    result: Option<TaskResult>,
+    hard_stop: &CancellationToken,
+) {
+    // The stream sequence identifies the stored task even when it has no id.
+    let letter_id = format!("{}:{}", ctx.names.tasks_stream(), d.stream_seq);
+    let body = Bytes::from(letter.encode_to_vec());
+    if let Err(e) = publish_acked(
+        &ctx.js,
+        ctx.names.dlq_subject(),
+        body,
+        &letter_id,
+        hard_stop,
+    )
+    .await
+    {
+        error!(error = %e, "cannot publish dead letter; giving the task back");
+        let _ = msg.ack_with(AckKind::Nak(Some(ctx.worker.nak_delay))).await;
+        return;
+    }
+    if let Some(result) = result {
+        let id = result.task_id.clone();
+        let body = Bytes::from(result.encode_to_vec());
+        if let Err(e) =
+            publish_acked(&ctx.js, ctx.names.results_subject(), body, &id, hard_stop).await
+        {
+            // The dead letter is stored (and de-duplicated on retry).
+            error!(error = %e, "cannot publish error result; giving the task back");
+            let _ = msg.ack_with(AckKind::Nak(Some(ctx.worker.nak_delay))).await;
+            return;
+        }
+    }
+    if let Err(e) = msg.double_ack().await {
+        warn!(error = %e, "ack after dead-lettering failed");
+    }
+}
+
+/// Publishes with a message id and waits for the stream's ack, retrying
+/// transient failures a few times (e.g. during a server restart).
+pub async fn publish_acked(
+    js: &jetstream::Context,
+    subject: String,
+    body: Bytes,
+    msg_id: &str,
+    hard_stop: &CancellationToken,
+) -> Result<(), String> {
+    let mut delay = Duration::from_millis(100);
+    let mut last = String::new();
+    for attempt in 1..=PUBLISH_ATTEMPTS {
+        let publish = PublishMessage::build()
+            .payload(body.clone())
+            .message_id(msg_id);
+        let r = match js.send_publish(subject.clone(), publish).await {
+            Ok(ack) => ack.await.map(|_| ()).map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        match r {
+            Ok(()) => return Ok(()),
+            Err(e) => {
+                warn!(attempt, error = %e, subject, "publish failed");
+                last = e;
+            }
+        }
+        if attempt < PUBLISH_ATTEMPTS {
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {},
+                () = hard_stop.cancelled() => break,
+            }
+            delay *= 2;
+        }
+    }
+    Err(last)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wcfg() -> WorkerConfig {
+        WorkerConfig {
+            concurrency: 1,
+            fetch_batch: 1,
+            fetch_expires: Duration::from_secs(1),
+            nak_delay: Duration::from_millis(100),
+            nak_delay_max: Duration::from_millis(1000),
+            drain_grace: Duration::from_secs(1),
+            instance: "w".into(),
+        }
+    }
+
+    #[test]
+    fn nak_delay_doubles_and_caps() {
+        let c = wcfg();
+        assert_eq!(nak_delay(&c, 1), Duration::from_millis(100));
+        assert_eq!(nak_delay(&c, 2), Duration::from_millis(200));
+        assert_eq!(nak_delay(&c, 4), Duration::from_millis(800));
+        assert_eq!(nak_delay(&c, 5), Duration::from_millis(1000));
+        assert_eq!(nak_delay(&c, 1000), Duration::from_millis(1000));
+    }
+
+    #[test]
+    fn decode_rejects_garbage_and_missing_id() {
+        assert!(decode_task(&Bytes::from_static(b"\xff\xff\xff\xff")).is_err());
+        assert!(decode_task(&Bytes::new()).unwrap_err().contains("empty id"));
+        let t = Task {
+            id: "a".into(),
+            ..Default::default()
+        };
+        assert_eq!(decode_task(&Bytes::from(t.encode_to_vec())).unwrap(), t);
+    }
+}
