@@ -1,0 +1,292 @@
+//! The collecting loop: results in, de-duplicated (and maybe re-ordered)
+//! outputs out, statistics updated.
+//!
+//! Per round the collector takes the results that are ready (up to
+//! `COLLECTOR_BATCH`), decides for each whether it is new, publishes the new
+//! ones to OUTPUT back to back, waits for the OUTPUT acks, and only then acks
+//! the results. A crash at any point therefore loses nothing: an unacked
+//! result is redelivered, and if its output had already been stored the
+//! id set (rebuilt from OUTPUT at start) or OUTPUT's own duplicate window
+//! recognises it.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use async_nats::HeaderMap;
+use async_nats::jetstream::{self, AckKind, message::PublishMessage};
+use bytes::Bytes;
+use farm_runtime::proto::{MetricsSnapshot, Status, TaskResult};
+use prost::Message as _;
+
+use crate::dedup::IdSet;
+use crate::output::{H_COMPLETED, H_LATENCY_US, H_QOS_HIT, H_QOS_HITS, H_SEQ, H_STATUS, H_TASK_ID};
+use crate::reorder::Reorder;
+use crate::stats::{Arrivals, Completion, Stats, is_hit};
+
+/// State shared between the collecting loop, the snapshot ticker and HTTP.
+#[derive(Debug)]
+pub struct Shared {
+    /// Totals and window.
+    pub stats: Stats,
+    /// Latest arrival counts from the TASKS stream.
+    pub arrivals: Arrivals,
+    /// Latest dead-letter count from the DLQ stream.
+    pub failed: u64,
+    /// Results that could not be decoded (acked, kept in RESULTS, logged).
+    pub invalid: u64,
+    /// Set once the results consumer is bound.
+    pub bound: bool,
+    /// Monotonic origin of the stats' time axis.
+    pub origin: Instant,
+}
+
+impl Shared {
+    /// Fresh shared state for `farm`.
+    pub fn new(stats: Stats) -> Self {
+        Self {
+            stats,
+            arrivals: Arrivals::default(),
+            failed: 0,
+            invalid: 0,
+            bound: false,
+            origin: Instant::now(),
+        }
+    }
+
+    /// The snapshot as of now.
+    pub fn snapshot(&mut self) -> MetricsSnapshot {
+        let now = self.origin.elapsed();
+        let (arrivals, failed) = (self.arrivals, self.failed);
+        self.stats.snapshot(now, unix_us(), arrivals, failed)
+    }
+}
+
+/// Wall clock in Unix microseconds (only for the snapshot's `at_us` stamp).
+pub fn unix_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+}
+
+/// Locks the shared state; a poisoned lock (a panic while holding it) still
+/// holds consistent counters, so it is used as is.
+pub fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
+    shared
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// A result waiting to be written.
+#[derive(Debug)]
+struct Pending {
+    msg: jetstream::Message,
+    id: String,
+    seq: u64,
+    status: Status,
+    completion: Completion,
+}
+
+/// Most OUTPUT publishes awaited at once (below the client's in-flight ack
+/// limit of 5000, which would otherwise block the sender).
+const WRITE_CHUNK: usize = 512;
+
+/// The collecting loop's own state.
+#[derive(Debug)]
+pub struct Collector {
+    js: jetstream::Context,
+    output_subject: String,
+    ids: IdSet,
+    inflight: HashSet<String>,
+    reorder: Option<Reorder<Pending>>,
+    shared: Arc<Mutex<Shared>>,
+}
+
+fn stored_us(msg: &jetstream::Message) -> Option<i64> {
+    let info = msg.info().ok()?;
+    i64::try_from(info.published.unix_timestamp_nanos() / 1_000).ok()
+}
+
+impl Collector {
+    /// A collector writing to `output_subject`. `ids` is the rebuilt id set;
+    /// `reorder` is `Some` when ordering is on.
+    pub fn new(
+        js: jetstream::Context,
+        output_subject: String,
+        ids: IdSet,
+        reorder: Option<(u64, usize, Duration)>,
+        shared: Arc<Mutex<Shared>>,
+    ) -> Self {
+        Self {
+            js,
+            output_subject,
+            ids,
+            inflight: HashSet::new(),
+            reorder: reorder.map(|(next, cap, gap)| Reorder::new(next, cap, gap)),
+            shared,
+        }
+    }
+
+    fn now(&self) -> Duration {
+        lock(&self.shared).origin.elapsed()
+    }
+
+    /// Decides what to do with one delivered result; returns what became
+    /// ready to write.
+    async fn admit(&mut self, msg: jetstream::Message) -> Vec<Pending> {
+        let result = match TaskResult::decode(msg.payload.clone()) {
+            Ok(r) if !r.task_id.is_empty() => r,
+            Ok(_) | Err(_) => {
+                let stream_seq = msg.info().map(|i| i.stream_sequence).unwrap_or(0);
+                tracing::warn!(
+                    stream_seq,
+                    "result is not a valid TaskResult; skipped (kept in RESULTS)"
+                );
+                lock(&self.shared).invalid += 1;
+                if let Err(e) = msg.ack_with(AckKind::Term).await {
+                    tracing::warn!(error = %e, "term of invalid result failed");
+                }
+                return Vec::new();
+            }
+        };
+        if self.ids.contains(&result.task_id) || self.inflight.contains(&result.task_id) {
+            tracing::debug!(task = %result.task_id, "duplicate result");
+            lock(&self.shared).stats.duplicate();
+            // A copy whose first twin is still waiting for its output is
+            // acked too: if the twin's write fails, the twin itself is
+            // redelivered, so nothing is lost.
+            if let Err(e) = msg.ack().await {
+                tracing::warn!(error = %e, "ack of duplicate result failed");
+            }
+            return Vec::new();
+        }
+        let end_us = stored_us(&msg).unwrap_or(result.task_stored_us);
+        let latency_us = u64::try_from(end_us - result.task_stored_us).unwrap_or(0);
+        let service_us = u64::try_from(result.finished_us - result.started_us).unwrap_or(0);
+        let status = Status::try_from(result.status).unwrap_or(Status::Unspecified);
+        let completion = Completion {
+            latency_us,
+            service_us,
+            deadline_ms: result.deadline_ms,
+            hit: is_hit(status == Status::Ok, latency_us, result.deadline_ms),
+        };
+        self.inflight.insert(result.task_id.clone());
+        let pending = Pending {
+            msg,
+            id: result.task_id,
+            seq: result.seq,
+            status,
+            completion,
+        };
+        let now = self.now();
+        match self.reorder.as_mut() {
+            Some(r) => r.push(pending.seq, pending, now),
+            None => vec![pending],
+        }
+    }
+
+    /// Releases results whose gap timed out (ordered mode).
+    fn poll_reorder(&mut self) -> Vec<Pending> {
+        let now = self.now();
+        self.reorder
+            .as_mut()
+            .map(|r| r.poll(now))
+            .unwrap_or_default()
+    }
+
+    /// Writes `ready` to OUTPUT in order, then acks the results.
+    async fn write(&mut self, ready: Vec<Pending>) {
+        let mut ready = ready.into_iter().peekable();
+        while ready.peek().is_some() {
+            let chunk: Vec<Pending> = ready.by_ref().take(WRITE_CHUNK).collect();
+            self.write_chunk(chunk).await;
+        }
+    }
+
+    async fn write_chunk(&mut self, chunk: Vec<Pending>) {
+        let mut planned = lock(&self.shared).stats.totals();
+        let mut sent = Vec::with_capacity(chunk.len());
+        for p in chunk {
+            planned.completed += 1;
+            if p.completion.hit {
+                planned.qos_hits += 1;
+            }
+            let mut h = HeaderMap::new();
+            h.insert(H_TASK_ID, p.id.as_str());
+            h.insert(H_SEQ, p.seq.to_string().as_str());
+            h.insert(H_STATUS, p.status.label());
+            h.insert(H_LATENCY_US, p.completion.latency_us.to_string().as_str());
+            h.insert(H_QOS_HIT, if p.completion.hit { "1" } else { "0" });
+            h.insert(H_COMPLETED, planned.completed.to_string().as_str());
+            h.insert(H_QOS_HITS, planned.qos_hits.to_string().as_str());
+            let publish = PublishMessage::build()
+                .message_id(&p.id)
+                .headers(h)
+                .payload(Bytes::clone(&p.msg.payload));
+            let fut = self
+                .js
+                .send_publish(self.output_subject.clone(), publish)
+                .await;
+            sent.push((p, fut));
+        }
+        for (p, fut) in sent {
+            let stored = match fut {
+                Ok(f) => f.await,
+                Err(e) => Err(e),
+            };
+            self.inflight.remove(&p.id);
+            match stored {
+                Ok(ack) => {
+                    // `duplicate` with an id we do not know means an earlier
+                    // attempt stored it but its ack was lost: it is this
+                    // task's one output, so it counts as a completion.
+                    let known = !self.ids.insert(&p.id);
+                    {
+                        let mut sh = lock(&self.shared);
+                        let now = sh.origin.elapsed();
+                        if ack.duplicate && known {
+                            sh.stats.duplicate();
+                        } else {
+                            sh.stats.record(p.completion, now);
+                        }
+                    }
+                    if let Err(e) = p.msg.ack().await {
+                        // The output is stored; a redelivery is a duplicate.
+                        tracing::warn!(task = %p.id, error = %e, "ack of result failed");
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(task = %p.id, error = %e, "output not stored; result will be redelivered");
+                    let nak = AckKind::Nak(Some(Duration::from_millis(500)));
+                    if let Err(e) = p.msg.ack_with(nak).await {
+                        tracing::debug!(error = %e, "nak failed; redelivery after the ack wait");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Handles one round of delivered results.
+    pub async fn handle(&mut self, batch: Vec<jetstream::Message>) {
+        let mut ready = Vec::new();
+        for msg in batch {
+            ready.extend(self.admit(msg).await);
+        }
+        if !ready.is_empty() {
+            self.write(ready).await;
+        }
+    }
+
+    /// Handles the ordered output's gap timer.
+    pub async fn tick(&mut self) {
+        let ready = self.poll_reorder();
+        if !ready.is_empty() {
+            self.write(ready).await;
+        }
+    }
+
+    /// Whether ordering is on.
+    pub fn ordered(&self) -> bool {
+        self.reorder.is_some()
+    }
+}

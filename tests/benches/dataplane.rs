@@ -1,0 +1,417 @@
+//! Data-plane benchmark of rust-farm (prints figures; never fails on them).
+//!
+//! In one run, on one nats-server:
+//!
+//! 1. **raw**: JetStream work-queue throughput without farm code: a client
+//!    publishes `N` messages asynchronously (acks pipelined) into a
+//!    work-queue stream shaped like `FARM_<F>_TASKS` (file storage, message
+//!    ids), while a pull consumer fetches and acks them;
+//! 2. **farm**: end-to-end throughput of emitter -> 2 `sleep-worker`
+//!    replicas (no-op handler) -> collector: `N` tasks submitted over HTTP as
+//!    NDJSON batches, timed until the collector has written all of them to
+//!    OUTPUT;
+//! 3. **latency** at about half the measured farm capacity: paced
+//!    submissions, end to end (HTTP submit -> the output entry published on
+//!    `farm.<f>.output`, observed by a core-NATS subscriber), and the raw path
+//!    at the same rate (publish -> delivered to the pull consumer), so the
+//!    latency the farm adds is visible.
+//!
+//! Run (release binaries are required; the bench uses `target/release`):
+//!
+//! ```text
+//! cargo build --release --bins -p emitter -p collector -p sleep-worker
+//! cargo bench -p farm-e2e --bench dataplane
+//! ```
+//!
+//! `BENCH_TASKS` (default 20000), `BENCH_LATENCY_SECS` (default 5) and
+//! `BENCH_WORKER_CONCURRENCY` (default 64) tune the run.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{
+    self,
+    consumer::{AckPolicy, pull},
+    message::PublishMessage,
+    stream::{self, DiscardPolicy, RetentionPolicy, StorageType},
+};
+use bytes::Bytes;
+use farm_e2e::Farm;
+use farm_runtime::proto::Task;
+use futures::StreamExt;
+use hdrhistogram::Histogram;
+use prost::Message as _;
+
+fn env_num(key: &str, default: u64) -> u64 {
+    std::env::var(key)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// A no-op task payload, the same bytes the farm's tasks carry.
+fn task_bytes(id: &str, seq: u64) -> Bytes {
+    Bytes::from(
+        Task {
+            id: id.to_owned(),
+            seq,
+            payload: Bytes::from_static(b"{}"),
+            content_type: "application/json".into(),
+            ..Default::default()
+        }
+        .encode_to_vec(),
+    )
+}
+
+fn hist() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 600_000_000, 3).expect("valid histogram bounds")
+}
+
+fn ms(us: u64) -> f64 {
+    us as f64 / 1000.0
+}
+
+/// The raw work-queue stream, shaped like TASKS.
+async fn raw_stream(js: &jetstream::Context, name: &str) -> stream::Stream {
+    let _ = js.delete_stream(name).await;
+    js.create_stream(stream::Config {
+        name: name.to_owned(),
+        subjects: vec![format!("{}.tasks", name.to_lowercase())],
+        retention: RetentionPolicy::WorkQueue,
+        storage: StorageType::File,
+        discard: DiscardPolicy::New,
+        duplicate_window: Duration::from_secs(120),
+        ..Default::default()
+    })
+    .await
+    .expect("create raw stream")
+}
+
+async fn raw_consumer(s: &stream::Stream) -> jetstream::consumer::PullConsumer {
+    s.create_consumer(pull::Config {
+        durable_name: Some("raw".into()),
+        ack_policy: AckPolicy::Explicit,
+        max_ack_pending: 10_000,
+        ..Default::default()
+    })
+    .await
+    .expect("raw consumer")
+}
+
+/// (a) Raw throughput: tasks/s from the first publish to the last ack.
+async fn raw_throughput(url: &str, n: u64) -> f64 {
+    let client = async_nats::connect(url).await.expect("connect");
+    let js = jetstream::new(client.clone());
+    let s = raw_stream(&js, "RAWTPUT").await;
+    let consumer = raw_consumer(&s).await;
+    let subject = "rawtput.tasks".to_owned();
+    let t0 = Instant::now();
+    let publisher = {
+        let js = js.clone();
+        tokio::spawn(async move {
+            let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
+            let send = async {
+                for i in 0..n {
+                    let id = format!("raw-{i}");
+                    let msg = PublishMessage::build()
+                        .message_id(&id)
+                        .payload(task_bytes(&id, i));
+                    let fut = js
+                        .send_publish(subject.clone(), msg)
+                        .await
+                        .expect("publish");
+                    if tx.send(fut).await.is_err() {
+                        break;
+                    }
+                }
+                drop(tx);
+            };
+            let recv = async {
+                while let Some(fut) = rx.recv().await {
+                    fut.await.expect("publish ack");
+                }
+            };
+            tokio::join!(send, recv);
+        })
+    };
+    let mut msgs = consumer
+        .stream()
+        .max_messages_per_batch(256)
+        .messages()
+        .await
+        .expect("messages");
+    let mut got = 0;
+    while got < n {
+        let m = msgs.next().await.expect("open").expect("message");
+        m.ack().await.expect("ack");
+        got += 1;
+    }
+    let elapsed = t0.elapsed();
+    publisher.await.expect("publisher");
+    client.flush().await.expect("flush");
+    n as f64 / elapsed.as_secs_f64()
+}
+
+/// (b) Farm throughput: tasks/s from the first HTTP submit until the
+/// collector reports all of them completed.
+async fn farm_throughput(farm: &Farm, n: u64, prefix: &str) -> f64 {
+    let base = farm
+        .snapshot()
+        .await
+        .and_then(|s| s["completed"].as_u64())
+        .unwrap_or(0);
+    let batch = 1000;
+    let bodies: Vec<String> = (0..n)
+        .step_by(batch)
+        .map(|start| {
+            farm_e2e::noop_batch(
+                prefix,
+                start as usize..((start + batch as u64).min(n)) as usize,
+                |_| 0,
+            )
+        })
+        .collect();
+    let t0 = Instant::now();
+    let answers: Vec<(u16, serde_json::Value)> = futures::stream::iter(bodies.iter())
+        .map(|b| farm.submit_ndjson(b))
+        .buffer_unordered(4)
+        .collect()
+        .await;
+    let submitted = t0.elapsed();
+    for (status, answer) in &answers {
+        assert_eq!(*status, 202, "{answer}");
+    }
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let done = farm
+            .snapshot()
+            .await
+            .and_then(|s| s["completed"].as_u64())
+            .unwrap_or(0);
+        if done >= base + n {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "farm did not finish\n{}",
+            farm.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let elapsed = t0.elapsed();
+    println!(
+        "  farm: {n} tasks submitted in {:.2} s ({:.0}/s accepted), all collected after {:.2} s",
+        submitted.as_secs_f64(),
+        n as f64 / submitted.as_secs_f64(),
+        elapsed.as_secs_f64()
+    );
+    n as f64 / elapsed.as_secs_f64()
+}
+
+/// Ticks per second of the paced latency runs: each tick sends rate/TICKS
+/// tasks (one HTTP request for the farm, back-to-back publishes for raw).
+const TICKS: f64 = 200.0;
+
+/// (c) Farm latency at `rate` tasks/s for `secs`: submit -> output published.
+async fn farm_latency(farm: &Farm, rate: f64, secs: f64) -> Histogram<u64> {
+    let (client, _js) = farm.js().await;
+    let mut sub = client
+        .subscribe(farm.names.output_subject())
+        .await
+        .expect("subscribe output");
+    client.flush().await.expect("flush");
+    let sent: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    let total = (rate * secs) as u64;
+    let collector = {
+        let sent = sent.clone();
+        tokio::spawn(async move {
+            let mut h = hist();
+            let mut seen = 0;
+            let deadline = Instant::now() + Duration::from_secs(600);
+            while seen < total && Instant::now() < deadline {
+                let Ok(Some(m)) = tokio::time::timeout(Duration::from_secs(30), sub.next()).await
+                else {
+                    break;
+                };
+                let now = Instant::now();
+                let Some(id) = m
+                    .headers
+                    .as_ref()
+                    .and_then(|h| h.get("Farm-Task-Id"))
+                    .map(|v| v.as_str().to_owned())
+                else {
+                    continue;
+                };
+                let t = sent.lock().expect("lock").remove(&id);
+                if let Some(t) = t {
+                    h.saturating_record(u64::try_from((now - t).as_micros()).unwrap_or(u64::MAX));
+                    seen += 1;
+                }
+            }
+            h
+        })
+    };
+    let t0 = Instant::now();
+    let mut next = 0u64;
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / TICKS));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut inflight = futures::stream::FuturesUnordered::new();
+    while next < total {
+        tokio::select! {
+            _ = tick.tick() => {
+                let due = ((t0.elapsed().as_secs_f64() * rate) as u64 + 1).min(total);
+                if due <= next { continue; }
+                let body = farm_e2e::noop_batch("lat", next as usize..due as usize, |_| 0);
+                {
+                    let now = Instant::now();
+                    let mut s = sent.lock().expect("lock");
+                    for i in next..due {
+                        s.insert(format!("lat-{i}"), now);
+                    }
+                }
+                next = due;
+                inflight.push(async move { farm.submit_ndjson(&body).await });
+            }
+            Some((status, answer)) = inflight.next(), if !inflight.is_empty() => {
+                assert_eq!(status, 202, "{answer}");
+            }
+        }
+    }
+    while let Some((status, answer)) = inflight.next().await {
+        assert_eq!(status, 202, "{answer}");
+    }
+    let h = collector.await.expect("latency collector");
+    client.flush().await.expect("flush");
+    h
+}
+
+/// (c') Raw latency at `rate` tasks/s for `secs`: publish -> delivered.
+async fn raw_latency(url: &str, rate: f64, secs: f64) -> Histogram<u64> {
+    let client = async_nats::connect(url).await.expect("connect");
+    let js = jetstream::new(client.clone());
+    let s = raw_stream(&js, "RAWLAT").await;
+    let consumer = raw_consumer(&s).await;
+    let total = (rate * secs) as u64;
+    let sent: Arc<Mutex<HashMap<u64, Instant>>> = Arc::default();
+    let reader = {
+        let sent = sent.clone();
+        tokio::spawn(async move {
+            let mut msgs = consumer
+                .stream()
+                .max_messages_per_batch(256)
+                .messages()
+                .await
+                .expect("messages");
+            let mut h = hist();
+            for _ in 0..total {
+                let Ok(Some(Ok(m))) =
+                    tokio::time::timeout(Duration::from_secs(30), msgs.next()).await
+                else {
+                    break;
+                };
+                let now = Instant::now();
+                m.ack().await.expect("ack");
+                let seq = Task::decode(m.payload.clone()).expect("task").seq;
+                if let Some(t) = sent.lock().expect("lock").remove(&seq) {
+                    h.saturating_record(u64::try_from((now - t).as_micros()).unwrap_or(u64::MAX));
+                }
+            }
+            h
+        })
+    };
+    let t0 = Instant::now();
+    let mut next = 0u64;
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / TICKS));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut acks = Vec::new();
+    while next < total {
+        tick.tick().await;
+        let due = ((t0.elapsed().as_secs_f64() * rate) as u64 + 1).min(total);
+        let now = Instant::now();
+        for i in next..due {
+            sent.lock().expect("lock").insert(i, now);
+            let id = format!("rl-{i}");
+            let msg = PublishMessage::build()
+                .message_id(&id)
+                .payload(task_bytes(&id, i));
+            acks.push(js.send_publish("rawlat.tasks", msg).await.expect("publish"));
+        }
+        next = due;
+        if acks.len() > 1000 {
+            for a in acks.drain(..) {
+                a.await.expect("publish ack");
+            }
+        }
+    }
+    for a in acks {
+        a.await.expect("publish ack");
+    }
+    let h = reader.await.expect("reader");
+    client.flush().await.expect("flush");
+    h
+}
+
+fn line(label: &str, h: &Histogram<u64>) {
+    println!(
+        "  {label}: n={} p50={:.2} ms p95={:.2} ms p99={:.2} ms max={:.2} ms",
+        h.len(),
+        ms(h.value_at_quantile(0.50)),
+        ms(h.value_at_quantile(0.95)),
+        ms(h.value_at_quantile(0.99)),
+        ms(h.max())
+    );
+}
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() {
+    // `cargo bench` passes `--bench`; under `cargo test --all-targets` the
+    // binary runs without it and must not start a minutes-long benchmark.
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("dataplane benchmark: run it with `cargo bench -p farm-e2e --bench dataplane`");
+        return;
+    }
+    let n = env_num("BENCH_TASKS", 20_000);
+    let secs = env_num("BENCH_LATENCY_SECS", 5) as f64;
+    let conc = env_num("BENCH_WORKER_CONCURRENCY", 64).to_string();
+
+    let mut farm = Farm::start("bench", &[("RUST_LOG", "warn")]);
+    println!(
+        "rust-farm data-plane benchmark: {n} tasks, one nats-server at {}",
+        farm.nats.url()
+    );
+
+    println!("(a) raw JetStream work queue (async publish + pull + ack)");
+    let _ = raw_throughput(&farm.nats.url(), n / 10).await; // warm-up
+    let raw = raw_throughput(&farm.nats.url(), n).await;
+    println!("  raw: {raw:.0} tasks/s");
+
+    println!("(b) farm: emitter -> 2 workers (no-op, concurrency {conc}) -> collector");
+    farm.start_collector();
+    farm.start_emitter();
+    farm.start_workers(2, &[("FARM_CONCURRENCY", conc.as_str())]);
+    farm.wait_ready().await;
+    let _ = farm_throughput(&farm, n / 10, "warm").await;
+    let farm_tput = farm_throughput(&farm, n, "tput").await;
+    println!("  farm: {farm_tput:.0} tasks/s");
+    println!("  ratio farm/raw = {:.2} (target >= 0.7)", farm_tput / raw);
+
+    let rate = (farm_tput / 2.0).max(1.0);
+    println!("(c) latency at {rate:.0} tasks/s (half the farm capacity) for {secs} s");
+    let raw_h = raw_latency(&farm.nats.url(), rate, secs).await;
+    line("raw  (publish -> delivered)", &raw_h);
+    let farm_h = farm_latency(&farm, rate, secs).await;
+    line("farm (HTTP submit -> output stored)", &farm_h);
+    println!(
+        "  added p50 = {:.2} ms (target <= 2 ms), added p99 = {:.2} ms",
+        ms(farm_h.value_at_quantile(0.5)) - ms(raw_h.value_at_quantile(0.5)),
+        ms(farm_h.value_at_quantile(0.99)) - ms(raw_h.value_at_quantile(0.99)),
+    );
+    if let Some(s) = farm.snapshot().await {
+        println!(
+            "  collector (server clock, task stored -> result stored): p50={:.2} ms p99={:.2} ms",
+            s["latency_p50_s"].as_f64().unwrap_or(0.0) * 1e3,
+            s["latency_p99_s"].as_f64().unwrap_or(0.0) * 1e3
+        );
+    }
+}
