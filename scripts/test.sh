@@ -5,7 +5,9 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 
-bash scripts/setup.sh
+# Prometheus and Alertmanager (Debian package names) run in the alert-path
+# test (gateway-ext/tests/alert_path.rs).
+bash scripts/setup.sh prometheus prometheus-alertmanager
 export PATH="$root/.venv/bin:$PATH"
 export NATS_SERVER="$root/.venv/bin/nats-server"
 

@@ -611,7 +611,21 @@ impl FarmLoop {
         let proposal = match alert {
             Some(firing) => match self.policy.on_alert(now_s, firing, &signals) {
                 Some(p) => p,
-                None => self.policy.decide(now_s, &signals, &obs, None).await,
+                None => {
+                    // The policy decides from the signals instead of the CE
+                    // step; the note keeps the alert's state visible in
+                    // status, the decision stream and logs.
+                    let mut p = self.policy.decide(now_s, &signals, &obs, None).await;
+                    let tag = format!(
+                        "alert ({}) decided by the policy",
+                        if firing { "firing" } else { "resolved" }
+                    );
+                    p.note = Some(match p.note.take() {
+                        Some(n) => format!("{tag}; {n}"),
+                        None => tag,
+                    });
+                    p
+                }
             },
             None => self.policy.decide(now_s, &signals, &obs, external).await,
         };
