@@ -188,16 +188,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--plot", default=None, help="write the QoS / replica-seconds PNG here")
     ap.add_argument("--markdown", action="store_true")
     ap.add_argument("--address", default=None, help="FarmControl server (default: start one)")
+    ap.add_argument("--cli-json", default=None,
+                    help="reuse the output of `farmctl sim compare --json` (same scenarios, "
+                         "seeds and target, with the oracle) instead of running it again; "
+                         "files of several runs may be given as a comma list")
     a = ap.parse_args(argv)
     policies = [p for p in a.policies.split(",") if p]
     scenarios = [s for s in a.scenarios.split(",") if s]
     onnx_files = [p for p in policies if p.endswith(".onnx")]
     builtins = [p for p in policies if not p.endswith(".onnx")]
     # The oracle always runs: its bound normalises every row.
-    cli = compare_cli(scenarios, [*builtins, *(["oracle"] if "oracle" not in builtins else [])],
-                      a.seeds, a.seed, a.target)
+    if a.cli_json:
+        cli = [r for f in a.cli_json.split(",") if f for r in json.loads(Path(f).read_text())
+               if r["scenario"] in scenarios]
+    else:
+        cli = compare_cli(scenarios,
+                          [*builtins, *(["oracle"] if "oracle" not in builtins else [])],
+                          a.seeds, a.seed, a.target)
     rows: list[Row] = []
-    for sc_row in (r for r in cli if r["policy"] == "oracle"):
+    oracle_rows = sorted((r for r in cli if r["policy"] == "oracle"),
+                         key=lambda r: (scenarios.index(r["scenario"])
+                                        if r["scenario"] in scenarios else len(scenarios)))
+    for sc_row in oracle_rows:
         sc = sc_row["scenario"]
         seeds = [x["seed"] for x in sc_row["runs"]]
         bounds = [x["bound_target"] for x in sc_row["runs"]]

@@ -50,14 +50,30 @@ def metadata(spec: Spec, *, output: str, algorithm: str, config: Mapping[str, An
     """The metadata dict for a policy trained against ``spec``."""
     if output not in ("q", "logits"):
         raise ValueError(f"output must be 'q' or 'logits', got {output!r}")
-    return {
+    meanings = list(action_meanings or spec.action_meanings)
+    dim = len(spec.observation_names)
+    # The namespaced keys are the ones gateway-ext validates at load
+    # (gateway-ext/src/onnx.rs); the plain keys describe training.
+    gateway = {
+        "rust_farm.format": "1",
+        "rust_farm.obs_version": str(spec.obs_version),
+        "rust_farm.obs_names": json.dumps(list(spec.observation_names)),
+        "rust_farm.normalisation": json.dumps({"kind": "none"}),
+        "rust_farm.action_meanings": json.dumps(meanings),
+        "rust_farm.input_name": "obs",
+        "rust_farm.input_shape": json.dumps([-1, dim]),
+        "rust_farm.output_name": output,
+        "rust_farm.output_shape": json.dumps([-1, len(meanings)]),
+        "rust_farm.output_kind": "q_values" if output == "q" else "logits",
+    }
+    return gateway | {
         "obs_version": str(spec.obs_version),
-        "obs_dim": str(len(spec.observation_names)),
+        "obs_dim": str(dim),
         "obs_names": json.dumps(list(spec.observation_names)),
         "obs_low": json.dumps([float(v) for v in spec.observation_low]),
         "obs_high": json.dumps([float(v) for v in spec.observation_high]),
         "normalisation": "identity",
-        "action_meanings": json.dumps(list(action_meanings or spec.action_meanings)),
+        "action_meanings": json.dumps(meanings),
         "output": output,
         "algorithm": algorithm,
         "config_hash": config_hash(config),

@@ -1,0 +1,409 @@
+"""Cross-entropy-method (CEM) policy search over whole simulated runs.
+
+``python -m rustfarm_gym.cem --out runs/cem``
+
+A derivative-free alternative to the value-based learners in
+:mod:`rustfarm_gym.train`: the policy is a linear scorer over the
+observation (``logits = obs @ W + b``, greedy action = argmax) or a small
+tanh MLP, and CEM searches its parameters directly on the objective the farm
+is judged by, per whole run:
+
+``score = qos - cost * mean_replicas / max_replicas - miss * max(0, target - qos)``
+
+Each generation samples ``--pop`` parameter vectors from a diagonal
+Gaussian, runs every candidate greedily on the same ``--episodes`` runs
+(common random numbers: the same scenarios, episode seeds and domain
+randomisation for every candidate, so candidates are compared on equal
+terms), keeps the best ``--elite`` fraction and refits the Gaussian to them
+(with smoothing and a noise floor that decays, as usual for CEM on
+policies). Every run is a complete scenario run as ``farmctl sim eval``
+measures it.
+
+Training draws runs from built-in scenarios (``--scenarios``) and from
+training-only shapes generated here (:func:`training_scenarios`: step
+changes, fast oscillations, slow cold starts) that are not in the public
+suite, all domain-randomised on the server (arrival rate, service-time mean
+and shape, start-up delays). ``paper-4phase`` and the scenarios in
+``--eval-scenarios`` are never trained on. The same ``--seed`` reproduces a
+run bit for bit (single-threaded numpy and the seeded simulator).
+
+Writes ``config.json``, ``train.csv`` (one row per generation), ``eval.csv``
+(the final mean policy on held-out seeds), ``policy.npz``, ``policy.onnx``
+(output ``logits``; metadata ``algorithm`` = ``cem-linear`` or ``cem-mlp``)
+and ``wall_time_s.txt``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import itertools
+import json
+import os
+import sys
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from .env import Connection, summary_dict
+from .onnx_export import OPSET, config_hash, metadata, run_onnx, save
+from .train import WHOLE_RUN
+
+#: The action space of the shipped policy: hold, fine steps, a fast step up,
+#: and jumps to the queueing estimate with several margins.
+DEFAULT_ACTIONS = ("hold,delta:-1,delta:+1,delta:+4,estimate:x0.9,estimate:x1,estimate:x1.1,"
+                   "estimate:x1.2,estimate:x1.35,estimate:x1.6,estimate:x2")
+DEFAULT_TRAIN = "steady,ramp,diurnal,bursty,heavy-tail"
+DEFAULT_HELD_OUT = "paper-4phase,spike,cold-start,ce-capped"
+_ids = itertools.count()
+
+
+@dataclass(frozen=True)
+class PolicyShape:
+    """Shape of the parameter vector: ``hidden == 0`` is a linear scorer."""
+
+    obs_dim: int
+    n_actions: int
+    hidden: int = 0
+
+    @property
+    def size(self) -> int:
+        """Number of parameters."""
+        d, a, h = self.obs_dim, self.n_actions, self.hidden
+        return (d + 1) * a if h == 0 else (d + 1) * h + (h + 1) * a
+
+    def unpack(self, theta: np.ndarray) -> list[np.ndarray]:
+        """``[W, b]`` (linear) or ``[W1, b1, W2, b2]`` (MLP) views of ``theta``."""
+        if theta.shape != (self.size,):
+            raise ValueError(f"expected {self.size} parameters, got shape {theta.shape}")
+        d, a, h = self.obs_dim, self.n_actions, self.hidden
+        shapes = [(d, a), (a,)] if h == 0 else [(d, h), (h,), (h, a), (a,)]
+        out, i = [], 0
+        for s in shapes:
+            n = int(np.prod(s))
+            out.append(theta[i:i + n].reshape(s))
+            i += n
+        return out
+
+    def logits(self, theta: np.ndarray, obs: np.ndarray) -> np.ndarray:
+        """Action scores ``[N, n_actions]`` for observations ``[N, obs_dim]``."""
+        p = self.unpack(theta)
+        x = np.asarray(obs, dtype=np.float64)
+        if self.hidden == 0:
+            return x @ p[0] + p[1]
+        return np.tanh(x @ p[0] + p[1]) @ p[2] + p[3]
+
+
+def policy_graph(shape: PolicyShape, theta: np.ndarray) -> onnx.ModelProto:
+    """ONNX graph ``obs -> logits`` computing :meth:`PolicyShape.logits` in float32."""
+    p = [a.astype(np.float32) for a in shape.unpack(theta)]
+    names = ["W", "b"] if shape.hidden == 0 else ["W1", "b1", "W2", "b2"]
+    inits = [numpy_helper.from_array(a, n) for a, n in zip(p, names, strict=True)]
+    if shape.hidden == 0:
+        nodes = [helper.make_node("MatMul", ["obs", "W"], ["xw"]),
+                 helper.make_node("Add", ["xw", "b"], ["logits"])]
+    else:
+        nodes = [helper.make_node("MatMul", ["obs", "W1"], ["h_pre0"]),
+                 helper.make_node("Add", ["h_pre0", "b1"], ["h_pre"]),
+                 helper.make_node("Tanh", ["h_pre"], ["h"]),
+                 helper.make_node("MatMul", ["h", "W2"], ["hw"]),
+                 helper.make_node("Add", ["hw", "b2"], ["logits"])]
+    graph = helper.make_graph(
+        nodes, "cem_policy",
+        [helper.make_tensor_value_info("obs", TensorProto.FLOAT, ["N", shape.obs_dim])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", shape.n_actions])],
+        inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
+                              producer_name="rustfarm_gym")
+    model.ir_version = 8  # loadable by gateway-ext's ONNX Runtime
+    onnx.checker.check_model(model)
+    return model
+
+
+def _phases_yaml(name: str, phases: Sequence[str], base_rate: float, steps: int,
+                 startup: tuple[float, float], initial: int) -> str:
+    body = "\n".join(phases)
+    return f"""name: {name}
+description: training-only shape (rustfarm_gym.cem), never evaluated on
+seed: 0
+arrivals:
+  kind: phases
+  process: poisson
+  base_rate: {base_rate}
+  phases:
+{body}
+service:
+  dist:
+    kind: gamma
+    shape: 4.0
+    scale: 0.375
+  clip:
+    min: 0.0465
+    max: 2.8704
+deadline:
+  kind: factor
+  factor: 2.0
+  floor_s: 0.1
+  cap_s: 30.0
+platform:
+  control_interval_s: 8.0
+  episode_steps: {steps}
+  min_replicas: 1
+  max_replicas: 32
+  initial_replicas: {initial}
+  startup_delay:
+    kind: uniform
+    min: {startup[0]}
+    max: {startup[1]}
+  scale_down_delay:
+    kind: uniform
+    min: 2.0
+    max: 3.0
+  scale_api_latency_s: 0.0
+  failure_rate_per_hour: 0.0
+"""
+
+
+def _const(d: float, level: float) -> str:
+    return f"  - shape: constant\n    duration_s: {d}\n    level: {level}"
+
+
+def _sine(d: float, lo: float, hi: float, period: float) -> str:
+    return (f"  - shape: sine\n    duration_s: {d}\n    min: {lo}\n    max: {hi}\n"
+            f"    period_s: {period}\n    offset: 0.0")
+
+
+def training_scenarios() -> dict[str, str]:
+    """Training-only scenarios (inline YAML), shapes absent from the public suite.
+
+    Step changes up and down, a fast oscillation and a slow cold start with a
+    step, so the policy sees sudden load changes without training on
+    ``spike``, ``cold-start`` or ``paper-4phase``.
+    """
+    return {
+        "train-steps": _phases_yaml(
+            "train-steps", [_const(48.0, 0.4), _const(48.0, 1.6), _const(48.0, 0.8),
+                            _const(48.0, 2.0), _const(48.0, 0.5)], 5.0, 30, (5.0, 9.0), 2),
+        "train-wobble": _phases_yaml(
+            "train-wobble", [_const(40.0, 1.0), _sine(200.0, 0.4, 1.8, 25.0)],
+            5.0, 30, (5.0, 9.0), 4),
+        "train-slow": _phases_yaml(
+            "train-slow", [_const(64.0, 0.5), _const(96.0, 1.8), _const(80.0, 0.9)],
+            5.0, 30, (18.0, 26.0), 2),
+        "train-surge": _phases_yaml(
+            "train-surge", [_const(80.0, 0.6), _const(24.0, 3.0), _const(136.0, 0.8)],
+            5.0, 30, (5.0, 9.0), 3),
+    }
+
+
+class RunBatch:
+    """Many whole simulated runs stepped together with ``StepBatch``.
+
+    ``run(policy_fns, episodes)`` plays every (candidate, episode) pair to the
+    end of its run and returns the run summaries, ``[n_candidates][n_episodes]``.
+    """
+
+    def __init__(self, action_space: str, address: str | None = None,
+                 farmctl: str | None = None) -> None:
+        self._conn = Connection("sim", address, farmctl)
+        self.client = self._conn.client
+        self.spec = self.client.get_spec(action_space=action_space)
+        self.action_space = action_space
+        self._tag = f"cem-{os.getpid()}-{next(_ids)}-{uuid.uuid4().hex[:8]}"
+
+    def close(self) -> None:
+        """Close the connection (and stop a server started for it)."""
+        self._conn.close()
+
+    def run(self, shape: PolicyShape, thetas: Sequence[np.ndarray],
+            episodes: Sequence[tuple[str, int, dict[str, str]]]) -> list[list[dict[str, Any]]]:
+        """Greedy whole runs; ``episodes`` are ``(scenario name or YAML, seed, options)``."""
+        n_c, n_e = len(thetas), len(episodes)
+        ids = [f"{self._tag}-{i}" for i in range(n_c * n_e)]
+        obs = np.zeros((n_c * n_e, shape.obs_dim))
+        for k, env_id in enumerate(ids):
+            sc, seed, opts = episodes[k % n_e]
+            yaml = sc if "\n" in sc else ""
+            name = "" if yaml else sc
+            rep = self.client.reset(env_id, seed, scenario=name, scenario_yaml=yaml,
+                                    options={"action_space": self.action_space, **opts})
+            obs[k] = rep.observation
+        out: list[list[dict[str, Any]]] = [[{} for _ in range(n_e)] for _ in range(n_c)]
+        live = np.ones(n_c * n_e, dtype=bool)
+        while live.any():
+            idx = np.flatnonzero(live)
+            acts = np.empty(len(idx), dtype=np.int64)
+            owner = idx // n_e
+            for c in np.unique(owner):
+                m = owner == c
+                acts[m] = shape.logits(thetas[c], obs[idx[m]]).argmax(1)
+            replies = self.client.step_batch([ids[k] for k in idx], acts.tolist(),
+                                             auto_reset=False)
+            for k, r in zip(idx, replies, strict=True):
+                obs[k] = r.observation
+                if r.terminated or r.truncated:
+                    live[k] = False
+                    out[k // n_e][k % n_e] = summary_dict(r.info.summary)
+        return out
+
+
+def score(summary: dict[str, Any], *, cost: float, miss: float, target: float,
+          max_replicas: float = 32.0) -> float:
+    """The per-run objective (see the module docs)."""
+    q = float(summary["qos"])
+    return q - cost * float(summary["mean_replicas"]) / max_replicas - miss * max(0.0, target - q)
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Parse the command line."""
+    ap = argparse.ArgumentParser(prog="python -m rustfarm_gym.cem", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--scenarios", default=DEFAULT_TRAIN,
+                    help="built-in training scenarios (comma list)")
+    ap.add_argument("--no-extra", action="store_true",
+                    help="skip the training-only shapes of training_scenarios()")
+    ap.add_argument("--eval-scenarios", default=DEFAULT_HELD_OUT,
+                    help="held-out scenarios for eval.csv (never trained on)")
+    ap.add_argument("--actions", default=DEFAULT_ACTIONS, help="action meanings (comma list)")
+    ap.add_argument("--hidden", type=int, default=0, help="MLP hidden units (0 = linear)")
+    ap.add_argument("--generations", type=int, default=40)
+    ap.add_argument("--pop", type=int, default=32)
+    ap.add_argument("--episodes", type=int, default=16, help="runs per candidate per generation")
+    ap.add_argument("--elite", type=float, default=0.2, help="elite fraction")
+    ap.add_argument("--init-std", type=float, default=0.3)
+    ap.add_argument("--init-action", default="estimate:x1.2",
+                    help="warm start: the mean policy starts by always choosing this action "
+                         "(the queueing estimate with a margin); '' starts from zero")
+    ap.add_argument("--extra-std", type=float, default=0.2,
+                    help="noise floor added to the std, decaying linearly to 0")
+    ap.add_argument("--smoothing", type=float, default=0.7, help="weight of the new fit")
+    ap.add_argument("--cost", type=float, default=0.8, help="weight of mean_replicas/max")
+    ap.add_argument("--miss", type=float, default=0.5, help="extra weight of QoS below --target")
+    ap.add_argument("--rate", default="0.6,1.3",
+                    help="randomize.rate range (arrival-rate factor); the server's default "
+                         "reaches loads beyond the farm's capacity")
+    ap.add_argument("--target", type=float, default=0.99)
+    ap.add_argument("--episode-end", choices=["whole", "scenario"], default="whole",
+                    help="training runs end when their work is done (whole, as `farmctl sim "
+                         "compare` measures) or after the scenario's episode_steps")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--val-episodes", type=int, default=64,
+                    help="fixed validation runs (training distribution, own seeds) on which "
+                         "the mean policy is scored every --val-every generations; the best "
+                         "one is exported (0: export the final mean)")
+    ap.add_argument("--val-every", type=int, default=10)
+    ap.add_argument("--eval-seeds", type=int, default=10)
+    ap.add_argument("--eval-seed", type=int, default=1_000_000)
+    ap.add_argument("--out", default="runs/cem")
+    ap.add_argument("--address", default=None)
+    return ap.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry point."""
+    a = parse_args(argv)
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    cfg = {k: v for k, v in vars(a).items() if k not in ("out", "address")}
+    cfg["algorithm"] = "cem"
+    (out / "config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True))
+    rng = np.random.default_rng(a.seed)
+    pool: list[str] = [s for s in a.scenarios.split(",") if s]
+    if not a.no_extra:
+        pool += list(training_scenarios().values())
+    # Whole runs (the run ends when its work is done), as `farmctl sim compare` measures.
+    rand = {"randomize": "true", "randomize.rate": a.rate,
+            **(WHOLE_RUN if a.episode_end == "whole" else {})}
+    t0 = time.perf_counter()
+    batch = RunBatch(a.actions, a.address)
+    try:
+        spec = batch.spec
+        shape = PolicyShape(len(spec.observation_names), len(spec.action_meanings), a.hidden)
+        mu = np.zeros(shape.size)
+        if a.init_action:
+            # The last n_actions parameters are the output biases in both layouts.
+            mu[shape.size - shape.n_actions + list(spec.action_meanings).index(a.init_action)] = 1.0
+        std = np.full(shape.size, a.init_std)
+        n_elite = max(2, round(a.elite * a.pop))
+        log = open(out / "train.csv", "w", newline="")  # noqa: SIM115
+        w = csv.writer(log)
+        w.writerow(["generation", "best", "elite_mean", "mean_policy", "mean_qos",
+                    "mean_replicas", "std_mean", "wall_s"])
+        best_theta, best_val, best_gen = mu.copy(), -np.inf, -1
+        val_rng = np.random.default_rng([a.seed, 1])
+        val_eps = [(pool[int(val_rng.integers(len(pool)))], int(val_rng.integers(0, 2**62)),
+                    rand) for _ in range(a.val_episodes)]
+        for g in range(a.generations):
+            eps = [(pool[int(rng.integers(len(pool)))], int(rng.integers(0, 2**62)), rand)
+                   for _ in range(a.episodes)]
+            extra = a.extra_std * max(0.0, 1.0 - g / max(1, a.generations - 1))
+            cands = [mu + (std + extra) * rng.standard_normal(shape.size)
+                     for _ in range(a.pop - 1)] + [mu.copy()]
+            runs = batch.run(shape, cands, eps)
+            sc = np.array([[score(r, cost=a.cost, miss=a.miss, target=a.target) for r in row]
+                           for row in runs]).mean(1)
+            order = np.argsort(-sc)
+            elite = np.stack([cands[i] for i in order[:n_elite]])
+            mu = a.smoothing * elite.mean(0) + (1 - a.smoothing) * mu
+            std = a.smoothing * elite.std(0) + (1 - a.smoothing) * std
+            mean_runs = runs[-1]
+            last = g == a.generations - 1
+            if val_eps and ((g + 1) % a.val_every == 0 or last):
+                val = float(np.mean([score(r, cost=a.cost, miss=a.miss, target=a.target)
+                                     for r in batch.run(shape, [mu], val_eps)[0]]))
+                print(f"validation gen {g}: {val:.4f}", flush=True)
+                if val > best_val:
+                    best_val, best_theta, best_gen = val, mu.copy(), g
+            row = [g, f"{sc.max():.4f}", f"{sc[order[:n_elite]].mean():.4f}", f"{sc[-1]:.4f}",
+                   f"{np.mean([r['qos'] for r in mean_runs]):.4f}",
+                   f"{np.mean([r['mean_replicas'] for r in mean_runs]):.2f}",
+                   f"{std.mean():.4f}", f"{time.perf_counter() - t0:.1f}"]
+            w.writerow(row)
+            log.flush()
+            print("gen " + " ".join(str(x) for x in row), flush=True)
+        log.close()
+        theta = best_theta if val_eps else mu
+        print(f"exporting the mean policy of generation {best_gen if val_eps else g}", flush=True)
+        wall = time.perf_counter() - t0
+        # Held-out evaluation: whole runs without randomisation, seeds never trained on.
+        seeds = list(range(a.eval_seed, a.eval_seed + a.eval_seeds))
+        held = [s for s in a.eval_scenarios.split(",") if s]
+        names = ([s for s in a.scenarios.split(",") if s] + held) if seeds else []
+        rows = []
+        for name in names:
+            res = batch.run(shape, [theta], [(name, s, WHOLE_RUN) for s in seeds])[0]
+            for s, r in zip(seeds, res, strict=True):
+                rows.append({"scenario": name, "held_out": name in held, "seed": s, **r})
+            print(f"eval {name}: qos {np.mean([r['qos'] for r in res]) * 100:.2f}% "
+                  f"mean replicas {np.mean([r['mean_replicas'] for r in res]):.2f}", flush=True)
+    finally:
+        batch.close()
+    if rows:
+        with open(out / "eval.csv", "w", newline="") as fh:
+            dw = csv.DictWriter(fh, fieldnames=list(rows[0]))
+            dw.writeheader()
+            dw.writerows(rows)
+    np.savez(out / "policy.npz", theta=theta, final_mean=mu, hidden=a.hidden)
+    meta = metadata(spec, output="logits",
+                    algorithm="cem-linear" if a.hidden == 0 else "cem-mlp", config=cfg)
+    path = save(policy_graph(shape, theta), out / "policy.onnx", meta)
+    (out / "wall_time_s.txt").write_text(f"{wall:.1f}\n")
+    check = np.random.default_rng(a.seed).uniform(
+        np.asarray(spec.observation_low), np.asarray(spec.observation_high),
+        size=(1024, shape.obs_dim)).astype(np.float32)
+    ref, got = shape.logits(theta, check), run_onnx(path, check)
+    agree = float((ref.argmax(1) == got.argmax(1)).mean())
+    print(f"trained cem ({shape.size} parameters) in {wall:.1f} s; exported {path} "
+          f"({config_hash(cfg)}); ONNX vs trainer greedy agreement {agree:.4f}")
+    return 0 if agree >= 0.999 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
