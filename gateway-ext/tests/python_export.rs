@@ -1,0 +1,123 @@
+//! Policies exported by the Python Gymnasium layer (`gym/`) load in
+//! gateway-ext's ONNX loader and choose the same greedy actions as Python's
+//! ONNX Runtime: a SARSA(lambda) tile-coding graph exported here by
+//! `rustfarm_gym.onnx_export`, and the shipped `models/farm-policy.onnx`.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::{ort_dylib, python, workspace_root};
+use farm_model::action::ActionSpace;
+use farm_model::observation::{OBS_DIM, OBS_VERSION, high, low, names};
+use gateway_ext::onnx::OnnxModel;
+
+/// Python side: export a SARSA graph with seeded random weights (when asked)
+/// and write a batch of observations with ONNX Runtime's greedy actions.
+const SCRIPT: &str = r#"
+import json, sys
+import numpy as np
+from rustfarm_gym.client import Spec
+from rustfarm_gym.onnx_export import metadata, run_onnx, save, tile_coder_graph
+from rustfarm_gym.tiles import TileCoder
+
+args = json.loads(sys.argv[1])
+model, out = args["model"], args["out"]
+low, high = np.array(args["low"]), np.array(args["high"])
+if args["export"]:
+    spec = Spec(obs_version=args["obs_version"], observation_names=tuple(args["names"]),
+                observation_low=tuple(args["low"]), observation_high=tuple(args["high"]),
+                action_meanings=tuple(args["actions"]), control_interval_s=8.0,
+                episode_steps=30, backend="sim", server_version="test",
+                scenarios=(), policies=())
+    coder = TileCoder.for_spec(spec.observation_names, spec.observation_low,
+                               spec.observation_high)
+    rng = np.random.default_rng(7)
+    weights = rng.normal(size=(coder.n_tiles, len(spec.action_meanings)))
+    meta = metadata(spec, output="q", algorithm="sarsa-lambda", config={"seed": 7})
+    save(tile_coder_graph(coder, weights), model, meta)
+rng = np.random.default_rng(1)
+span = np.maximum(high - low, 1e-3)
+inside = rng.uniform(low, high, size=(300, len(low)))
+edges = np.round(rng.uniform(low, high, size=(100, len(low))) * 8) / 8
+outside = rng.uniform(low - 0.2 * span, high + 0.2 * span, size=(100, len(low)))
+obs = np.concatenate([inside, edges, outside]).astype(np.float32)
+actions = run_onnx(model, obs).argmax(axis=1)
+json.dump({"obs": obs.tolist(), "actions": actions.tolist()}, open(out, "w"))
+"#;
+
+fn python_greedy(
+    model: &Path,
+    export: bool,
+    actions: &[String],
+) -> (Vec<[f32; OBS_DIM]>, Vec<usize>) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = dir.path().join("greedy.json");
+    let args = serde_json::json!({
+        "model": model, "out": out, "export": export,
+        "obs_version": OBS_VERSION, "names": names(), "actions": actions,
+        "low": low(), "high": high(),
+    });
+    let status = Command::new(python())
+        .current_dir(workspace_root().join("gym"))
+        .args(["-c", SCRIPT, &args.to_string()])
+        .status()
+        .expect("run the venv python (scripts/setup.sh installs rustfarm_gym)");
+    assert!(status.success(), "python export/inference failed: {status}");
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).expect("greedy.json")).expect("json");
+    let obs = v["obs"]
+        .as_array()
+        .expect("obs")
+        .iter()
+        .map(|row| {
+            let mut o = [0f32; OBS_DIM];
+            for (slot, x) in o.iter_mut().zip(row.as_array().expect("row")) {
+                *slot = x.as_f64().expect("number") as f32;
+            }
+            o
+        })
+        .collect();
+    let acts = v["actions"]
+        .as_array()
+        .expect("actions")
+        .iter()
+        .map(|a| a.as_u64().expect("action") as usize)
+        .collect();
+    (obs, acts)
+}
+
+fn assert_same_greedy(model: &Path, obs: &[[f32; OBS_DIM]], expected: &[usize]) {
+    let ort = ort_dylib();
+    let mut m = OnnxModel::load(Some(&ort), model).expect("gateway-ext loads the model");
+    assert_eq!(obs.len(), expected.len());
+    let mut differ = 0;
+    for (o, want) in obs.iter().zip(expected) {
+        if m.infer(o).expect("inference").action != *want {
+            differ += 1;
+        }
+    }
+    assert_eq!(
+        differ,
+        0,
+        "{differ} of {} greedy actions differ from Python",
+        obs.len()
+    );
+}
+
+#[test]
+fn sarsa_export_loads_and_agrees_with_python() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let model = dir.path().join("sarsa.onnx");
+    let actions = ActionSpace::with_estimates().meanings();
+    let (obs, expected) = python_greedy(&model, true, &actions);
+    assert_same_greedy(&model, &obs, &expected);
+}
+
+#[test]
+fn shipped_policy_loads_and_agrees_with_python() {
+    let model = workspace_root().join("models/farm-policy.onnx");
+    let (obs, expected) = python_greedy(&model, false, &[]);
+    assert_same_greedy(&model, &obs, &expected);
+}
