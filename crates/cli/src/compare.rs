@@ -1,0 +1,961 @@
+//! `farmctl compare`: the same scenario, live on a local farm and in the
+//! simulator, policy by policy, side by side.
+//!
+//! For each policy:
+//!
+//! 1. **Live**: a fresh farm (`farmctl up` into `<out>/farm`, gateway-ext
+//!    off, the provider emulating the scenario's replica start-up delay
+//!    divided by the speedup), `farmctl run`'s replay with farmctl's own
+//!    control loop running the policy on scenario-time signals, then
+//!    `farmctl down` (which removes the NATS store, so the next policy
+//!    starts from empty streams). farmctl drives the pool rather than
+//!    gateway-ext because gateway-ext runs on the wall clock: with a
+//!    speedup its signals, windows and interval would not be the ones the
+//!    simulator gives the policy.
+//! 2. **Simulated**: the same workload (same scenario, same seed) in
+//!    `farm-sim` under the platform the live farm really is, in scenario
+//!    seconds: the emulated start-up distribution plus the local replica's
+//!    own start time, the local drain time as scale-down delay, the scale
+//!    call latency, and the per-task overhead of the farm (emitter ->
+//!    JetStream -> worker -> collector) added to every service time. Those
+//!    live figures come from `farmctl calibrate` (`--calibration`, default
+//!    `platform.yaml` when present) or from the defaults measured on the
+//!    development machine ([`Measured::default`]); real seconds are
+//!    multiplied by the speedup.
+//!
+//! One table (live / sim in each cell), a JSON report and one PNG with a
+//! replica timeline per policy. The run fails if any task was lost.
+//!
+//! Policies are built-in names (`farm_model::policy::builtin_names`) or
+//! `onnx:<model.onnx>`; ONNX Runtime is found through `ORT_DYLIB_PATH`, else
+//! in the repository's `.venv` ([`ort_library`]). A missing model file is
+//! skipped with a message, not an error, so the default policy list works
+//! before a model has been trained.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, anyhow, bail};
+use clap::Args;
+use farm_model::action::ActionSpace;
+use farm_model::observation::observe;
+use farm_model::policy::{self, Decision, Policy, PolicyError};
+use farm_model::scenario::{Dist, Platform, Scenario, Workload};
+use farm_model::signals::Signals;
+use farm_sim::{RunMetrics, SimOptions, simulate_workload};
+use gateway_ext::onnx::{OnnxError, OnnxModel};
+use plotters::prelude::*;
+use serde::{Deserialize, Serialize};
+use tracing::warn;
+
+use crate::local::{self, DownArgs, FarmState, GatewayMode, UpArgs};
+use crate::run::{self, Accounting, RunArgs};
+use crate::stack::Stack;
+use crate::{plot, sim};
+
+/// Target fidelity: live QoS within this many points of the simulator's.
+pub const QOS_TOLERANCE_PTS: f64 = 3.0;
+/// Target fidelity: live replica-seconds within this fraction of the simulator's.
+pub const REPLICA_S_TOLERANCE: f64 = 0.10;
+
+/// `farmctl compare` arguments.
+#[derive(Debug, Args)]
+pub struct CompareArgs {
+    /// Built-in scenario name or YAML file.
+    #[arg(long)]
+    pub scenario: String,
+    /// Comma-separated policies: built-in names or `onnx:<path>`.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "onnx:models/farm-policy.onnx,queueing,reactive-average,reactive-maximum,openfaas-ce,hpa,keda,kpa"
+    )]
+    pub policies: Vec<String>,
+    /// Time compression of the live runs (the simulator runs in scenario time).
+    #[arg(long, default_value_t = 4.0)]
+    pub speedup: f64,
+    /// Workload seed (default: the scenario's).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Output directory: compare.json, compare.png, the farm's state and logs.
+    #[arg(long, default_value = "farm-compare")]
+    pub out: PathBuf,
+    /// The stack file of the farm.
+    #[arg(short = 'f', long = "file", default_value = "stack.yml")]
+    pub file: PathBuf,
+    /// Live platform figures from `farmctl calibrate` (default: platform.yaml if present).
+    #[arg(long)]
+    pub calibration: Option<PathBuf>,
+    /// Cargo profile the functions are built with.
+    #[arg(long, default_value = "release")]
+    pub cargo_profile: String,
+    /// Skip building the functions (deploy what the image store holds).
+    #[arg(long)]
+    pub no_build: bool,
+    /// After the last arrival, how long a live run may take to finish, seconds (wall clock).
+    #[arg(long, default_value_t = 120.0)]
+    pub drain_timeout: f64,
+}
+
+// ---------------------------------------------------------------- policies
+
+/// Why a policy named on the command line cannot be built.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicySpecError {
+    /// A built-in name is unknown or malformed.
+    #[error(transparent)]
+    Builtin(#[from] PolicyError),
+    /// `onnx:` names a file that does not exist.
+    #[error("ONNX model {0} does not exist (train one with gym/, or drop it from --policies)")]
+    ModelMissing(PathBuf),
+    /// No ONNX Runtime shared library was found.
+    #[error(
+        "ONNX Runtime not found: set ORT_DYLIB_PATH to libonnxruntime.so, or run scripts/setup.sh (installs onnxruntime into .venv; searched {searched})"
+    )]
+    RuntimeNotFound {
+        /// Where it was looked for.
+        searched: String,
+    },
+    /// The model or the runtime failed to load.
+    #[error(transparent)]
+    Onnx(#[from] OnnxError),
+}
+
+/// The ONNX Runtime library: `ORT_DYLIB_PATH` when set, else
+/// `.venv/lib/python3*/site-packages/onnxruntime/capi/libonnxruntime.so*`
+/// under the current directory, the farmctl executable or one of their
+/// ancestors (the repository's venv made by scripts/setup.sh).
+pub fn ort_library() -> Result<PathBuf, PolicySpecError> {
+    if let Some(p) = std::env::var_os("ORT_DYLIB_PATH") {
+        return Ok(PathBuf::from(p));
+    }
+    let mut roots: Vec<PathBuf> = Vec::new();
+    if let Ok(cwd) = std::env::current_dir() {
+        roots.extend(cwd.ancestors().map(Path::to_path_buf));
+    }
+    if let Ok(exe) = std::env::current_exe() {
+        roots.extend(exe.ancestors().skip(1).map(Path::to_path_buf));
+    }
+    roots.dedup();
+    for root in &roots {
+        if let Some(lib) = find_in_venv(&root.join(".venv")) {
+            return Ok(lib);
+        }
+    }
+    Err(PolicySpecError::RuntimeNotFound {
+        searched: "ORT_DYLIB_PATH and .venv/ above the current directory and farmctl".into(),
+    })
+}
+
+fn find_in_venv(venv: &Path) -> Option<PathBuf> {
+    let lib = venv.join("lib");
+    let mut pythons: Vec<PathBuf> = std::fs::read_dir(&lib)
+        .ok()?
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("python3"))
+        .map(|e| e.path())
+        .collect();
+    pythons.sort();
+    pythons.into_iter().rev().find_map(|py| {
+        let capi = py.join("site-packages/onnxruntime/capi");
+        let mut libs: Vec<PathBuf> = std::fs::read_dir(&capi)
+            .ok()?
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| {
+                p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("libonnxruntime.so"))
+            })
+            .collect();
+        // The versioned file (libonnxruntime.so.1.31.1) sorts last.
+        libs.sort();
+        libs.pop()
+    })
+}
+
+/// An ONNX policy (gateway-ext's loader and validation) as a farm-model
+/// [`Policy`], so the simulator and farmctl's live loop run the very same
+/// decision code: observation vector -> greedy action -> action space.
+pub struct OnnxPolicy {
+    name: String,
+    model: OnnxModel,
+    actions: ActionSpace,
+    errors: u64,
+}
+
+impl OnnxPolicy {
+    /// Loads and validates `path`; `spec` is the name the policy reports.
+    pub fn load(spec: &str, path: &Path) -> Result<OnnxPolicy, PolicySpecError> {
+        if !path.is_file() {
+            return Err(PolicySpecError::ModelMissing(path.to_path_buf()));
+        }
+        let lib = ort_library()?;
+        let model = OnnxModel::load(Some(&lib), path)?;
+        let actions = model.actions().clone();
+        Ok(OnnxPolicy {
+            name: spec.to_string(),
+            model,
+            actions,
+            errors: 0,
+        })
+    }
+}
+
+impl Policy for OnnxPolicy {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn decide(&mut self, _now_s: f64, s: &Signals) -> Decision {
+        match self.model.infer(&observe(s)) {
+            Ok(inf) => Decision {
+                desired: self.actions.apply(inf.action, s),
+                action: Some(inf.action),
+            },
+            Err(e) => {
+                // Holding is the safe choice; the count shows in the logs.
+                self.errors += 1;
+                warn!(policy = %self.name, error = %e, errors = self.errors, "inference failed; holding");
+                Decision::to(s.replicas_desired.max(0.0).round() as u32)
+            }
+        }
+    }
+}
+
+/// A policy by name: a built-in of farm-model or `onnx:<path>`.
+pub fn make_policy(spec: &str, platform: &Platform) -> Result<Box<dyn Policy>, PolicySpecError> {
+    let spec = spec.trim();
+    match spec.strip_prefix("onnx:") {
+        Some(path) => Ok(Box::new(OnnxPolicy::load(spec, Path::new(path))?)),
+        None => Ok(policy::builtin(spec, platform)?),
+    }
+}
+
+// ---------------------------------------------------------------- calibration
+
+/// What the live local platform does, in real (wall-clock) seconds; written
+/// by `farmctl calibrate`, read by `farmctl compare`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Measured {
+    /// Scale call -> the new replica answers its health check (no emulated delay), mean.
+    pub start_s: f64,
+    /// Scale-down call -> the replica is gone (an idle worker draining), mean.
+    pub drain_s: f64,
+    /// `POST /system/scale-function` round trip, median.
+    pub scale_call_s: f64,
+    /// End-to-end latency of a zero-work task through emitter, JetStream,
+    /// worker and collector, median.
+    pub task_overhead_s: f64,
+    /// Where the figures come from.
+    #[serde(default)]
+    pub source: String,
+}
+
+impl Default for Measured {
+    /// Measured with `farmctl calibrate` on the 2-core development machine
+    /// (see BENCHMARKS.md, "Live vs simulated").
+    fn default() -> Self {
+        Measured {
+            start_s: 0.06,
+            drain_s: 0.03,
+            scale_call_s: 0.001,
+            task_overhead_s: 0.004,
+            source: "built-in defaults (farmctl calibrate on the development machine)".into(),
+        }
+    }
+}
+
+/// A `farmctl calibrate` file: a `platform:` section in the scenario
+/// shape, and what was measured (farmctl's own key, not part of a scenario).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CalibrationFile {
+    /// The live platform as a scenario `platform:` section.
+    pub platform: Platform,
+    /// The raw figures.
+    pub measured: Measured,
+}
+
+fn load_calibration(explicit: Option<&Path>) -> Result<Measured> {
+    let path = match explicit {
+        Some(p) => p.to_path_buf(),
+        None if Path::new("platform.yaml").is_file() => PathBuf::from("platform.yaml"),
+        None => return Ok(Measured::default()),
+    };
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let f: CalibrationFile = serde_yaml::from_str(&text).with_context(|| {
+        format!(
+            "{}: not a `farmctl calibrate` file (platform: + measured:)",
+            path.display()
+        )
+    })?;
+    Ok(Measured {
+        source: path.display().to_string(),
+        ..f.measured
+    })
+}
+
+/// The provider's start-delay emulation for `d` compressed `k` times
+/// (`farm_local::StartDelay` syntax), and the distribution the simulator
+/// must use for it in scenario seconds. The provider knows fixed, uniform
+/// and normal delays: other shapes are emulated by their mean, and the
+/// simulator is told so.
+pub fn start_emulation(d: &Dist, k: f64) -> (String, Dist) {
+    match d {
+        Dist::Constant(c) => (format!("fixed:{}", c / k), Dist::Constant(*c)),
+        Dist::Uniform { min, max } => (
+            format!("uniform:{},{}", min / k, max / k),
+            Dist::Uniform {
+                min: *min,
+                max: *max,
+            },
+        ),
+        other => {
+            let m = other.mean();
+            (format!("fixed:{}", m / k), Dist::Constant(m))
+        }
+    }
+}
+
+/// `d` delayed by `c` seconds.
+fn shift(d: &Dist, c: f64) -> Dist {
+    match d {
+        Dist::Constant(v) => Dist::Constant(v + c),
+        Dist::Uniform { min, max } => Dist::Uniform {
+            min: min + c,
+            max: max + c,
+        },
+        Dist::Empirical { values } => Dist::Empirical {
+            values: values.iter().map(|v| v + c).collect(),
+        },
+        // start_emulation only produces the shapes above.
+        other => other.clone(),
+    }
+}
+
+/// The simulator's platform and workload for a live run at speedup `k`:
+/// what the local farm really does, in scenario seconds.
+pub fn calibrated(
+    scenario: &Platform,
+    workload: &Workload,
+    m: &Measured,
+    k: f64,
+    bounds: (u32, u32),
+) -> (Platform, Workload) {
+    let (_, emulated) = start_emulation(&scenario.startup_delay, k);
+    let mut p = scenario.clone();
+    p.startup_delay = shift(&emulated, m.start_s * k);
+    p.scale_down_delay = Dist::Constant(m.drain_s * k);
+    p.scale_api_latency_s = m.scale_call_s * k;
+    p.min_replicas = bounds.0;
+    p.max_replicas = bounds.1.max(bounds.0);
+    p.initial_replicas = p.initial_replicas.clamp(p.min_replicas, p.max_replicas);
+    let mut w = workload.clone();
+    for t in &mut w.tasks {
+        t.service_s += m.task_overhead_s * k;
+    }
+    (p, w)
+}
+
+// ---------------------------------------------------------------- report
+
+/// One policy's live side.
+#[derive(Debug, Clone, Serialize)]
+pub struct LiveSide {
+    /// Where every task ended.
+    pub accounting: Accounting,
+    /// Metrics in scenario seconds.
+    pub metrics: RunMetrics,
+}
+
+/// One policy, live and simulated.
+#[derive(Debug, Clone, Serialize)]
+pub struct Row {
+    /// The policy as given.
+    pub policy: String,
+    /// `ok`, `skipped: ...` or `failed: ...`.
+    pub status: String,
+    /// The live run.
+    pub live: Option<LiveSide>,
+    /// The simulated run.
+    pub sim: Option<RunMetrics>,
+    /// Live QoS minus simulated QoS, percentage points.
+    pub qos_diff_pts: Option<f64>,
+    /// Live replica-seconds relative to the simulator's, percent.
+    pub replica_s_diff_pct: Option<f64>,
+    /// Both differences within the targets.
+    pub within_target: Option<bool>,
+}
+
+/// The JSON report.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// Scenario name.
+    pub scenario: String,
+    /// Workload seed.
+    pub seed: u64,
+    /// Time compression of the live runs.
+    pub speedup: f64,
+    /// Tasks in the workload.
+    pub tasks: usize,
+    /// The provider's start-delay emulation (wall clock).
+    pub start_delay_emulation: String,
+    /// The live platform figures used.
+    pub calibration: Measured,
+    /// The simulator's platform (scenario seconds).
+    pub sim_platform: Platform,
+    /// Targets: QoS points and replica-seconds fraction.
+    pub tolerance: (f64, f64),
+    /// One per policy.
+    pub rows: Vec<Row>,
+}
+
+fn fidelity(live: &RunMetrics, sim: &RunMetrics) -> (f64, f64, bool) {
+    let dq = (live.qos - sim.qos) * 100.0;
+    let dr = if sim.replica_seconds > 0.0 {
+        (live.replica_seconds / sim.replica_seconds - 1.0) * 100.0
+    } else {
+        f64::NAN
+    };
+    let ok = dq.abs() <= QOS_TOLERANCE_PTS && dr.abs() <= REPLICA_S_TOLERANCE * 100.0;
+    (dq, dr, ok)
+}
+
+/// The comparison table: one line per policy, `live / sim` in each cell.
+pub fn table(rows: &[Row]) -> String {
+    let head = [
+        "policy",
+        "QoS % live/sim",
+        "p50 s",
+        "p99 s",
+        "replica-s",
+        "mean rep",
+        "max rep",
+        "actions",
+        "reversals",
+        "lost",
+        "dQoS pts",
+        "d rep-s %",
+    ];
+    let mut body: Vec<Vec<String>> = Vec::new();
+    for r in rows {
+        match (&r.live, &r.sim) {
+            (Some(l), Some(s)) => {
+                let m = &l.metrics;
+                let pair = |a: f64, b: f64, d: usize| format!("{a:.d$} / {b:.d$}");
+                body.push(vec![
+                    r.policy.clone(),
+                    pair(m.qos * 100.0, s.qos * 100.0, 2),
+                    pair(m.latency_p50_s, s.latency_p50_s, 2),
+                    pair(m.latency_p99_s, s.latency_p99_s, 2),
+                    pair(m.replica_seconds, s.replica_seconds, 0),
+                    pair(m.mean_replicas, s.mean_replicas, 2),
+                    format!("{} / {}", m.max_replicas, s.max_replicas),
+                    format!("{} / {}", m.scaling_actions, s.scaling_actions),
+                    format!("{} / {}", m.reversals, s.reversals),
+                    l.accounting.lost.to_string(),
+                    r.qos_diff_pts.map_or("-".into(), |d| format!("{d:+.2}")),
+                    r.replica_s_diff_pct
+                        .map_or("-".into(), |d| format!("{d:+.1}")),
+                ]);
+            }
+            _ => {
+                let mut v = vec![r.policy.clone(), r.status.clone()];
+                v.resize(head.len(), String::new());
+                body.push(v);
+            }
+        }
+    }
+    let widths: Vec<usize> = (0..head.len())
+        .map(|i| {
+            body.iter()
+                .filter(|b| b.len() == head.len() && !b[2].is_empty())
+                .map(|b| b[i].chars().count())
+                .chain([head[i].chars().count()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = String::new();
+    let line = |cells: &[String], out: &mut String| {
+        let mut l = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            if i == 0 {
+                let _ = write!(l, "{c:<w$}", w = widths[0]);
+            } else {
+                let _ = write!(l, "  {c:>w$}", w = widths[i]);
+            }
+        }
+        let _ = writeln!(out, "{}", l.trim_end());
+    };
+    line(&head.map(String::from), &mut out);
+    for b in &body {
+        if b[2].is_empty() {
+            let _ = writeln!(out, "{:<w$}  {}", b[0], b[1], w = widths[0]);
+        } else {
+            line(b, &mut out);
+        }
+    }
+    out
+}
+
+/// A line of a panel: label, colour, width, points.
+type Series = (&'static str, RGBColor, u32, Vec<(f64, f64)>);
+
+/// One PNG, one panel per policy: replicas over scenario time, live and
+/// simulated.
+fn timelines(path: &Path, title: &str, rows: &[Row]) -> Result<()> {
+    plot::ensure_font()?;
+    let shown: Vec<(&Row, &LiveSide, &RunMetrics)> = rows
+        .iter()
+        .filter_map(|r| Some((r, r.live.as_ref()?, r.sim.as_ref()?)))
+        .collect();
+    if shown.is_empty() {
+        bail!("no policy ran both live and simulated");
+    }
+    let err = |e: &dyn std::fmt::Display| anyhow!("drawing {}: {e}", path.display());
+    let h = 60 + 260 * u32::try_from(shown.len()).unwrap_or(1);
+    let root = BitMapBackend::new(path, (1100, h)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| err(&e))?;
+    let root = root
+        .titled(title, ("sans-serif", 24))
+        .map_err(|e| err(&e))?;
+    let panels = root.split_evenly((shown.len(), 1));
+    let orange = RGBColor(255, 140, 0);
+    for ((row, live, sim), panel) in shown.iter().zip(&panels) {
+        let lt = &live.metrics.timeline;
+        let st = &sim.timeline;
+        let t_max = live
+            .metrics
+            .end_s
+            .max(sim.end_s)
+            .max(lt.last().map_or(0.0, |p| p.t_s))
+            .max(1.0);
+        let y_max = lt
+            .iter()
+            .chain(st)
+            .map(|p| p.alive.max(p.desired))
+            .max()
+            .unwrap_or(1)
+            .max(1);
+        let steps = |tl: &[farm_sim::TimelinePoint], f: fn(&farm_sim::TimelinePoint) -> u32| {
+            let mut v = Vec::with_capacity(tl.len() * 2);
+            for (i, p) in tl.iter().enumerate() {
+                let next = tl.get(i + 1).map_or(t_max, |q| q.t_s);
+                v.push((p.t_s, f64::from(f(p))));
+                v.push((next, f64::from(f(p))));
+            }
+            v
+        };
+        let caption = format!(
+            "{}: QoS live {:.1} % / sim {:.1} %, replica-s {:.0} / {:.0}",
+            row.policy,
+            live.metrics.qos * 100.0,
+            sim.qos * 100.0,
+            live.metrics.replica_seconds,
+            sim.replica_seconds
+        );
+        let mut c = ChartBuilder::on(panel)
+            .caption(caption, ("sans-serif", 16))
+            .margin(8)
+            .x_label_area_size(28)
+            .y_label_area_size(44)
+            .build_cartesian_2d(0f64..t_max, 0f64..f64::from(y_max) * 1.15)
+            .map_err(|e| err(&e))?;
+        c.configure_mesh()
+            .x_desc("scenario time (s)")
+            .y_desc("replicas")
+            .draw()
+            .map_err(|e| err(&e))?;
+        let series: [Series; 4] = [
+            ("live existing", RED, 4, steps(lt, |p| p.alive)),
+            ("sim existing", orange, 2, steps(st, |p| p.alive)),
+            ("live desired", BLUE, 1, steps(lt, |p| p.desired)),
+            ("sim desired", CYAN, 1, steps(st, |p| p.desired)),
+        ];
+        for (label, color, width, pts) in series {
+            c.draw_series(LineSeries::new(pts, color.stroke_width(width)))
+                .map_err(|e| err(&e))?
+                .label(label)
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(width))
+                });
+        }
+        c.configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .label_font(("sans-serif", 12))
+            .draw()
+            .map_err(|e| err(&e))?;
+    }
+    root.present().map_err(|e| err(&e))?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------- run
+
+/// Brings a farm down when dropped (also on errors half-way).
+struct Down(Option<PathBuf>);
+
+impl Down {
+    fn now(mut self) -> Result<()> {
+        match self.0.take() {
+            Some(state) => local::down(DownArgs { state, timeout: 60 }),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Down {
+    fn drop(&mut self) {
+        if let Some(state) = self.0.take()
+            && let Err(e) = local::down(DownArgs { state, timeout: 60 })
+        {
+            eprintln!("farmctl compare: bringing the farm down: {e:#}");
+        }
+    }
+}
+
+struct Ctx<'a> {
+    a: &'a CompareArgs,
+    scenario: &'a Scenario,
+    workload: &'a Workload,
+    seed: u64,
+    state: PathBuf,
+    emulation: String,
+}
+
+/// One live run on a fresh farm.
+fn live_once(c: &Ctx<'_>, policy_spec: &str, build: bool) -> Result<run::Live> {
+    let a = c.a;
+    // Armed before `up`: a half-started farm (a deploy that failed) is
+    // brought down too.
+    let guard = Down(Some(c.state.clone()));
+    local::up(UpArgs {
+        file: a.file.clone(),
+        state: c.state.clone(),
+        nats_port: 0,
+        provider_port: 0,
+        gateway_port: 0,
+        gateway_ext: GatewayMode::Off,
+        cargo_profile: a.cargo_profile.clone(),
+        no_build: !build,
+        timeout: 120,
+        start_delay: c.emulation.clone(),
+        start_delay_seed: Some(c.seed),
+    })?;
+    let st = FarmState::load(&c.state)?;
+    let stack = Stack::load(&st.stack_file)?;
+    let farm = stack.farm(None)?;
+    let pol = make_policy(policy_spec, &c.scenario.platform)?;
+    let run_args = RunArgs {
+        scenario: a.scenario.clone(),
+        speedup: a.speedup,
+        policy: Some(policy_spec.to_string()),
+        seed: Some(c.seed),
+        state: c.state.clone(),
+        farm: None,
+        out: a.out.join("unused"),
+        drain_timeout: a.drain_timeout,
+        slice_ms: 25,
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let live = rt.block_on(run::drive(
+        &run_args,
+        &st,
+        &stack,
+        &farm,
+        c.scenario,
+        c.workload,
+        policy_spec,
+        pol,
+    ));
+    drop(rt);
+    guard.now()?;
+    live
+}
+
+/// Run `farmctl compare`.
+pub fn run(a: CompareArgs) -> Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+    if !(a.speedup.is_finite() && a.speedup > 0.0) {
+        bail!("--speedup must be a positive number, got {}", a.speedup);
+    }
+    if a.policies.is_empty() {
+        bail!("--policies is empty");
+    }
+    let scenario = sim::load_scenario(&a.scenario)?;
+    let seed = a.seed.unwrap_or(scenario.seed);
+    let workload = scenario.generate(seed);
+    if workload.tasks.is_empty() {
+        bail!(
+            "scenario {} generates no task for seed {seed}",
+            scenario.name
+        );
+    }
+    let measured = load_calibration(a.calibration.as_deref())?;
+    let stack = Stack::load(&std::path::absolute(&a.file)?)?;
+    let farm = stack.farm(None)?;
+    let (smin, smax) = stack.scale_bounds(&farm.worker);
+    let bounds = (
+        scenario.platform.min_replicas.max(smin),
+        scenario.platform.max_replicas.min(smax),
+    );
+    let k = a.speedup;
+    let (emulation, _) = start_emulation(&scenario.platform.startup_delay, k);
+    let (sim_platform, sim_workload) =
+        calibrated(&scenario.platform, &workload, &measured, k, bounds);
+
+    // Unusable policies: a typo is an error, a model not trained yet is skipped.
+    let mut usable: Vec<(String, Option<String>)> = Vec::new();
+    for p in &a.policies {
+        match make_policy(p, &scenario.platform) {
+            Ok(_) => usable.push((p.clone(), None)),
+            Err(PolicySpecError::ModelMissing(path)) => {
+                let why = format!("skipped: model {} not found", path.display());
+                println!("{p}: {why}");
+                usable.push((p.clone(), Some(why)));
+            }
+            Err(e) => return Err(anyhow!(e).context(format!("policy `{p}`"))),
+        }
+    }
+
+    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    let out = std::path::absolute(&a.out)?;
+    let ctx = Ctx {
+        a: &a,
+        scenario: &scenario,
+        workload: &workload,
+        seed,
+        state: out.join("farm"),
+        emulation: emulation.clone(),
+    };
+    println!(
+        "compare {} (seed {seed}, {} tasks) at x{k}: provider start-delay emulation {emulation}; live figures from {}",
+        scenario.name,
+        workload.tasks.len(),
+        measured.source
+    );
+    let mut rows = Vec::new();
+    let mut built = a.no_build;
+    for (p, skip) in usable {
+        if let Some(why) = skip {
+            rows.push(Row {
+                policy: p,
+                status: why,
+                live: None,
+                sim: None,
+                qos_diff_pts: None,
+                replica_s_diff_pct: None,
+                within_target: None,
+            });
+            continue;
+        }
+        println!("--- {p}: live");
+        let live = live_once(&ctx, &p, !built);
+        built = true;
+        let mut pol = make_policy(&p, &sim_platform)?;
+        let sim = simulate_workload(
+            &sim_workload,
+            &sim_platform,
+            seed,
+            pol.as_mut(),
+            &SimOptions::default(),
+        )?;
+        let row = match live {
+            Ok(l) => {
+                let (dq, dr, ok) = fidelity(&l.metrics, &sim);
+                Row {
+                    policy: p,
+                    status: "ok".into(),
+                    live: Some(LiveSide {
+                        accounting: l.accounting,
+                        metrics: l.metrics,
+                    }),
+                    sim: Some(sim),
+                    qos_diff_pts: Some(dq),
+                    replica_s_diff_pct: Some(dr),
+                    within_target: Some(ok),
+                }
+            }
+            Err(e) => {
+                eprintln!("farmctl compare: {p}: {e:#}");
+                Row {
+                    policy: p,
+                    status: format!("failed: {}", format!("{e:#}").lines().next().unwrap_or("")),
+                    live: None,
+                    sim: Some(sim),
+                    qos_diff_pts: None,
+                    replica_s_diff_pct: None,
+                    within_target: None,
+                }
+            }
+        };
+        rows.push(row);
+    }
+
+    println!(
+        "\n{} / seed {seed} / live x{k} vs simulated (figures in scenario seconds; target |dQoS| <= {QOS_TOLERANCE_PTS} pts, |d rep-s| <= {:.0} %)",
+        scenario.name,
+        REPLICA_S_TOLERANCE * 100.0
+    );
+    print!("{}", table(&rows));
+    let report = Report {
+        scenario: scenario.name.clone(),
+        seed,
+        speedup: k,
+        tasks: workload.tasks.len(),
+        start_delay_emulation: emulation,
+        calibration: measured,
+        sim_platform,
+        tolerance: (QOS_TOLERANCE_PTS, REPLICA_S_TOLERANCE),
+        rows,
+    };
+    let json = out.join("compare.json");
+    sim::write_json(&json, &report)?;
+    println!("json: {}", json.display());
+    let png = out.join("compare.png");
+    let title = format!("{} / seed {seed} / live x{k} vs simulated", scenario.name);
+    match timelines(&png, &title, &report.rows) {
+        Ok(()) => println!("plot: {}", png.display()),
+        Err(e) => println!("plot not written: {e:#}"),
+    }
+    let lost: u64 = report
+        .rows
+        .iter()
+        .filter_map(|r| r.live.as_ref())
+        .map(|l| l.accounting.lost)
+        .sum();
+    if lost > 0 {
+        bail!("{lost} tasks were lost in the live runs");
+    }
+    let failed: Vec<&str> = report
+        .rows
+        .iter()
+        .filter(|r| r.status.starts_with("failed"))
+        .map(|r| r.policy.as_str())
+        .collect();
+    if !failed.is_empty() {
+        bail!("live runs failed for: {}", failed.join(", "));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn metrics(qos: f64, replica_seconds: f64) -> RunMetrics {
+        RunMetrics {
+            tasks: 0,
+            completed: 0,
+            unfinished: 0,
+            on_time: 0,
+            qos,
+            latency_p50_s: 0.0,
+            latency_p95_s: 0.0,
+            latency_p99_s: 0.0,
+            replica_seconds,
+            mean_replicas: 0.0,
+            max_replicas: 0,
+            scaling_actions: 0,
+            reversals: 0,
+            drain_time_s: 0.0,
+            end_s: 0.0,
+            redeliveries: 0,
+            failures: 0,
+            events: 0,
+            timeline: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn start_emulation_compresses_the_scenario_delay() {
+        let (s, d) = start_emulation(&Dist::Uniform { min: 5.0, max: 9.0 }, 4.0);
+        assert_eq!(s, "uniform:1.25,2.25");
+        assert_eq!(d, Dist::Uniform { min: 5.0, max: 9.0 });
+        assert!(farm_local::StartDelay::parse(&s).is_ok());
+        let (s, d) = start_emulation(&Dist::Exponential { mean: 2.0 }, 2.0);
+        assert_eq!((s.as_str(), d), ("fixed:1", Dist::Constant(2.0)));
+    }
+
+    #[test]
+    fn calibration_adds_live_overheads_in_scenario_seconds() {
+        let s = Scenario::builtin("steady").unwrap();
+        let w = s.generate(1);
+        let m = Measured {
+            start_s: 0.1,
+            drain_s: 0.05,
+            scale_call_s: 0.001,
+            task_overhead_s: 0.01,
+            source: String::new(),
+        };
+        let (p, w2) = calibrated(&s.platform, &w, &m, 4.0, (1, 16));
+        assert_eq!(p.scale_down_delay, Dist::Constant(0.2));
+        assert!((p.scale_api_latency_s - 0.004).abs() < 1e-12);
+        assert_eq!(p.startup_delay, shift(&s.platform.startup_delay, 0.4));
+        assert_eq!(p.max_replicas, 16);
+        assert_eq!(w2.tasks.len(), w.tasks.len());
+        assert!((w2.tasks[0].service_s - w.tasks[0].service_s - 0.04).abs() < 1e-12);
+        assert_eq!(w2.tasks[0].deadline_s, w.tasks[0].deadline_s);
+    }
+
+    #[test]
+    fn policy_specs_give_typed_errors() {
+        let p = Scenario::builtin("steady").unwrap().platform;
+        assert!(make_policy("queueing", &p).is_ok());
+        assert!(matches!(
+            make_policy("no-such-policy", &p),
+            Err(PolicySpecError::Builtin(PolicyError::Unknown(_)))
+        ));
+        assert!(matches!(
+            make_policy("onnx:/nonexistent/model.onnx", &p),
+            Err(PolicySpecError::ModelMissing(_))
+        ));
+    }
+
+    #[test]
+    fn fidelity_flags_large_differences() {
+        let m = metrics;
+        let (dq, dr, ok) = fidelity(&m(0.95, 105.0), &m(0.97, 100.0));
+        assert!((dq + 2.0).abs() < 1e-9 && (dr - 5.0).abs() < 1e-9 && ok);
+        assert!(!fidelity(&m(0.90, 100.0), &m(0.97, 100.0)).2);
+        assert!(!fidelity(&m(0.97, 120.0), &m(0.97, 100.0)).2);
+    }
+
+    #[test]
+    fn the_table_has_one_line_per_policy() {
+        let skipped = Row {
+            policy: "onnx:x.onnx".into(),
+            status: "skipped: model x.onnx not found".into(),
+            live: None,
+            sim: None,
+            qos_diff_pts: None,
+            replica_s_diff_pct: None,
+            within_target: None,
+        };
+        let ok = Row {
+            policy: "queueing".into(),
+            status: "ok".into(),
+            live: Some(LiveSide {
+                accounting: Accounting::default(),
+                metrics: metrics(0.9, 0.0),
+            }),
+            sim: Some(metrics(0.92, 0.0)),
+            qos_diff_pts: Some(-2.0),
+            replica_s_diff_pct: Some(1.0),
+            within_target: Some(true),
+        };
+        let t = table(&[ok, skipped]);
+        assert_eq!(t.lines().count(), 3, "{t}");
+        assert!(t.contains("90.00 / 92.00") && t.contains("skipped"), "{t}");
+    }
+}

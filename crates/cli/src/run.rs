@@ -1,0 +1,1082 @@
+//! `farmctl run`: replay a scenario on the local farm `farmctl up` started.
+//!
+//! - **Arrivals**: the scenario's tasks for the seed are posted to the
+//!   emitter as NDJSON batches, one batch per small time slice
+//!   (`--slice-ms`), each task a sleep-worker payload `{"sleep_ms": S/K}`
+//!   with deadline `D/K` and id `<run>-<index>`. Time is compressed by
+//!   `--speedup K`: arrival times, service times and deadlines are divided
+//!   by K; every figure reported is multiplied back, so the table reads in
+//!   scenario seconds and compares with `farmctl sim eval`.
+//! - **Scaling**: when gateway-ext runs, it owns the worker pool; farmctl
+//!   sets the worker's `com.rust-farm.policy` / `interval` annotations and
+//!   only observes. Otherwise farmctl runs the control loop itself: every
+//!   `control_interval_s / K` it builds farm-model [`Signals`] with
+//!   gateway-ext's [`SignalsBuilder`] (JetStream consumer info + the
+//!   collector's `MetricsSnapshot` + the provider's replica counts), rescales
+//!   them to scenario time ([`to_scenario_time`]), asks the built-in policy,
+//!   clamps to the farm's bounds and calls the provider's scale API.
+//! - **Accounting**: every task posted is looked up in the collector's
+//!   OUTPUT stream (entries written after the run started): completed (`ok`),
+//!   dead-lettered (`error` / `timeout`), unfinished (still queued or held by
+//!   a worker when the drain timeout ends) and lost (none of these; must be 0).
+//!   Latency and QoS come from the OUTPUT headers, measured on the JetStream
+//!   server's clock.
+//! - **Report**: the `farmctl sim eval` table, a JSON file and a PNG timeline
+//!   (replicas, backlog, window QoS) drawn by the simulator's plot code.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result, anyhow, bail};
+use clap::Args;
+use farm_model::policy;
+use farm_model::scenario::{Scenario, TaskSpec, Workload};
+use farm_model::signals::Signals;
+use farm_runtime::names::FarmNames;
+use farm_runtime::proto::TaskResult;
+use farm_sim::oracle::{self, DEFAULT_TARGET_QOS};
+use farm_sim::{RunMetrics, TimelinePoint};
+use futures::StreamExt;
+use gateway_ext::observe::{BuildContext, NatsObserver, Sample, SharedNats, SignalsBuilder};
+use prost::Message as _;
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::local::{FarmState, function_status};
+use crate::stack::Stack;
+use crate::{plot, sim};
+
+/// `farmctl run` arguments.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Built-in scenario name or YAML file.
+    #[arg(long)]
+    pub scenario: String,
+    /// Time compression: arrivals, service times and deadlines are divided by K.
+    #[arg(long, default_value_t = 1.0)]
+    pub speedup: f64,
+    /// Built-in policy sizing the worker pool (default: the worker's
+    /// `com.rust-farm.policy` annotation, else `reactive-average`).
+    #[arg(long)]
+    pub policy: Option<String>,
+    /// Workload seed (default: the scenario's).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// State directory of the farm.
+    #[arg(long, default_value = ".farm")]
+    pub state: PathBuf,
+    /// Farm to drive when the stack declares several.
+    #[arg(long)]
+    pub farm: Option<String>,
+    /// Output prefix: writes `<out>.json` and `<out>.png`.
+    #[arg(long, default_value = "farm-run")]
+    pub out: PathBuf,
+    /// After the last arrival, how long to wait for the farm to finish, seconds (wall clock).
+    #[arg(long, default_value_t = 120.0)]
+    pub drain_timeout: f64,
+    /// Length of one arrival slice, milliseconds (wall clock).
+    #[arg(long, default_value_t = 25)]
+    pub slice_ms: u64,
+}
+
+/// Signals measured on the wall clock of a run compressed `k` times,
+/// expressed in scenario time: durations are multiplied by `k`, counts stay.
+/// Policies then see the rates and latencies they were designed for.
+pub fn to_scenario_time(s: &Signals, k: f64) -> Signals {
+    let t = |x: Option<f64>| x.map(|v| v * k);
+    Signals {
+        interval_s: s.interval_s * k,
+        service_mean_s: t(s.service_mean_s),
+        service_p95_s: t(s.service_p95_s),
+        latency_mean_s: t(s.latency_mean_s),
+        latency_max_s: t(s.latency_max_s),
+        latency_p95_s: t(s.latency_p95_s),
+        deadline_min_s: t(s.deadline_min_s),
+        deadline_mean_s: t(s.deadline_mean_s),
+        since_last_scale_s: s.since_last_scale_s * k,
+        ..s.clone()
+    }
+}
+
+/// How one task ended, from its OUTPUT entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    /// The handler succeeded.
+    Ok,
+    /// It failed for good (dead-lettered) or timed out.
+    Failed,
+}
+
+/// One OUTPUT entry of this run.
+#[derive(Debug, Clone, Copy)]
+struct Done {
+    outcome: Outcome,
+    hit: bool,
+    latency_us: u64,
+    /// Result stored time, µs since the epoch (server clock).
+    completed_us: i64,
+    deliveries: u64,
+}
+
+/// The task accounting of a run.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Accounting {
+    /// Tasks of the workload.
+    pub tasks: u64,
+    /// Accepted by the emitter.
+    pub accepted: u64,
+    /// Completed successfully.
+    pub completed: u64,
+    /// Of those, on time.
+    pub on_time: u64,
+    /// Dead-lettered or timed out (in OUTPUT with an error status).
+    pub dead_lettered: u64,
+    /// Still queued or held by a worker at the end.
+    pub unfinished: u64,
+    /// Accepted but nowhere to be found. Must be 0.
+    pub lost: u64,
+}
+
+impl Accounting {
+    /// Splits the tasks the emitter accepted: `found` have an OUTPUT entry
+    /// (`failed` of them with an error status), `in_queue` are still held by
+    /// the work queue; the rest of the accepted are lost.
+    pub fn tally(
+        tasks: u64,
+        accepted: u64,
+        completed: u64,
+        on_time: u64,
+        failed: u64,
+        in_queue: u64,
+    ) -> Accounting {
+        let found = completed + failed;
+        let unfinished = in_queue.min(accepted.saturating_sub(found));
+        Accounting {
+            tasks,
+            accepted,
+            completed,
+            on_time,
+            dead_lettered: failed,
+            unfinished,
+            lost: accepted.saturating_sub(found + unfinished),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct Report<'a> {
+    scenario: &'a str,
+    policy: &'a str,
+    controller: &'a str,
+    seed: u64,
+    speedup: f64,
+    accounting: &'a Accounting,
+    summary: &'a sim::Row,
+}
+
+/// Run `farmctl run`.
+pub fn run(a: RunArgs) -> Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+    if !(a.speedup.is_finite() && a.speedup > 0.0) {
+        bail!("--speedup must be a positive number, got {}", a.speedup);
+    }
+    if a.slice_ms == 0 {
+        bail!("--slice-ms must be at least 1");
+    }
+    let st = FarmState::load(&std::path::absolute(&a.state)?)?;
+    let stack = Stack::load(&st.stack_file)?;
+    let farm = stack.farm(a.farm.as_deref())?;
+    let scenario = sim::load_scenario(&a.scenario)?;
+    let policy_name = a
+        .policy
+        .clone()
+        .or_else(|| {
+            stack
+                .function(&farm.worker)
+                .ok()?
+                .annotations
+                .get("com.rust-farm.policy")?
+                .as_str()
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| "reactive-average".to_string());
+    // Fails early with the list of built-ins on a typo, or a clear ONNX error.
+    let pol = crate::compare::make_policy(&policy_name, &scenario.platform)?;
+    let seed = a.seed.unwrap_or(scenario.seed);
+    let workload = scenario.generate(seed);
+    if workload.tasks.is_empty() {
+        bail!(
+            "scenario {} generates no task for seed {seed}",
+            scenario.name
+        );
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let live = rt.block_on(drive(
+        &a,
+        &st,
+        &stack,
+        &farm,
+        &scenario,
+        &workload,
+        &policy_name,
+        pol,
+    ))?;
+
+    let k = a.speedup;
+    let acc = &live.accounting;
+    println!(
+        "tasks {}: accepted {}, completed {} ({} on time), dead-lettered {}, unfinished {}, lost {}",
+        acc.tasks,
+        acc.accepted,
+        acc.completed,
+        acc.on_time,
+        acc.dead_lettered,
+        acc.unfinished,
+        acc.lost
+    );
+    let bound = oracle::lower_bound_sharded(&workload, &scenario.platform, DEFAULT_TARGET_QOS, 1)
+        .replica_seconds;
+    let bound_at_qos =
+        oracle::lower_bound_sharded(&workload, &scenario.platform, live.metrics.qos, 1)
+            .replica_seconds;
+    let run = sim::Run {
+        seed,
+        metrics: live.metrics.clone(),
+        bound_target: bound,
+        bound_at_qos,
+    };
+    let row = sim::summarise(&scenario.name, &policy_name, vec![run], DEFAULT_TARGET_QOS);
+    println!(
+        "live run, {} controlled, speedup {k} (figures in scenario seconds):",
+        live.controller
+    );
+    print!("{}", sim::table(std::slice::from_ref(&row), false));
+    let json_path = a.out.with_extension("json");
+    let png_path = a.out.with_extension("png");
+    if let Some(dir) = json_path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let report = Report {
+        scenario: &scenario.name,
+        policy: &policy_name,
+        controller: live.controller,
+        seed,
+        speedup: k,
+        accounting: acc,
+        summary: &row,
+    };
+    sim::write_json(&json_path, &report)?;
+    println!("json: {}", json_path.display());
+    let title = format!(
+        "{} / {} / seed {seed} / live x{k}",
+        scenario.name, policy_name
+    );
+    match plot::timeline(&png_path, &title, &live.metrics) {
+        Ok(()) => println!("plot: {}", png_path.display()),
+        Err(e) => println!("plot not written: {e:#}"),
+    }
+    if acc.lost > 0 {
+        bail!(
+            "{} accepted tasks were lost (neither in OUTPUT nor in the work queue)",
+            acc.lost
+        );
+    }
+    Ok(())
+}
+
+/// What a live run measured.
+pub(crate) struct Live {
+    /// The simulator's metrics, in scenario seconds.
+    pub(crate) metrics: RunMetrics,
+    /// Where every task ended.
+    pub(crate) accounting: Accounting,
+    /// Who sized the pool: `farmctl` or `gateway-ext`.
+    pub(crate) controller: &'static str,
+}
+
+fn now_us() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// A short id for this run's tasks, unique enough within JetStream's
+/// de-duplication window.
+fn run_id() -> String {
+    format!("r{:x}", now_us())
+}
+
+/// Replays `workload` on the farm in `st` and accounts for every task.
+/// `pol` sizes the pool when farmctl controls it (no gateway-ext).
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn drive(
+    a: &RunArgs,
+    st: &FarmState,
+    stack: &Stack,
+    farm: &crate::stack::Farm,
+    scenario: &Scenario,
+    workload: &Workload,
+    policy_name: &str,
+    pol: Box<dyn policy::Policy>,
+) -> Result<Live> {
+    let k = a.speedup;
+    let platform = &scenario.platform;
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()?;
+    let names = FarmNames::new(&farm.name)?;
+    let nats = async_nats::connect(&st.nats.url)
+        .await
+        .with_context(|| format!("connecting to {}", st.nats.url))?;
+    let js = async_nats::jetstream::new(nats.clone());
+    let mut output = js
+        .get_stream(names.output_stream())
+        .await
+        .with_context(|| {
+            format!(
+                "stream {} (is the collector {} running?)",
+                names.output_stream(),
+                farm.collector
+            )
+        })?;
+    let start_seq = output
+        .info()
+        .await
+        .context("OUTPUT stream info")?
+        .state
+        .last_sequence
+        + 1;
+
+    let (stack_min, stack_max) = stack.scale_bounds(&farm.worker);
+    let min = platform.min_replicas.max(stack_min);
+    let max = platform.max_replicas.min(stack_max).max(min);
+    let initial = platform.initial_replicas.clamp(min, max);
+    let interval_real = Duration::from_secs_f64(platform.control_interval_s / k);
+    let gateway = st.gateway_ext.is_some();
+    let controller = if gateway { "gateway-ext" } else { "farmctl" };
+
+    if gateway {
+        // gateway-ext discovers the policy from the worker's annotations; the
+        // update rolls the replicas over, so it happens before the run.
+        let mut dep = stack.deployment(
+            &farm.worker,
+            &BTreeMap::from([("NATS_URL".to_string(), st.nats.url.clone())]),
+        )?;
+        let ann = dep.annotations.get_or_insert_with(BTreeMap::new);
+        ann.insert("com.rust-farm.policy".into(), policy_name.to_string());
+        ann.insert(
+            "com.rust-farm.interval".into(),
+            format!("{}ms", interval_real.as_millis().max(1)),
+        );
+        ann.insert("com.rust-farm.min".into(), min.to_string());
+        ann.insert("com.rust-farm.max".into(), max.to_string());
+        let r = client
+            .put(format!("{}/system/functions", st.provider_url))
+            .json(&dep)
+            .send()
+            .await?;
+        if !r.status().is_success() {
+            bail!("updating {}: {}", farm.worker, r.status());
+        }
+        println!(
+            "gateway-ext sizes {} with policy {policy_name} (every {:?})",
+            farm.worker, interval_real
+        );
+    }
+    scale(&client, &st.provider_url, &farm.worker, initial).await?;
+    wait_ready(
+        &client,
+        &st.provider_url,
+        &farm.worker,
+        initial,
+        Duration::from_secs(120),
+    )
+    .await?;
+    println!(
+        "replaying {} ({} tasks, seed {}) at x{k} with {initial} ready replicas, policy {policy_name} ({controller})",
+        scenario.name,
+        workload.tasks.len(),
+        a.seed.unwrap_or(scenario.seed)
+    );
+
+    let stop = CancellationToken::new();
+    // ---- OUTPUT reader: every entry written from now on.
+    let done: Arc<Mutex<HashMap<String, Done>>> = Arc::new(Mutex::new(HashMap::new()));
+    let rid = run_id();
+    let prefix = format!("{rid}-");
+    let consumer = output
+        .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig {
+            deliver_policy: async_nats::jetstream::consumer::DeliverPolicy::ByStartSequence {
+                start_sequence: start_seq,
+            },
+            ..Default::default()
+        })
+        .await
+        .context("reading the OUTPUT stream")?;
+    let mut messages = consumer
+        .messages()
+        .await
+        .context("reading the OUTPUT stream")?;
+    let reader = {
+        let done = done.clone();
+        let stop = stop.clone();
+        let prefix = prefix.clone();
+        tokio::spawn(async move {
+            loop {
+                let m = tokio::select! {
+                    m = messages.next() => m,
+                    () = stop.cancelled() => return,
+                };
+                let Some(m) = m else { return };
+                let m = match m {
+                    Ok(m) => m,
+                    Err(e) => {
+                        warn!(error = %e, "reading OUTPUT");
+                        continue;
+                    }
+                };
+                let Some(h) = m.headers.as_ref() else {
+                    continue;
+                };
+                let get = |k: &str| h.get(k).map(|v| v.as_str().to_string());
+                let Some(id) =
+                    get(collector::output::H_TASK_ID).filter(|id| id.starts_with(&prefix))
+                else {
+                    continue;
+                };
+                let result = TaskResult::decode(m.payload.as_ref()).unwrap_or_default();
+                let latency_us = get(collector::output::H_LATENCY_US)
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0u64);
+                let entry = Done {
+                    outcome: if get(collector::output::H_STATUS).as_deref() == Some("ok") {
+                        Outcome::Ok
+                    } else {
+                        Outcome::Failed
+                    },
+                    hit: get(collector::output::H_QOS_HIT).as_deref() == Some("1"),
+                    latency_us,
+                    completed_us: result
+                        .task_stored_us
+                        .saturating_add(i64::try_from(latency_us).unwrap_or(0)),
+                    deliveries: result.deliveries,
+                };
+                lock(&done).insert(id, entry);
+            }
+        })
+    };
+
+    // ---- Control / sampling loop.
+    let shared: SharedNats = Arc::new(tokio::sync::OnceCell::new());
+    let _ = shared.set(nats.clone());
+    let observer = NatsObserver::start(
+        shared,
+        names.clone(),
+        interval_real.max(Duration::from_secs(3)),
+        stop.clone(),
+    );
+    // Prime the builder with the counters as the run starts, so the first
+    // tick's arrivals and completions are deltas over the first interval,
+    // as in the simulator, not a fallback estimate.
+    let mut builder = SignalsBuilder::default();
+    let prime_until = Instant::now() + Duration::from_secs(3);
+    let consumer = loop {
+        let c = observer.consumer().await.ok();
+        if (c.is_some() && observer.snapshot().is_some()) || Instant::now() > prime_until {
+            break c;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    builder.build(
+        &Sample {
+            consumer,
+            snapshot: observer.snapshot(),
+            replicas: initial,
+            available: initial,
+        },
+        &BuildContext {
+            interval_s: interval_real.as_secs_f64(),
+            desired: initial,
+            since_last_scale_s: 0.0,
+            min,
+            max,
+        },
+    );
+    let t0 = Instant::now();
+    let t0_us = now_us();
+    let sampler = {
+        let stop = stop.clone();
+        let client = client.clone();
+        let provider = st.provider_url.clone();
+        let worker = farm.worker.clone();
+        let mut pol = pol;
+        pol.reset();
+        let arrivals_s: Vec<f64> = workload.tasks.iter().map(|t| t.arrival_s).collect();
+        let alert_every = Duration::from_secs_f64(AlertRule::EVAL_INTERVAL_S / k);
+        tokio::spawn(async move {
+            let mut alerts = AlertRule::default();
+            let mut next_alert = t0 + alert_every;
+            let mut last_signals: Option<Signals> = None;
+            let mut desired = initial;
+            let mut last_change = Instant::now();
+            let mut replica_s = 0.0f64;
+            let mut max_replicas = 0u32;
+            let mut timeline: Vec<TimelinePoint> = Vec::new();
+            let mut last_sample = Instant::now();
+            let mut next_tick = t0 + interval_real;
+            let mut last_tick = t0;
+            let mut counts = (0u64, 0u64);
+            let step = Duration::from_millis(100).min(interval_real);
+            loop {
+                tokio::select! {
+                    () = tokio::time::sleep(step) => {}
+                    () = stop.cancelled() => break,
+                }
+                let Ok(status) = function_status(&client, &provider, &worker).await else {
+                    continue;
+                };
+                let replicas = u32::try_from(status.replicas).unwrap_or(u32::MAX);
+                let available = u32::try_from(status.available_replicas).unwrap_or(u32::MAX);
+                let now = Instant::now();
+                replica_s += f64::from(replicas) * now.duration_since(last_sample).as_secs_f64();
+                last_sample = now;
+                max_replicas = max_replicas.max(replicas);
+                if gateway {
+                    desired = replicas;
+                }
+                // The simulator's Prometheus + Alertmanager emulation, on
+                // the scenario clock: alert-driven policies (OpenFaaS CE)
+                // see the same notifications live as in simulation.
+                if !gateway && now >= next_alert {
+                    next_alert += alert_every;
+                    let now_s = now.duration_since(t0).as_secs_f64() * k;
+                    let arrived = arrivals_s.partition_point(|&t| t <= now_s) as u64;
+                    if let (Some(firing), Some(s)) =
+                        (alerts.evaluate(now_s, arrived), &last_signals)
+                    {
+                        let s = Signals {
+                            replicas_desired: f64::from(desired),
+                            ..s.clone()
+                        };
+                        if let Some(d) = pol.on_alert(now_s, firing, &s) {
+                            let want = d.desired.clamp(min, max);
+                            if want != desired {
+                                match scale(&client, &provider, &worker, want).await {
+                                    Ok(()) => {
+                                        info!(from = desired, to = want, firing, "scaled on alert");
+                                        desired = want;
+                                        last_change = now;
+                                    }
+                                    Err(e) => warn!(error = %format!("{e:#}"), "scale call failed"),
+                                }
+                            }
+                        }
+                    }
+                }
+                if now < next_tick {
+                    continue;
+                }
+                let consumer = observer.consumer().await.ok();
+                let sample = Sample {
+                    consumer,
+                    snapshot: observer.snapshot(),
+                    replicas,
+                    available,
+                };
+                let ctx = BuildContext {
+                    interval_s: now.duration_since(last_tick).as_secs_f64(),
+                    desired,
+                    since_last_scale_s: now.duration_since(last_change).as_secs_f64(),
+                    min,
+                    max,
+                };
+                last_tick = now;
+                next_tick += interval_real;
+                let signals = to_scenario_time(&builder.build(&sample, &ctx), k);
+                let now_s = now.duration_since(t0).as_secs_f64() * k;
+                last_signals = Some(signals.clone());
+                if !gateway {
+                    let want = pol.decide(now_s, &signals).desired.clamp(min, max);
+                    if want != desired {
+                        match scale(&client, &provider, &worker, want).await {
+                            Ok(()) => {
+                                info!(from = desired, to = want, "scaled");
+                                desired = want;
+                                last_change = now;
+                            }
+                            Err(e) => warn!(error = %format!("{e:#}"), "scale call failed"),
+                        }
+                    }
+                }
+                let (c, h) = (
+                    signals.completions as u64,
+                    signals.completions_on_time as u64,
+                );
+                counts = (counts.0 + c, counts.1 + h);
+                debug!(t = now_s, desired, replicas, available, signals = ?signals, "tick");
+                timeline.push(TimelinePoint {
+                    t_s: now_s,
+                    desired,
+                    ready: available,
+                    starting: replicas.saturating_sub(available),
+                    alive: replicas,
+                    backlog: signals.backlog as u32,
+                    arrivals: signals.arrivals as u32,
+                    completions: c as u32,
+                    window_qos: signals.window_qos(),
+                });
+            }
+            (timeline, replica_s * k, max_replicas)
+        })
+    };
+
+    // ---- Arrivals.
+    let bar = indicatif::ProgressBar::new(workload.tasks.len() as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{elapsed_precise} [{bar:40}] {pos}/{len} done  {msg}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    let emitter_url = format!("{}/function/{}", st.gateway_url(), farm.emitter);
+    let slice = Duration::from_millis(a.slice_ms);
+    let mut accepted = 0u64;
+    let mut next = 0usize;
+    let tasks: &[TaskSpec] = &workload.tasks;
+    let mut slice_end = Duration::ZERO;
+    while next < tasks.len() {
+        slice_end += slice;
+        tokio::time::sleep_until((t0 + slice_end).into()).await;
+        let limit = slice_end.as_secs_f64() * k;
+        let from = next;
+        while next < tasks.len() && tasks[next].arrival_s < limit {
+            next += 1;
+        }
+        if from < next {
+            accepted +=
+                post_batch(&client, &emitter_url, &prefix, from, &tasks[from..next], k).await?;
+        }
+        let finished = lock(&done).len() as u64;
+        bar.set_position(finished);
+        bar.set_message(format!("sent {next}"));
+    }
+    let last_arrival = Instant::now();
+    info!(accepted, "all arrivals sent");
+
+    // ---- Drain: until every accepted task is in OUTPUT, or the timeout.
+    // The run lasts at least the scenario's arrival window, as in the
+    // simulator: replica-seconds and means are measured over the same span.
+    let drain_deadline = last_arrival + Duration::from_secs_f64(a.drain_timeout.max(0.0));
+    let window_end = t0 + Duration::from_secs_f64(workload.duration_s / k);
+    loop {
+        let finished = lock(&done).len() as u64;
+        bar.set_position(finished);
+        if (finished >= accepted && Instant::now() >= window_end) || Instant::now() > drain_deadline
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let end = Instant::now();
+    bar.finish_and_clear();
+    let in_queue = match js.get_stream(names.tasks_stream()).await {
+        Ok(s) => s
+            .consumer_info(names.workers_consumer())
+            .await
+            .map(|c| c.num_pending + c.num_ack_pending as u64)
+            .unwrap_or(0),
+        Err(_) => 0,
+    };
+    stop.cancel();
+    let (timeline, replica_seconds, max_replicas) =
+        sampler.await.map_err(|e| anyhow!("sampler: {e}"))?;
+    let _ = reader.await;
+    nats.flush().await.ok();
+
+    let done = std::mem::take(&mut *lock(&done));
+    let metrics = live_metrics(LiveInputs {
+        tasks: workload.tasks.len() as u64,
+        done: &done,
+        t0_us,
+        k,
+        last_arrival_s: tasks.last().map_or(0.0, |t| t.arrival_s),
+        end_s: end.duration_since(t0).as_secs_f64() * k,
+        replica_seconds,
+        max_replicas,
+        timeline,
+    });
+    let completed = done.values().filter(|d| d.outcome == Outcome::Ok).count() as u64;
+    let failed = done.len() as u64 - completed;
+    let on_time = done
+        .values()
+        .filter(|d| d.outcome == Outcome::Ok && d.hit)
+        .count() as u64;
+    let accounting = Accounting::tally(
+        workload.tasks.len() as u64,
+        accepted,
+        completed,
+        on_time,
+        failed,
+        in_queue,
+    );
+    Ok(Live {
+        metrics,
+        accounting,
+        controller,
+    })
+}
+
+async fn scale(client: &reqwest::Client, provider: &str, name: &str, replicas: u32) -> Result<()> {
+    let body = serde_json::json!({"serviceName": name, "replicas": replicas, "namespace": farm_local::DEFAULT_NAMESPACE});
+    let r = client
+        .post(format!("{provider}/system/scale-function/{name}"))
+        .json(&body)
+        .send()
+        .await?;
+    if !r.status().is_success() {
+        bail!("scaling {name} to {replicas}: {}", r.status());
+    }
+    Ok(())
+}
+
+async fn wait_ready(
+    client: &reqwest::Client,
+    provider: &str,
+    name: &str,
+    want: u32,
+    timeout: Duration,
+) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let s = function_status(client, provider, name).await?;
+        if s.available_replicas >= u64::from(want) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "{name}: {}/{want} replicas available after {}s",
+                s.available_replicas,
+                timeout.as_secs()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Posts one NDJSON batch; returns how many tasks the emitter stored.
+/// A full or unavailable queue is retried (same ids: JetStream
+/// de-duplicates), a refused batch is an error.
+async fn post_batch(
+    client: &reqwest::Client,
+    url: &str,
+    prefix: &str,
+    first: usize,
+    tasks: &[TaskSpec],
+    k: f64,
+) -> Result<u64> {
+    let mut body = String::new();
+    for (i, t) in tasks.iter().enumerate() {
+        let line = serde_json::json!({
+            "id": format!("{prefix}{}", first + i),
+            "payload": {"sleep_ms": (t.service_s * 1000.0 / k).round() as u64},
+            "content_type": "application/json",
+            "deadline_ms": ((t.deadline_s * 1000.0 / k).round() as u64).max(1),
+        });
+        body.push_str(&line.to_string());
+        body.push('\n');
+    }
+    let mut backoff = Duration::from_millis(50);
+    for attempt in 0..8 {
+        let r = client
+            .post(url)
+            .header(reqwest::header::CONTENT_TYPE, "application/x-ndjson")
+            .body(body.clone())
+            .send()
+            .await;
+        match r {
+            Ok(r) if r.status() == reqwest::StatusCode::ACCEPTED => {
+                let v: serde_json::Value = r.json().await.context("emitter: bad 202 body")?;
+                return Ok(v["ids"].as_array().map_or(0, |ids| ids.len() as u64));
+            }
+            Ok(r)
+                if r.status().is_client_error()
+                    && r.status() != reqwest::StatusCode::TOO_MANY_REQUESTS =>
+            {
+                let code = r.status();
+                bail!(
+                    "the emitter refused a batch ({code}): {}",
+                    r.text().await.unwrap_or_default()
+                );
+            }
+            Ok(r) => warn!(status = %r.status(), attempt, "emitter busy; retrying"),
+            Err(e) => warn!(error = %e, attempt, "posting to the emitter; retrying"),
+        }
+        tokio::time::sleep(backoff).await;
+        backoff *= 2;
+    }
+    bail!(
+        "the emitter did not accept a batch of {} tasks after 8 attempts",
+        tasks.len()
+    )
+}
+
+/// The simulator's OpenFaaS CE alert emulation
+/// ([`farm_sim::engine::alert_rule`]) for a live run: the rule is evaluated
+/// every 5 scenario seconds on the count of tasks submitted so far.
+#[derive(Debug, Clone, Default)]
+struct AlertRule {
+    counts: [u64; 3],
+    pending_since: Option<f64>,
+    firing: bool,
+    last_post: f64,
+}
+
+impl AlertRule {
+    const EVAL_INTERVAL_S: f64 = farm_sim::engine::alert_rule::EVAL_INTERVAL_S;
+
+    /// One evaluation at scenario time `now_s` with `arrived` tasks so far;
+    /// `Some(firing)` when Alertmanager would post a notification.
+    fn evaluate(&mut self, now_s: f64, arrived: u64) -> Option<bool> {
+        use farm_sim::engine::alert_rule::{FOR_S, RATE_WINDOW_S, REPEAT_S, THRESHOLD_PER_S};
+        self.counts.rotate_left(1);
+        self.counts[2] = arrived;
+        let rate = self.counts[2].saturating_sub(self.counts[0]) as f64 / RATE_WINDOW_S;
+        if rate > THRESHOLD_PER_S {
+            let since = *self.pending_since.get_or_insert(now_s);
+            let held = now_s - since + 1e-9 >= FOR_S;
+            let post = !self.firing || now_s - self.last_post + 1e-9 >= REPEAT_S;
+            if held && post {
+                self.firing = true;
+                self.last_post = now_s;
+                return Some(true);
+            }
+            None
+        } else {
+            self.pending_since = None;
+            if self.firing {
+                self.firing = false;
+                self.last_post = now_s;
+                return Some(false);
+            }
+            None
+        }
+    }
+}
+
+struct LiveInputs<'a> {
+    tasks: u64,
+    done: &'a HashMap<String, Done>,
+    t0_us: i64,
+    k: f64,
+    last_arrival_s: f64,
+    end_s: f64,
+    replica_seconds: f64,
+    max_replicas: u32,
+    timeline: Vec<TimelinePoint>,
+}
+
+/// Nearest-rank percentile of sorted samples, 0 when empty (the
+/// simulator's definition).
+fn percentile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let r = (q * sorted.len() as f64 - 1e-9).ceil().max(1.0) as usize;
+    sorted[r.min(sorted.len()) - 1]
+}
+
+/// The simulator's [`RunMetrics`] for a live run, in scenario seconds.
+fn live_metrics(i: LiveInputs<'_>) -> RunMetrics {
+    let k = i.k;
+    let ok: Vec<&Done> = i
+        .done
+        .values()
+        .filter(|d| d.outcome == Outcome::Ok)
+        .collect();
+    let mut lat: Vec<f64> = ok.iter().map(|d| d.latency_us as f64 / 1e6 * k).collect();
+    lat.sort_by(f64::total_cmp);
+    let on_time = ok.iter().filter(|d| d.hit).count() as u64;
+    let last_completion_s = i
+        .done
+        .values()
+        .map(|d| (d.completed_us - i.t0_us) as f64 / 1e6 * k)
+        .fold(f64::NEG_INFINITY, f64::max);
+    let completed = ok.len() as u64;
+    let unfinished = i.tasks.saturating_sub(i.done.len() as u64);
+    let end_s = i.end_s.max(1e-9);
+    let drain_time_s = if unfinished > 0 || !last_completion_s.is_finite() {
+        end_s - i.last_arrival_s
+    } else {
+        (last_completion_s - i.last_arrival_s).max(0.0)
+    };
+    let (mut actions, mut reversals, mut last_dir) = (0u32, 0u32, 0i8);
+    for w in i.timeline.windows(2) {
+        let dir = match w[1].desired.cmp(&w[0].desired) {
+            std::cmp::Ordering::Greater => 1,
+            std::cmp::Ordering::Less => -1,
+            std::cmp::Ordering::Equal => 0,
+        };
+        if dir != 0 {
+            actions += 1;
+            if last_dir != 0 && dir != last_dir {
+                reversals += 1;
+            }
+            last_dir = dir;
+        }
+    }
+    RunMetrics {
+        tasks: i.tasks,
+        completed,
+        unfinished,
+        on_time,
+        qos: if i.tasks == 0 {
+            1.0
+        } else {
+            on_time as f64 / i.tasks as f64
+        },
+        latency_p50_s: percentile(&lat, 0.50),
+        latency_p95_s: percentile(&lat, 0.95),
+        latency_p99_s: percentile(&lat, 0.99),
+        replica_seconds: i.replica_seconds,
+        mean_replicas: i.replica_seconds / end_s,
+        max_replicas: i.max_replicas,
+        scaling_actions: actions,
+        reversals,
+        drain_time_s,
+        end_s,
+        redeliveries: i
+            .done
+            .values()
+            .map(|d| d.deliveries.saturating_sub(1))
+            .sum(),
+        // Replica crashes are restarted by the provider and not counted here.
+        failures: 0,
+        events: i.done.len() as u64,
+        timeline: i.timeline,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signals_are_rescaled_to_scenario_time() {
+        let s = Signals {
+            interval_s: 2.0,
+            arrivals: 12.0,
+            service_mean_s: Some(0.375),
+            latency_max_s: Some(0.5),
+            deadline_min_s: None,
+            since_last_scale_s: 4.0,
+            backlog: 7.0,
+            ..Default::default()
+        };
+        let t = to_scenario_time(&s, 4.0);
+        assert_eq!(t.interval_s, 8.0);
+        assert_eq!(t.arrivals, 12.0);
+        assert_eq!(t.arrival_rate(), 1.5);
+        assert_eq!(t.service_mean_s, Some(1.5));
+        assert_eq!(t.latency_max_s, Some(2.0));
+        assert_eq!(t.deadline_min_s, None);
+        assert_eq!(t.since_last_scale_s, 16.0);
+        assert_eq!(t.backlog, 7.0);
+    }
+
+    #[test]
+    fn alert_rule_fires_after_five_seconds_above_threshold_and_resolves() {
+        let mut a = AlertRule::default();
+        // 10 tasks/s from t = 0: the first evaluation sees the window filling.
+        assert_eq!(a.evaluate(5.0, 50), None, "rate 5/s is not above 5/s");
+        assert_eq!(a.evaluate(10.0, 100), None, "pending, not yet held 5 s");
+        assert_eq!(a.evaluate(15.0, 150), Some(true));
+        assert_eq!(a.evaluate(20.0, 200), None, "no repeat before 30 s");
+        assert_eq!(a.evaluate(45.0, 450), Some(true), "repeat after 30 s");
+        assert_eq!(
+            a.evaluate(50.0, 450),
+            None,
+            "still above over the 10 s window"
+        );
+        assert_eq!(a.evaluate(55.0, 450), Some(false));
+        assert_eq!(a.evaluate(60.0, 450), None);
+    }
+
+    #[test]
+    fn accounting_finds_lost_tasks() {
+        let a = Accounting::tally(100, 100, 90, 80, 4, 6);
+        assert_eq!((a.unfinished, a.lost), (6, 0));
+        let a = Accounting::tally(100, 100, 90, 80, 4, 0);
+        assert_eq!(a.lost, 6);
+        // A queue holding tasks of other runs cannot hide this run's losses.
+        let a = Accounting::tally(10, 10, 10, 10, 0, 50);
+        assert_eq!((a.unfinished, a.lost), (0, 0));
+    }
+
+    #[test]
+    fn live_metrics_scale_back_and_count_actions() {
+        let done: HashMap<String, Done> = [
+            ("a", Outcome::Ok, true, 250_000u64, 1_000_000i64),
+            ("b", Outcome::Ok, false, 1_000_000, 2_000_000),
+            ("c", Outcome::Failed, false, 500_000, 1_500_000),
+        ]
+        .into_iter()
+        .map(|(id, outcome, hit, latency_us, completed_us)| {
+            (
+                id.to_string(),
+                Done {
+                    outcome,
+                    hit,
+                    latency_us,
+                    completed_us,
+                    deliveries: 2,
+                },
+            )
+        })
+        .collect();
+        let point = |t_s: f64, desired: u32| TimelinePoint {
+            t_s,
+            desired,
+            ready: desired,
+            starting: 0,
+            alive: desired,
+            backlog: 0,
+            arrivals: 0,
+            completions: 0,
+            window_qos: None,
+        };
+        let m = live_metrics(LiveInputs {
+            tasks: 4,
+            done: &done,
+            t0_us: 0,
+            k: 2.0,
+            last_arrival_s: 1.0,
+            end_s: 5.0,
+            replica_seconds: 10.0,
+            max_replicas: 3,
+            timeline: vec![point(1.0, 1), point(2.0, 3), point(3.0, 2), point(4.0, 2)],
+        });
+        assert_eq!((m.completed, m.on_time, m.unfinished), (2, 1, 1));
+        assert_eq!(m.qos, 0.25);
+        assert_eq!(m.latency_p50_s, 0.5);
+        assert_eq!(m.latency_p99_s, 2.0);
+        assert_eq!((m.scaling_actions, m.reversals), (2, 1));
+        assert_eq!(m.mean_replicas, 2.0);
+        assert_eq!(m.redeliveries, 3);
+        assert_eq!(m.drain_time_s, 4.0);
+    }
+}

@@ -1,0 +1,828 @@
+//! `farmctl sim serve`: the `FarmControl` gRPC service (proto/control.proto)
+//! on top of the simulator, for the Gymnasium layer (gym/).
+//!
+//! Many environments share one server, keyed by the client-chosen `env_id`;
+//! each is a [`farm_sim::Env`] behind its own lock. Simulation is CPU-bound,
+//! so every `Reset`, `Step` and `StepBatch` runs on tokio's blocking pool,
+//! never on the reactor. Accepted sockets get `TCP_NODELAY`, since a step is
+//! one small request and one small reply.
+//!
+//! The first line on stdout is `listening ADDR` (the bound address, useful
+//! with port 0); logs go to stderr.
+//!
+//! # Reset options
+//!
+//! `ResetRequest.options` (a string map; an unknown key is refused so a typo
+//! is not silently ignored):
+//!
+//! | key | value | default |
+//! |---|---|---|
+//! | `action_space` | `default` (deltas -4..+4), `paper` ({-1,0,+1}), `estimates`, or a comma list of meanings (`hold,delta:+1,estimate:x1.25`) | `default` |
+//! | `scenarios` | comma list of built-in names: each episode draws one (seeded by the episode seed) | the request's scenario |
+//! | `randomize` | `true` / `false`: domain randomisation of each episode's scenario | `false` |
+//! | `randomize.rate` | `lo,hi`: arrival-rate multiplier range | `0.7,1.5` |
+//! | `randomize.service` | `lo,hi`: service-time mean multiplier range (clip bounds follow) | `0.7,1.4` |
+//! | `randomize.shape` | `lo,hi`: gamma shape multiplier (lognormal: 1/sigma^2), mean kept | `0.5,2.0` |
+//! | `randomize.startup` | `lo,hi`: start-up delay multiplier range | `0.5,2.0` |
+//! | `episode_steps` | override of `platform.episode_steps` | scenario's |
+//! | `reward.qos`, `reward.cost`, `reward.backlog`, `reward.churn` | reward weights | `farm_model::reward::RewardWeights::default()` |
+//!
+//! Each factor is drawn uniformly in its range from a random stream derived
+//! from the episode seed, so a seed reproduces the randomised scenario.
+//! Multiplier ranges must satisfy `0 < lo <= hi <= 10`.
+//!
+//! With `StepBatch { auto_reset: true }` an environment whose episode ended
+//! starts its next episode at once with seed `reset_seed + episodes_done`
+//! (wrapping), the same options and scenario list; the reply carries the
+//! final step's reward, flags and info, the ended episode's last observation
+//! in `final_observation`, and the new episode's first observation.
+//!
+//! ```text
+//! $ farmctl sim serve --addr 127.0.0.1:0
+//! listening 127.0.0.1:40123
+//! ```
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::io::{BufRead, Write};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use farm_model::action::ActionSpace;
+use farm_model::observation::{self, OBS_DIM, OBS_VERSION};
+use farm_model::reward::RewardWeights;
+use farm_model::scenario::{Arrivals, Dist, Scenario, ScenarioError, stream_rng};
+use farm_proto::control::farm_control_server::{FarmControl, FarmControlServer};
+use farm_proto::control::{
+    Decision, EnvSpec, ResetRequest, RunSummary, SpecRequest, StepBatchReply, StepBatchRequest,
+    StepReply, StepRequest, WatchRequest,
+};
+use farm_sim::{Env, EnvError, RunMetrics, StepInfo};
+use rand::Rng;
+use tokio::net::TcpListener;
+use tonic::{Request, Response, Status};
+use tracing::{debug, info};
+
+/// Largest gRPC message accepted or sent (a `StepBatch` of thousands of envs).
+const MAX_MESSAGE_BYTES: usize = 64 << 20;
+/// Random stream of the domain randomisation ("randomiz").
+const RANDOMIZE_STREAM: u64 = 0x7261_6e64_6f6d_697a;
+/// Random stream choosing an episode's scenario from a list ("scenmix").
+const MIX_STREAM: u64 = 0x0073_6365_6e6d_6978;
+
+/// Arguments of `farmctl sim serve`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeArgs {
+    /// Address to listen on (loopback only by default; port 0 picks a free one).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub addr: SocketAddr,
+    /// Exit when stdin reaches end of file: a parent that started the
+    /// server with a pipe on stdin takes it down by exiting, even on a crash.
+    #[arg(long)]
+    pub exit_on_stdin_eof: bool,
+}
+
+/// Why a reset's options were refused.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum OptionError {
+    /// The key is not a known option.
+    #[error("unknown option `{key}` (known: {known})", known = KNOWN_OPTIONS.join(", "))]
+    Unknown {
+        /// The key given.
+        key: String,
+    },
+    /// The value does not parse or is out of range.
+    #[error("option `{key}` = `{value}`: expected {expected}")]
+    BadValue {
+        /// The key.
+        key: String,
+        /// The value given.
+        value: String,
+        /// What was expected.
+        expected: &'static str,
+    },
+}
+
+const KNOWN_OPTIONS: &[&str] = &[
+    "action_space",
+    "scenarios",
+    "randomize",
+    "randomize.rate",
+    "randomize.service",
+    "randomize.shape",
+    "randomize.startup",
+    "episode_steps",
+    "reward.qos",
+    "reward.cost",
+    "reward.backlog",
+    "reward.churn",
+];
+
+/// A closed range of multipliers drawn uniformly.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Range {
+    /// Lower bound.
+    pub lo: f64,
+    /// Upper bound.
+    pub hi: f64,
+}
+
+impl Range {
+    const fn new(lo: f64, hi: f64) -> Range {
+        Range { lo, hi }
+    }
+
+    fn draw<R: Rng + ?Sized>(&self, rng: &mut R) -> f64 {
+        if self.hi > self.lo {
+            rng.random_range(self.lo..=self.hi)
+        } else {
+            self.lo
+        }
+    }
+}
+
+/// Ranges of the domain randomisation (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Randomization {
+    /// Arrival-rate multiplier.
+    pub rate: Range,
+    /// Service-time mean multiplier.
+    pub service: Range,
+    /// Service-time shape multiplier (variability; mean kept).
+    pub shape: Range,
+    /// Start-up delay multiplier.
+    pub startup: Range,
+}
+
+impl Default for Randomization {
+    fn default() -> Self {
+        Randomization {
+            rate: Range::new(0.7, 1.5),
+            service: Range::new(0.7, 1.4),
+            shape: Range::new(0.5, 2.0),
+            startup: Range::new(0.5, 2.0),
+        }
+    }
+}
+
+/// Everything a reset fixes for the episodes of one environment.
+#[derive(Debug, Clone)]
+pub struct EpisodeConfig {
+    /// Scenarios an episode draws from (one = always that one).
+    pub scenarios: Vec<Scenario>,
+    /// Domain randomisation, when enabled.
+    pub randomize: Option<Randomization>,
+    /// Action space.
+    pub actions: ActionSpace,
+    /// Reward weights.
+    pub weights: RewardWeights,
+    /// Override of the episode length in steps.
+    pub episode_steps: Option<u32>,
+}
+
+impl EpisodeConfig {
+    /// Parse a reset's scenario fields and options.
+    pub fn from_request(req: &ResetRequest) -> Result<EpisodeConfig, Status> {
+        let invalid = |e: OptionError| Status::invalid_argument(e.to_string());
+        let scenario_err = |e: ScenarioError| Status::invalid_argument(e.to_string());
+        let mut scenarios = Vec::new();
+        if let Some(list) = req.options.get("scenarios") {
+            for name in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                scenarios.push(Scenario::builtin(name).map_err(scenario_err)?);
+            }
+            if scenarios.is_empty() {
+                return Err(invalid(OptionError::BadValue {
+                    key: "scenarios".into(),
+                    value: list.clone(),
+                    expected: "a comma list of built-in scenario names",
+                }));
+            }
+        } else if !req.scenario_yaml.trim().is_empty() {
+            scenarios.push(Scenario::from_yaml(&req.scenario_yaml).map_err(scenario_err)?);
+        } else {
+            let name = if req.scenario.is_empty() {
+                "paper-4phase"
+            } else {
+                req.scenario.as_str()
+            };
+            scenarios.push(Scenario::builtin(name).map_err(scenario_err)?);
+        }
+        let mut cfg = EpisodeConfig {
+            scenarios,
+            randomize: None,
+            actions: ActionSpace::default(),
+            weights: RewardWeights::default(),
+            episode_steps: None,
+        };
+        let mut ranges = Randomization::default();
+        let mut randomize = false;
+        for (key, value) in &req.options {
+            let bad = |expected: &'static str| OptionError::BadValue {
+                key: key.clone(),
+                value: value.clone(),
+                expected,
+            };
+            let weight = |v: &str| -> Result<f64, OptionError> {
+                v.trim()
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|w| w.is_finite() && *w >= 0.0)
+                    .ok_or_else(|| bad("a non-negative number"))
+            };
+            match key.as_str() {
+                "scenarios" => {}
+                "action_space" => {
+                    cfg.actions = parse_action_space(value).ok_or_else(|| {
+                        invalid(bad(
+                            "default, paper, estimates, or a comma list of action meanings",
+                        ))
+                    })?
+                }
+                "randomize" => {
+                    randomize = match value.trim() {
+                        "true" | "1" | "yes" => true,
+                        "false" | "0" | "no" | "" => false,
+                        _ => return Err(invalid(bad("true or false"))),
+                    }
+                }
+                "randomize.rate" => {
+                    ranges.rate = parse_range(value).ok_or_else(|| invalid(bad(RANGE_EXPECTED)))?
+                }
+                "randomize.service" => {
+                    ranges.service =
+                        parse_range(value).ok_or_else(|| invalid(bad(RANGE_EXPECTED)))?
+                }
+                "randomize.shape" => {
+                    ranges.shape = parse_range(value).ok_or_else(|| invalid(bad(RANGE_EXPECTED)))?
+                }
+                "randomize.startup" => {
+                    ranges.startup =
+                        parse_range(value).ok_or_else(|| invalid(bad(RANGE_EXPECTED)))?
+                }
+                "episode_steps" => {
+                    let n = value
+                        .trim()
+                        .parse::<u32>()
+                        .ok()
+                        .filter(|n| *n >= 1)
+                        .ok_or_else(|| invalid(bad("an integer >= 1")))?;
+                    cfg.episode_steps = Some(n);
+                }
+                "reward.qos" => cfg.weights.qos = weight(value).map_err(invalid)?,
+                "reward.cost" => cfg.weights.cost = weight(value).map_err(invalid)?,
+                "reward.backlog" => cfg.weights.backlog = weight(value).map_err(invalid)?,
+                "reward.churn" => cfg.weights.churn = weight(value).map_err(invalid)?,
+                _ => return Err(invalid(OptionError::Unknown { key: key.clone() })),
+            }
+        }
+        if randomize {
+            cfg.randomize = Some(ranges);
+        }
+        Ok(cfg)
+    }
+
+    /// The scenario of the episode started with `seed`: drawn from the list,
+    /// randomised when enabled, with the episode length override applied.
+    pub fn scenario_for(&self, seed: u64) -> Scenario {
+        let index = if self.scenarios.len() > 1 {
+            stream_rng(seed, MIX_STREAM).random_range(0..self.scenarios.len())
+        } else {
+            0
+        };
+        let mut s = self.scenarios[index].clone();
+        if let Some(r) = &self.randomize {
+            randomize(&mut s, r, seed);
+        }
+        if let Some(n) = self.episode_steps {
+            s.platform.episode_steps = n;
+        }
+        s
+    }
+}
+
+const RANGE_EXPECTED: &str = "`lo,hi` with 0 < lo <= hi <= 10";
+
+fn parse_range(text: &str) -> Option<Range> {
+    let (lo, hi) = text.split_once(',')?;
+    let lo: f64 = lo.trim().parse().ok()?;
+    let hi: f64 = hi.trim().parse().ok()?;
+    (lo.is_finite() && hi.is_finite() && lo > 0.0 && lo <= hi && hi <= 10.0)
+        .then_some(Range { lo, hi })
+}
+
+fn parse_action_space(text: &str) -> Option<ActionSpace> {
+    match text.trim() {
+        "" | "default" => Some(ActionSpace::default()),
+        "paper" => Some(ActionSpace::paper()),
+        "estimates" => Some(ActionSpace::with_estimates()),
+        list => {
+            let meanings: Vec<String> = list.split(',').map(|m| m.trim().to_string()).collect();
+            ActionSpace::from_meanings(&meanings).ok()
+        }
+    }
+}
+
+/// Apply domain randomisation to a scenario, seeded by the episode seed.
+pub fn randomize(s: &mut Scenario, r: &Randomization, seed: u64) {
+    let mut rng = stream_rng(seed, RANDOMIZE_STREAM);
+    // Draw every factor whatever the scenario's kinds, so a factor's value
+    // for a seed does not depend on which others apply.
+    let rate = r.rate.draw(&mut rng);
+    let service = r.service.draw(&mut rng);
+    let shape = r.shape.draw(&mut rng);
+    let startup = r.startup.draw(&mut rng);
+    match &mut s.arrivals {
+        Arrivals::Phases { base_rate, .. } => *base_rate *= rate,
+        Arrivals::Mmpp { rates, .. } => {
+            rates[0] *= rate;
+            rates[1] *= rate;
+        }
+        Arrivals::Trace { counts } => {
+            // Scale the recorded counts, carrying the fractional part so the
+            // total follows the factor.
+            let mut carry = 0.0;
+            for c in counts.iter_mut() {
+                let x = f64::from(*c) * rate + carry;
+                let whole = x.floor();
+                carry = x - whole;
+                *c = whole.min(f64::from(u32::MAX)) as u32;
+            }
+        }
+    }
+    s.service.dist = reshape(&scale(&s.service.dist, service), shape);
+    if let Some(c) = s.service.clip.as_mut() {
+        c.min *= service;
+        c.max *= service;
+    }
+    s.platform.startup_delay = scale(&s.platform.startup_delay, startup);
+}
+
+/// The distribution of `f * X`.
+fn scale(d: &Dist, f: f64) -> Dist {
+    match d {
+        Dist::Constant(v) => Dist::Constant(v * f),
+        Dist::Uniform { min, max } => Dist::Uniform {
+            min: min * f,
+            max: max * f,
+        },
+        Dist::Exponential { mean } => Dist::Exponential { mean: mean * f },
+        Dist::Gamma { shape, scale } => Dist::Gamma {
+            shape: *shape,
+            scale: scale * f,
+        },
+        Dist::LogNormal { mu, sigma } => Dist::LogNormal {
+            mu: mu + f.ln(),
+            sigma: *sigma,
+        },
+        Dist::Empirical { values } => Dist::Empirical {
+            values: values.iter().map(|v| v * f).collect(),
+        },
+    }
+}
+
+/// Change the variability of a gamma or log-normal distribution by `g`
+/// (gamma: shape * g; log-normal: sigma / sqrt(g)), keeping its mean; other
+/// kinds are returned unchanged.
+fn reshape(d: &Dist, g: f64) -> Dist {
+    match d {
+        Dist::Gamma { shape, scale } => Dist::Gamma {
+            shape: shape * g,
+            scale: scale / g,
+        },
+        Dist::LogNormal { mu, sigma } => {
+            let s2 = sigma / g.sqrt();
+            Dist::LogNormal {
+                mu: mu + (sigma * sigma - s2 * s2) / 2.0,
+                sigma: s2,
+            }
+        }
+        other => other.clone(),
+    }
+}
+
+/// One environment of the server.
+#[derive(Debug)]
+struct Slot {
+    env: Env,
+    cfg: EpisodeConfig,
+    /// Seed of the last explicit reset.
+    seed: u64,
+    /// Episodes started since that reset.
+    episodes: u64,
+}
+
+impl Slot {
+    /// Start the episode with this seed; the reply of its first interval.
+    fn start(&mut self, env_id: &str, seed: u64) -> Result<StepReply, Status> {
+        let scenario = self.cfg.scenario_for(seed);
+        let (obs, info) = self.env.reset(&scenario, seed).map_err(env_status)?;
+        self.episodes += 1;
+        let done = info.metrics.is_some();
+        Ok(reply(env_id, &obs, 0.0, done, false, &info))
+    }
+
+    fn step(&mut self, env_id: &str, action: u32, auto_reset: bool) -> Result<StepReply, Status> {
+        let out = self.env.step(action as usize).map_err(env_status)?;
+        let mut r = reply(
+            env_id,
+            &out.obs,
+            out.reward,
+            out.terminated,
+            out.truncated,
+            &out.info,
+        );
+        if auto_reset && (out.terminated || out.truncated) {
+            let seed = self.seed.wrapping_add(self.episodes);
+            let next = self.start(env_id, seed)?;
+            r.final_observation = std::mem::replace(&mut r.observation, next.observation);
+        }
+        Ok(r)
+    }
+}
+
+fn env_status(e: EnvError) -> Status {
+    match e {
+        EnvError::InvalidAction { .. } | EnvError::Sim(_) => {
+            Status::invalid_argument(e.to_string())
+        }
+        EnvError::NotRunning => Status::failed_precondition(e.to_string()),
+    }
+}
+
+fn summary(m: &RunMetrics) -> RunSummary {
+    RunSummary {
+        tasks: m.tasks,
+        completed: m.completed,
+        unfinished: m.unfinished,
+        qos: m.qos,
+        latency_p50_s: m.latency_p50_s,
+        latency_p95_s: m.latency_p95_s,
+        latency_p99_s: m.latency_p99_s,
+        replica_seconds: m.replica_seconds,
+        mean_replicas: m.mean_replicas,
+        max_replicas: m.max_replicas,
+        scaling_actions: m.scaling_actions,
+        reversals: m.reversals,
+        drain_s: m.drain_time_s,
+    }
+}
+
+fn reply(
+    env_id: &str,
+    obs: &[f32; OBS_DIM],
+    reward: f64,
+    terminated: bool,
+    truncated: bool,
+    info: &StepInfo,
+) -> StepReply {
+    let s = &info.signals;
+    let count = |x: f64| {
+        if x.is_finite() && x > 0.0 {
+            x.round() as u32
+        } else {
+            0
+        }
+    };
+    StepReply {
+        env_id: env_id.to_string(),
+        observation: obs.to_vec(),
+        reward,
+        terminated,
+        truncated,
+        info: Some(farm_proto::control::StepInfo {
+            time_s: info.time_s,
+            desired: info.desired,
+            ready: count(s.replicas_ready),
+            starting: count(s.replicas_starting),
+            backlog: s.backlog,
+            in_flight: s.in_flight,
+            window_qos: s.window_qos(),
+            arrivals: s.arrivals,
+            completions: s.completions,
+            summary: info.metrics.as_ref().map(summary),
+        }),
+        final_observation: Vec::new(),
+    }
+}
+
+/// The simulator-backed `FarmControl` service.
+#[derive(Debug, Default)]
+pub struct SimControl {
+    envs: Mutex<HashMap<String, Arc<Mutex<Slot>>>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> Result<MutexGuard<'_, T>, Status> {
+    m.lock()
+        .map_err(|_| Status::internal("an environment lock was poisoned by a panic"))
+}
+
+impl SimControl {
+    fn slot(&self, env_id: &str) -> Result<Arc<Mutex<Slot>>, Status> {
+        lock(&self.envs)?.get(env_id).cloned().ok_or_else(|| {
+            Status::not_found(format!("unknown env_id `{env_id}`: call Reset first"))
+        })
+    }
+}
+
+/// Run CPU-bound work on the blocking pool.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, Status> + Send + 'static,
+) -> Result<T, Status> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Status::internal(format!("simulation task failed: {e}")))?
+}
+
+#[tonic::async_trait]
+impl FarmControl for SimControl {
+    async fn get_spec(&self, request: Request<SpecRequest>) -> Result<Response<EnvSpec>, Status> {
+        let req = request.into_inner();
+        let actions = parse_action_space(&req.action_space).ok_or_else(|| {
+            Status::invalid_argument(format!(
+                "action_space `{}`: expected default, paper, estimates, or a comma list of action meanings",
+                req.action_space
+            ))
+        })?;
+        let default =
+            Scenario::builtin("paper-4phase").map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(EnvSpec {
+            obs_version: OBS_VERSION,
+            observation_names: observation::names().iter().map(|s| s.to_string()).collect(),
+            observation_low: observation::low().to_vec(),
+            observation_high: observation::high().to_vec(),
+            action_meanings: actions.meanings(),
+            control_interval_s: default.platform.control_interval_s,
+            episode_steps: default.platform.episode_steps,
+            backend: "sim".into(),
+            server_version: format!("farmctl {}", env!("CARGO_PKG_VERSION")),
+            scenarios: Scenario::builtin_names()
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            policies: Vec::new(),
+        }))
+    }
+
+    async fn reset(&self, request: Request<ResetRequest>) -> Result<Response<StepReply>, Status> {
+        let req = request.into_inner();
+        if req.env_id.is_empty() {
+            return Err(Status::invalid_argument(
+                "env_id must be a non-empty string",
+            ));
+        }
+        let cfg = EpisodeConfig::from_request(&req)?;
+        let env_id = req.env_id.clone();
+        let seed = req.seed;
+        debug!(env_id, seed, scenarios = cfg.scenarios.len(), "reset");
+        let (slot, reply) = blocking(move || {
+            let env = Env::new(cfg.actions.clone(), cfg.weights);
+            let mut slot = Slot {
+                env,
+                cfg,
+                seed,
+                episodes: 0,
+            };
+            let reply = slot.start(&env_id, seed)?;
+            Ok((slot, reply))
+        })
+        .await?;
+        lock(&self.envs)?.insert(req.env_id, Arc::new(Mutex::new(slot)));
+        Ok(Response::new(reply))
+    }
+
+    async fn step(&self, request: Request<StepRequest>) -> Result<Response<StepReply>, Status> {
+        let req = request.into_inner();
+        let slot = self.slot(&req.env_id)?;
+        let reply = blocking(move || lock(&slot)?.step(&req.env_id, req.action, false)).await?;
+        Ok(Response::new(reply))
+    }
+
+    async fn step_batch(
+        &self,
+        request: Request<StepBatchRequest>,
+    ) -> Result<Response<StepBatchReply>, Status> {
+        let req = request.into_inner();
+        let mut seen = HashSet::with_capacity(req.steps.len());
+        let mut work = Vec::with_capacity(req.steps.len());
+        for s in req.steps {
+            if !seen.insert(s.env_id.clone()) {
+                return Err(Status::invalid_argument(format!(
+                    "env_id `{}` appears twice in one StepBatch",
+                    s.env_id
+                )));
+            }
+            let slot = self.slot(&s.env_id)?;
+            work.push((slot, s));
+        }
+        let auto_reset = req.auto_reset;
+        // Two halves on two blocking threads: the machine this targets has
+        // two cores, and environments are independent (ids are distinct).
+        let half = if work.len() >= 64 {
+            work.len() / 2
+        } else {
+            work.len()
+        };
+        let second = work.split_off(half);
+        let run = move |chunk: Vec<(Arc<Mutex<Slot>>, StepRequest)>| {
+            blocking(move || {
+                chunk
+                    .into_iter()
+                    .map(|(slot, s)| lock(&slot)?.step(&s.env_id, s.action, auto_reset))
+                    .collect::<Result<Vec<_>, Status>>()
+            })
+        };
+        let (mut a, b) = if second.is_empty() {
+            (run(work).await?, Vec::new())
+        } else {
+            let (a, b) = tokio::join!(run(work), run(second));
+            (a?, b?)
+        };
+        a.extend(b);
+        Ok(Response::new(StepBatchReply { replies: a }))
+    }
+
+    type WatchStream = tonic::codegen::tokio_stream::Empty<Result<Decision, Status>>;
+
+    async fn watch(
+        &self,
+        _request: Request<WatchRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        Err(Status::unimplemented(
+            "Watch streams live decisions of managed farms: served by gateway-ext, not by the simulator",
+        ))
+    }
+}
+
+/// Serve `FarmControl` on `listener` until `shutdown` completes.
+pub async fn serve(
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), tonic::transport::Error> {
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    let svc = FarmControlServer::new(SimControl::default())
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    tonic::transport::Server::builder()
+        .add_service(svc)
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await
+}
+
+/// `farmctl sim serve`: bind, print `listening ADDR`, serve until Ctrl-C,
+/// SIGTERM, or (with `--exit-on-stdin-eof`) the end of stdin.
+pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
+    // Logs go to stderr: stdout's first line is the address clients read.
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(filter)
+        .try_init();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(run_async(args.clone()))
+}
+
+/// [`run`] for callers already inside a tokio runtime.
+pub async fn run_async(args: ServeArgs) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(args.addr).await?;
+    let addr = listener.local_addr()?;
+    {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "listening {addr}")?;
+        out.flush()?;
+    }
+    info!(%addr, "FarmControl (simulator) listening");
+    let (tx, rx) = tokio::sync::oneshot::channel::<&'static str>();
+    let tx = Arc::new(Mutex::new(Some(tx)));
+    let stop = move |why: &'static str| {
+        if let Ok(mut g) = tx.lock()
+            && let Some(tx) = g.take()
+        {
+            let _ = tx.send(why);
+        }
+    };
+    if args.exit_on_stdin_eof {
+        let stop = stop.clone();
+        // A plain thread: stdin is a blocking file descriptor.
+        std::thread::spawn(move || {
+            let mut sink = Vec::new();
+            let mut stdin = std::io::stdin().lock();
+            while matches!(stdin.read_until(b'\n', &mut sink), Ok(n) if n > 0) {
+                sink.clear();
+            }
+            stop("stdin closed");
+        });
+    }
+    {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let _ = tokio::signal::ctrl_c().await;
+            stop("interrupt");
+        });
+    }
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::spawn(async move {
+            term.recv().await;
+            stop("terminate");
+        });
+    }
+    serve(listener, async move {
+        let why = rx.await.unwrap_or("shutdown channel closed");
+        info!(reason = why, "shutting down");
+    })
+    .await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(options: &[(&str, &str)]) -> ResetRequest {
+        ResetRequest {
+            env_id: "e".into(),
+            seed: 1,
+            scenario: "paper-4phase".into(),
+            scenario_yaml: String::new(),
+            options: options
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn unknown_option_is_refused() {
+        let e = EpisodeConfig::from_request(&req(&[("randomise", "true")])).unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument);
+        assert!(e.message().contains("randomise"), "{}", e.message());
+    }
+
+    #[test]
+    fn bad_range_is_refused() {
+        for v in ["2,1", "0,1", "a,b", "1", "1,11"] {
+            let e = EpisodeConfig::from_request(&req(&[("randomize.rate", v)])).unwrap_err();
+            assert_eq!(e.code(), tonic::Code::InvalidArgument, "{v}");
+        }
+    }
+
+    #[test]
+    fn malformed_yaml_is_invalid_argument() {
+        let mut r = req(&[]);
+        r.scenario_yaml = "name: x\narrivals: {kind: nope}\n".into();
+        let e = EpisodeConfig::from_request(&r).unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument);
+        assert!(e.message().starts_with("scenario"), "{}", e.message());
+    }
+
+    #[test]
+    fn randomisation_is_seeded_and_within_ranges() {
+        let cfg = EpisodeConfig::from_request(&req(&[("randomize", "true")])).unwrap();
+        let base = Scenario::builtin("paper-4phase").unwrap();
+        let a = cfg.scenario_for(5);
+        assert_eq!(a, cfg.scenario_for(5));
+        assert_ne!(a, cfg.scenario_for(6));
+        let (Arrivals::Phases { base_rate: r0, .. }, Arrivals::Phases { base_rate: r1, .. }) =
+            (&base.arrivals, &a.arrivals)
+        else {
+            panic!("paper-4phase has phases");
+        };
+        let f = r1 / r0;
+        assert!((0.7..=1.5).contains(&f), "{f}");
+        let m = a.service.dist.mean() / base.service.dist.mean();
+        assert!((0.7 - 1e-9..=1.4 + 1e-9).contains(&m), "{m}");
+        assert!(a.validate().is_ok());
+    }
+
+    #[test]
+    fn reshape_keeps_the_mean() {
+        for d in [
+            Dist::Gamma {
+                shape: 4.0,
+                scale: 0.375,
+            },
+            Dist::LogNormal {
+                mu: -0.4,
+                sigma: 1.2,
+            },
+        ] {
+            for g in [0.5, 1.3, 2.0] {
+                let r = reshape(&d, g);
+                assert!((r.mean() - d.mean()).abs() < 1e-9, "{d:?} {g}");
+                assert!(r.cv2() != d.cv2());
+            }
+        }
+    }
+
+    #[test]
+    fn scenario_mix_draws_from_the_list() {
+        let cfg = EpisodeConfig::from_request(&req(&[("scenarios", "steady,spike")])).unwrap();
+        let names: HashSet<String> = (0..32).map(|s| cfg.scenario_for(s).name).collect();
+        assert_eq!(names.len(), 2);
+    }
+}

@@ -1,0 +1,208 @@
+//! End to end with real processes: `farmctl up` on the root stack.yml
+//! (nats-server, the local provider, emitter, sleep workers, collector),
+//! `farmctl status`, `farmctl run` of a 40 s scenario compressed 4 times
+//! with farmctl's own control loop, then `farmctl down`. Checks that every
+//! task is accounted for in the report and that nothing keeps running.
+//!
+//! The functions are built with the `dev` profile so the test reuses the
+//! workspace's debug artifacts instead of a release build.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn farmctl() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_farmctl"));
+    c.env(
+        "NATS_SERVER",
+        farm_testsupport::nats_server_binary().expect("nats-server >= 2.10 (run scripts/setup.sh)"),
+    );
+    c.env_remove("RUST_LOG");
+    c
+}
+
+fn run(mut c: Command, what: &str) -> Output {
+    let t0 = std::time::Instant::now();
+    let out = c.output().unwrap_or_else(|e| panic!("{what}: {e}"));
+    eprintln!("{what}: {:.1}s", t0.elapsed().as_secs_f64());
+    assert!(
+        out.status.success(),
+        "{what} failed ({}):\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Brings the farm down even when an assertion fails half-way.
+struct Down(PathBuf);
+
+impl Drop for Down {
+    fn drop(&mut self) {
+        let _ = farmctl().arg("down").arg("--state").arg(&self.0).output();
+    }
+}
+
+fn alive(pid: u64) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // A zombie (state Z) has exited; its parent just has not reaped it.
+        Ok(stat) => {
+            stat.rsplit(')')
+                .next()
+                .and_then(|r| r.split_whitespace().next())
+                != Some("Z")
+        }
+        Err(_) => false,
+    }
+}
+
+/// Live processes whose executable lies under `dir`.
+fn processes_under(dir: &Path) -> Vec<u64> {
+    let root = dir.canonicalize().unwrap();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u64>().ok())
+        .filter(|pid| {
+            std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|exe| exe.starts_with(&root))
+        })
+        .filter(|pid| alive(*pid))
+        .collect()
+}
+
+#[test]
+fn up_run_down_accounts_for_every_task() {
+    let root = farm_testsupport::workspace_root();
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("farm");
+    let _guard = Down(state.clone());
+
+    let mut up = farmctl();
+    up.arg("up")
+        .arg("-f")
+        .arg(root.join("stack.yml"))
+        .arg("--state")
+        .arg(&state)
+        .args([
+            "--nats-port",
+            "0",
+            "--provider-port",
+            "0",
+            "--gateway-port",
+            "0",
+        ])
+        .args(["--gateway-ext", "off", "--cargo-profile", "dev"]);
+    let out = run(up, "farmctl up");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("farm is up") && text.contains("nats-server") && text.contains("demo-worker"),
+        "{text}"
+    );
+
+    let st: Value =
+        serde_json::from_str(&std::fs::read_to_string(state.join("state.json")).unwrap()).unwrap();
+    let supervisor = st["supervisor_pid"].as_u64().unwrap();
+    let nats = st["nats"]["pid"].as_u64().unwrap();
+    assert!(alive(supervisor) && alive(nats));
+    let images = state.join("images");
+    assert!(
+        processes_under(&images).len() >= 3,
+        "one replica per function"
+    );
+
+    let mut status = farmctl();
+    status
+        .arg("status")
+        .arg("--state")
+        .arg(&state)
+        .arg("--json");
+    let out = run(status, "farmctl status");
+    let s: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let functions = s["functions"].as_array().unwrap();
+    assert_eq!(functions.len(), 3, "{s}");
+    assert!(
+        functions.iter().all(|f| f["available"].as_u64() >= Some(1)),
+        "{s}"
+    );
+    assert_eq!(s["farms"][0]["farm"], "demo");
+
+    let report = tmp.path().join("report");
+    let mut r = farmctl();
+    r.arg("run")
+        .arg("--state")
+        .arg(&state)
+        .arg("--scenario")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/steady-short.yaml"))
+        .args([
+            "--speedup",
+            "4",
+            "--policy",
+            "reactive-average",
+            "--drain-timeout",
+            "60",
+        ])
+        .arg("--out")
+        .arg(&report);
+    let out = run(r, "farmctl run");
+    let text = String::from_utf8_lossy(&out.stdout);
+    // The same table as `farmctl sim eval`.
+    assert!(
+        text.contains("replica-s")
+            && text.contains("steady-short")
+            && text.contains("reactive-average"),
+        "{text}"
+    );
+
+    let rep: Value =
+        serde_json::from_str(&std::fs::read_to_string(report.with_extension("json")).unwrap())
+            .unwrap();
+    let acc = &rep["accounting"];
+    let n = |k: &str| {
+        acc[k]
+            .as_u64()
+            .unwrap_or_else(|| panic!("accounting.{k} in {rep}"))
+    };
+    assert!(n("tasks") > 100, "{acc}");
+    assert_eq!(n("accepted"), n("tasks"), "{acc}");
+    assert_eq!(n("lost"), 0, "{acc}");
+    assert_eq!(
+        n("completed") + n("dead_lettered") + n("unfinished"),
+        n("tasks"),
+        "{acc}"
+    );
+    assert_eq!(
+        n("unfinished"),
+        0,
+        "the farm finished within the drain timeout: {acc}"
+    );
+    assert!(n("on_time") <= n("completed"), "{acc}");
+    let m = &rep["summary"]["runs"][0]["metrics"];
+    assert_eq!(m["completed"].as_u64(), Some(n("completed")), "{m}");
+    assert!(
+        m["timeline"].as_array().is_some_and(|t| t.len() >= 4),
+        "one point per control interval: {m}"
+    );
+    assert!(
+        m["replica_seconds"].as_f64().is_some_and(|r| r > 0.0),
+        "{m}"
+    );
+    let png = std::fs::metadata(report.with_extension("png"))
+        .map(|m| m.len())
+        .unwrap_or(0);
+    assert!(png > 1000, "timeline PNG written ({png} bytes):\n{text}");
+
+    let mut down = farmctl();
+    down.arg("down").arg("--state").arg(&state);
+    run(down, "farmctl down");
+    assert!(!alive(supervisor), "supervisor {supervisor} still running");
+    assert!(!alive(nats), "nats-server {nats} still running");
+    assert_eq!(
+        processes_under(&images),
+        Vec::<u64>::new(),
+        "replicas left running"
+    );
+    assert!(!state.join("state.json").exists());
+    assert!(!state.join("nats").exists(), "NATS store removed");
+}

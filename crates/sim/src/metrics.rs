@@ -1,0 +1,114 @@
+//! What one run measured: [`RunMetrics`] and its per-interval timeline.
+
+use serde::{Deserialize, Serialize};
+
+/// One control interval of a run, for plots.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TimelinePoint {
+    /// End of the interval, seconds.
+    pub t_s: f64,
+    /// Replicas asked for (after clamping).
+    pub desired: u32,
+    /// Replicas ready to take work.
+    pub ready: u32,
+    /// Replicas starting.
+    pub starting: u32,
+    /// Replicas that exist (starting, ready, draining, leaving): what is paid.
+    pub alive: u32,
+    /// Tasks queued, not delivered.
+    pub backlog: u32,
+    /// Arrivals in the interval.
+    pub arrivals: u32,
+    /// Completions in the interval.
+    pub completions: u32,
+    /// Share of the interval's completions that met their deadline; `None`
+    /// when nothing completed.
+    pub window_qos: Option<f64>,
+}
+
+/// Metrics of one simulated run.
+///
+/// A run lasts from 0 to `end_s = max(arrival window, last completion)`,
+/// bounded by the arrival window plus [`crate::SimOptions::max_drain_s`];
+/// tasks not completed by then are `unfinished` and count as missed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunMetrics {
+    /// Tasks in the workload.
+    pub tasks: u64,
+    /// Tasks completed (on time or late).
+    pub completed: u64,
+    /// Tasks not completed when the run ended.
+    pub unfinished: u64,
+    /// Tasks completed within their deadline.
+    pub on_time: u64,
+    /// `on_time / tasks` in `[0, 1]` (1 for an empty workload).
+    pub qos: f64,
+    /// End-to-end latency percentiles of completed tasks (nearest rank), seconds.
+    pub latency_p50_s: f64,
+    /// 95th percentile, seconds.
+    pub latency_p95_s: f64,
+    /// 99th percentile, seconds.
+    pub latency_p99_s: f64,
+    /// Integral of existing replicas over `[0, end_s]`, start-up and drain included.
+    pub replica_seconds: f64,
+    /// `replica_seconds / end_s`.
+    pub mean_replicas: f64,
+    /// Most replicas that existed at once.
+    pub max_replicas: u32,
+    /// Changes of the desired replica count.
+    pub scaling_actions: u32,
+    /// Scaling actions in the opposite direction of the previous one.
+    pub reversals: u32,
+    /// Last completion minus last arrival (or run end minus last arrival when
+    /// tasks were left unfinished), seconds.
+    pub drain_time_s: f64,
+    /// When the run ended, seconds.
+    pub end_s: f64,
+    /// Deliveries repeated because a replica failed.
+    pub redeliveries: u64,
+    /// Replica failures.
+    pub failures: u64,
+    /// Events processed (for throughput figures).
+    pub events: u64,
+    /// One point per control interval.
+    #[serde(default)]
+    pub timeline: Vec<TimelinePoint>,
+}
+
+/// Nearest-rank percentile of unsorted samples (reorders `v`); 0 when empty.
+pub(crate) fn nearest_rank(v: &mut [f64], q: f64) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    let k = rank_index(v.len(), q);
+    *v.select_nth_unstable_by(k, f64::total_cmp).1
+}
+
+/// Nearest-rank percentile of sorted samples; 0 when empty.
+pub(crate) fn nearest_rank_sorted(v: &[f64], q: f64) -> f64 {
+    if v.is_empty() {
+        0.0
+    } else {
+        v[rank_index(v.len(), q)]
+    }
+}
+
+fn rank_index(n: usize, q: f64) -> usize {
+    // Smallest rank r with r/n >= q, 1-based.
+    let r = (q * n as f64 - 1e-9).ceil().max(1.0) as usize;
+    r.min(n) - 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nearest_rank_matches_definition() {
+        let mut v: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(nearest_rank(&mut v, 0.95), 95.0);
+        assert_eq!(nearest_rank_sorted(&[1.0, 2.0, 3.0], 0.5), 2.0);
+        assert_eq!(nearest_rank_sorted(&[7.0], 0.99), 7.0);
+        assert_eq!(nearest_rank_sorted(&[], 0.5), 0.0);
+    }
+}
