@@ -7,7 +7,7 @@ cd "$root"
 
 # Prometheus and Alertmanager (Debian package names) run in the alert-path
 # test (gateway-ext/tests/alert_path.rs).
-bash scripts/setup.sh prometheus prometheus-alertmanager
+bash scripts/setup.sh prometheus prometheus-alertmanager fonts-dejavu-core
 export PATH="$root/.venv/bin:$PATH"
 export NATS_SERVER="$root/.venv/bin/nats-server"
 
