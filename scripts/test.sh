@@ -18,7 +18,7 @@ cargo clippy --workspace --all-targets -- -D warnings
 echo "== cargo build (binaries used by process tests)"
 cargo build --workspace --bins
 echo "== cargo test"
-cargo test --workspace
+cargo test --workspace --no-fail-fast
 echo "== gym: ruff + pytest (Python Gymnasium layer; uses target/debug/farmctl)"
 "$root/.venv/bin/python" -m ruff check "$root/gym"
 # pytest exits 5 when it collects no test: that is a failure here, like any

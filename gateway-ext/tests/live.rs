@@ -101,9 +101,11 @@ async fn farm_under_load_scales_up_and_back_down() {
         "bounds from the labels"
     );
 
-    publish_sleep_tasks(&js, "load", 80, 250).await;
+    // 40 s of work for one replica: enough backlog to see the scale-up even
+    // when replicas start slowly on a loaded machine.
+    publish_sleep_tasks(&js, "load", 160, 250).await;
     let st = eventually(
-        Duration::from_secs(30),
+        Duration::from_secs(60),
         "scaled up to the maximum with ready replicas",
         || async {
             gw.farm("load")
@@ -118,7 +120,7 @@ async fn farm_under_load_scales_up_and_back_down() {
     assert!(local.handle.status("load-worker").unwrap().replicas >= 3);
 
     eventually(
-        Duration::from_secs(60),
+        Duration::from_secs(90),
         "backlog drained and scaled back to 1",
         || async {
             gw.farm("load").await.filter(|f| {
