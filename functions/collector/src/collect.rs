@@ -2,27 +2,36 @@
 //! outputs out, statistics updated.
 //!
 //! Per round the collector takes the results that are ready (up to
-//! `COLLECTOR_BATCH`), decides for each whether it is new, publishes the new
-//! ones to OUTPUT back to back, waits for the OUTPUT acks, and only then acks
-//! the results. A crash at any point therefore loses nothing: an unacked
-//! result is redelivered, and if its output had already been stored the
-//! id set (rebuilt from OUTPUT at start) or OUTPUT's own duplicate window
+//! `COLLECTOR_BATCH`), decides for each whether it is new and publishes the
+//! new ones to OUTPUT back to back. The OUTPUT acks are awaited in the
+//! background ([`Collector::settled`]), in publish order, while the next
+//! rounds are already being read and published (at most
+//! [`MAX_WRITES_INFLIGHT`] outputs in flight); a result is acked only once
+//! its output's ack arrived. A crash at any point therefore loses nothing: an
+//! unacked result is redelivered, and if its output had already been stored
+//! the id set (rebuilt from OUTPUT at start) or OUTPUT's own duplicate window
 //! recognises it.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use async_nats::HeaderMap;
+use async_nats::jetstream::context::{PublishAckFuture, PublishError};
+use async_nats::jetstream::publish::PublishAck;
 use async_nats::jetstream::{self, AckKind, message::PublishMessage};
 use bytes::Bytes;
 use farm_runtime::proto::{MetricsSnapshot, Status, TaskResult};
+use futures::StreamExt;
+use futures::stream::FuturesOrdered;
 use prost::Message as _;
 
 use crate::dedup::IdSet;
 use crate::output::{H_COMPLETED, H_LATENCY_US, H_QOS_HIT, H_QOS_HITS, H_SEQ, H_STATUS, H_TASK_ID};
 use crate::reorder::Reorder;
-use crate::stats::{Arrivals, Completion, Stats, is_hit};
+use crate::stats::{Arrivals, Completion, Stats, Totals, is_hit};
 
 /// State shared between the collecting loop, the snapshot ticker and HTTP.
 #[derive(Debug)]
@@ -87,19 +96,53 @@ struct Pending {
     completion: Completion,
 }
 
-/// Most OUTPUT publishes awaited at once (below the client's in-flight ack
-/// limit of 5000, which would otherwise block the sender).
-const WRITE_CHUNK: usize = 512;
+/// Most OUTPUT publishes whose ack is awaited at once. Below the client's
+/// in-flight ack limit (5000): past it `send_publish` itself waits for a
+/// permit, which only an awaited ack gives back.
+pub const MAX_WRITES_INFLIGHT: usize = 2048;
+
+/// An OUTPUT publish on its way: resolves to the result and the store's
+/// answer.
+type Write = Pin<Box<dyn Future<Output = Written> + Send>>;
+
+/// A result whose OUTPUT publish was answered.
+#[derive(Debug)]
+pub struct Written {
+    pending: Pending,
+    stored: Result<PublishAck, PublishError>,
+}
 
 /// The collecting loop's own state.
-#[derive(Debug)]
 pub struct Collector {
     js: jetstream::Context,
     output_subject: String,
     ids: IdSet,
-    inflight: HashSet<String>,
+    /// Ids admitted but not yet settled, with the copies of the same result
+    /// delivered meanwhile: a copy is acked only once its twin's output is
+    /// stored, and given back with it otherwise. (Acking a copy early loses
+    /// the task if the twin's write then fails: after a server restart the
+    /// copy can be the consumer's current delivery, so the twin's nak would
+    /// be ignored.)
+    inflight: HashMap<String, Vec<jetstream::Message>>,
     reorder: Option<Reorder<Pending>>,
     shared: Arc<Mutex<Shared>>,
+    /// OUTPUT publishes awaiting their ack, in publish order.
+    writes: FuturesOrdered<Write>,
+    /// What the writes in flight add to the totals if they all succeed: the
+    /// running counts in an entry's headers include every entry published
+    /// before it.
+    unsettled: Totals,
+}
+
+impl std::fmt::Debug for Collector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Collector")
+            .field("output_subject", &self.output_subject)
+            .field("inflight", &self.inflight.len())
+            .field("writes", &self.writes.len())
+            .field("ordered", &self.reorder.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 fn stored_us(msg: &jetstream::Message) -> Option<i64> {
@@ -121,9 +164,11 @@ impl Collector {
             js,
             output_subject,
             ids,
-            inflight: HashSet::new(),
+            inflight: HashMap::new(),
             reorder: reorder.map(|(next, cap, gap)| Reorder::new(next, cap, gap)),
             shared,
+            writes: FuturesOrdered::new(),
+            unsettled: Totals::default(),
         }
     }
 
@@ -149,12 +194,14 @@ impl Collector {
                 return Vec::new();
             }
         };
-        if self.ids.contains(&result.task_id) || self.inflight.contains(&result.task_id) {
+        if let Some(copies) = self.inflight.get_mut(&result.task_id) {
+            tracing::debug!(task = %result.task_id, "duplicate result; waiting for its twin");
+            copies.push(msg);
+            return Vec::new();
+        }
+        if self.ids.contains(&result.task_id) {
             tracing::debug!(task = %result.task_id, "duplicate result");
             lock(&self.shared).stats.duplicate();
-            // A copy whose first twin is still waiting for its output is
-            // acked too: if the twin's write fails, the twin itself is
-            // redelivered, so nothing is lost.
             if let Err(e) = msg.ack().await {
                 tracing::warn!(error = %e, "ack of duplicate result failed");
             }
@@ -170,7 +217,7 @@ impl Collector {
             deadline_ms: result.deadline_ms,
             hit: is_hit(status == Status::Ok, latency_us, result.deadline_ms),
         };
-        self.inflight.insert(result.task_id.clone());
+        self.inflight.insert(result.task_id.clone(), Vec::new());
         let pending = Pending {
             msg,
             id: result.task_id,
@@ -194,23 +241,25 @@ impl Collector {
             .unwrap_or_default()
     }
 
-    /// Writes `ready` to OUTPUT in order, then acks the results.
+    /// Publishes `ready` to OUTPUT in order; the acks are settled later (see
+    /// [`Collector::settled`]). Waits for the oldest writes first when
+    /// [`MAX_WRITES_INFLIGHT`] are already in flight.
     async fn write(&mut self, ready: Vec<Pending>) {
-        let mut ready = ready.into_iter().peekable();
-        while ready.peek().is_some() {
-            let chunk: Vec<Pending> = ready.by_ref().take(WRITE_CHUNK).collect();
-            self.write_chunk(chunk).await;
-        }
-    }
-
-    async fn write_chunk(&mut self, chunk: Vec<Pending>) {
-        let mut planned = lock(&self.shared).stats.totals();
-        let mut sent = Vec::with_capacity(chunk.len());
-        for p in chunk {
-            planned.completed += 1;
-            if p.completion.hit {
-                planned.qos_hits += 1;
+        for p in ready {
+            while self.writes.len() >= MAX_WRITES_INFLIGHT {
+                match self.writes.next().await {
+                    Some(done) => self.settle(done).await,
+                    None => break,
+                }
             }
+            let planned = {
+                let mut t = lock(&self.shared).stats.totals();
+                t.completed += self.unsettled.completed + 1;
+                t.qos_hits += self.unsettled.qos_hits + u64::from(p.completion.hit);
+                t
+            };
+            self.unsettled.completed += 1;
+            self.unsettled.qos_hits += u64::from(p.completion.hit);
             let mut h = HeaderMap::new();
             h.insert(H_TASK_ID, p.id.as_str());
             h.insert(H_SEQ, p.seq.to_string().as_str());
@@ -223,46 +272,87 @@ impl Collector {
                 .message_id(&p.id)
                 .headers(h)
                 .payload(Bytes::clone(&p.msg.payload));
-            let fut = self
+            let sent = self
                 .js
                 .send_publish(self.output_subject.clone(), publish)
                 .await;
-            sent.push((p, fut));
+            self.writes.push_back(Box::pin(awaited(p, sent)));
         }
-        for (p, fut) in sent {
-            let stored = match fut {
-                Ok(f) => f.await,
-                Err(e) => Err(e),
-            };
-            self.inflight.remove(&p.id);
-            match stored {
-                Ok(ack) => {
-                    // `duplicate` with an id we do not know means an earlier
-                    // attempt stored it but its ack was lost: it is this
-                    // task's one output, so it counts as a completion.
-                    let known = !self.ids.insert(&p.id);
-                    {
-                        let mut sh = lock(&self.shared);
-                        let now = sh.origin.elapsed();
-                        if ack.duplicate && known {
-                            sh.stats.duplicate();
-                        } else {
-                            sh.stats.record(p.completion, now);
-                        }
+    }
+
+    /// Whether OUTPUT publishes are waiting for their ack.
+    pub fn writing(&self) -> bool {
+        !self.writes.is_empty()
+    }
+
+    /// Whether another round of up to `round` results may be read now: the
+    /// writes in flight leave room for it, or none is in flight (a round
+    /// larger than the limit then waits for its own oldest writes inside
+    /// [`Collector::write`]).
+    pub fn has_room(&self, round: usize) -> bool {
+        self.writes.is_empty() || self.writes.len() + round <= MAX_WRITES_INFLIGHT
+    }
+
+    /// The oldest write in flight once its ack (or error) arrived; pending
+    /// forever when nothing is in flight, so it can sit in a `select!`.
+    pub async fn settled(&mut self) -> Written {
+        match self.writes.next().await {
+            Some(w) => w,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Applies one answered write: counts the completion and acks the result
+    /// when the output is stored, else gives the result back.
+    pub async fn settle(&mut self, done: Written) {
+        let Written { pending: p, stored } = done;
+        self.unsettled.completed -= 1;
+        self.unsettled.qos_hits -= u64::from(p.completion.hit);
+        let copies = self.inflight.remove(&p.id).unwrap_or_default();
+        match stored {
+            Ok(ack) => {
+                // `duplicate` with an id we do not know means an earlier
+                // attempt stored it but its ack was lost: it is this task's
+                // one output, so it counts as a completion.
+                let known = !self.ids.insert(&p.id);
+                {
+                    let mut sh = lock(&self.shared);
+                    let now = sh.origin.elapsed();
+                    if ack.duplicate && known {
+                        sh.stats.duplicate();
+                    } else {
+                        sh.stats.record(p.completion, now);
                     }
-                    if let Err(e) = p.msg.ack().await {
+                    for _ in &copies {
+                        sh.stats.duplicate();
+                    }
+                }
+                for m in std::iter::once(&p.msg).chain(&copies) {
+                    if let Err(e) = m.ack().await {
                         // The output is stored; a redelivery is a duplicate.
                         tracing::warn!(task = %p.id, error = %e, "ack of result failed");
                     }
                 }
-                Err(e) => {
-                    tracing::warn!(task = %p.id, error = %e, "output not stored; result will be redelivered");
-                    let nak = AckKind::Nak(Some(Duration::from_millis(500)));
-                    if let Err(e) = p.msg.ack_with(nak).await {
+            }
+            Err(e) => {
+                tracing::warn!(task = %p.id, error = %e, "output not stored; result will be redelivered");
+                // Every copy is given back: whichever is the consumer's
+                // current delivery comes back.
+                let nak = AckKind::Nak(Some(Duration::from_millis(500)));
+                for m in std::iter::once(&p.msg).chain(&copies) {
+                    if let Err(e) = m.ack_with(nak).await {
                         tracing::debug!(error = %e, "nak failed; redelivery after the ack wait");
                     }
                 }
             }
+        }
+    }
+
+    /// Settles every write in flight (on shutdown, so stored outputs get
+    /// their results acked instead of redelivered).
+    pub async fn finish_writes(&mut self) {
+        while let Some(done) = self.writes.next().await {
+            self.settle(done).await;
         }
     }
 
@@ -289,4 +379,13 @@ impl Collector {
     pub fn ordered(&self) -> bool {
         self.reorder.is_some()
     }
+}
+
+/// Awaits the store's answer to one OUTPUT publish.
+async fn awaited(pending: Pending, sent: Result<PublishAckFuture, PublishError>) -> Written {
+    let stored = match sent {
+        Ok(ack) => ack.await,
+        Err(e) => Err(e),
+    };
+    Written { pending, stored }
 }

@@ -20,7 +20,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use farm_runtime::config::{Config, ConfigError, ConfigErrors, parse_duration};
+use farm_runtime::config::{Config, ConfigErrors, Parser};
 
 /// The validated collector configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,106 +47,21 @@ pub struct CollectorConfig {
     pub output_max_age: Duration,
 }
 
-struct Keys<'a> {
-    map: &'a HashMap<String, String>,
-    errors: Vec<ConfigError>,
-}
-
-impl Keys<'_> {
-    fn get(&self, key: &str) -> Option<&str> {
-        self.map
-            .get(key)
-            .map(|v| v.trim())
-            .filter(|v| !v.is_empty())
-    }
-
-    fn int(&mut self, key: &'static str, default: usize, min: i64, max: i64) -> usize {
-        let Some(raw) = self.get(key) else {
-            return default;
-        };
-        match raw.parse::<i64>() {
-            Ok(v) if (min..=max).contains(&v) => usize::try_from(v).unwrap_or(default),
-            Ok(v) => {
-                self.errors.push(ConfigError::OutOfRange {
-                    key,
-                    value: v,
-                    min,
-                    max,
-                });
-                default
-            }
-            Err(_) => {
-                let value = raw.to_owned();
-                self.errors.push(ConfigError::InvalidNumber { key, value });
-                default
-            }
-        }
-    }
-
-    fn duration(
-        &mut self,
-        key: &'static str,
-        default: Duration,
-        min: Duration,
-        max: Duration,
-    ) -> Duration {
-        let Some(raw) = self.get(key) else {
-            return default;
-        };
-        let value = raw.to_owned();
-        match parse_duration(raw) {
-            Some(d) if d >= min && d <= max => d,
-            Some(_) => {
-                self.errors.push(ConfigError::DurationOutOfRange {
-                    key,
-                    value,
-                    min,
-                    max,
-                });
-                default
-            }
-            None => {
-                self.errors
-                    .push(ConfigError::InvalidDuration { key, value });
-                default
-            }
-        }
-    }
-
-    fn boolean(&mut self, key: &'static str) -> bool {
-        let Some(raw) = self.get(key) else {
-            return false;
-        };
-        match raw.to_ascii_lowercase().as_str() {
-            "1" | "true" | "yes" | "on" => true,
-            "0" | "false" | "no" | "off" => false,
-            _ => {
-                let value = raw.to_owned();
-                self.errors.push(ConfigError::InvalidBool { key, value });
-                false
-            }
-        }
-    }
-}
-
 const MS: fn(u64) -> Duration = Duration::from_millis;
 const S: fn(u64) -> Duration = Duration::from_secs;
 
 impl CollectorConfig {
     /// Parses `map` (the environment in production), collecting every error.
     pub fn from_map(map: &HashMap<String, String>) -> Result<Self, ConfigErrors> {
-        let mut k = Keys {
-            map,
-            errors: Vec::new(),
-        };
-        let farm = Config::from_map(map).map_err(|e| k.errors.extend(e.0));
-        let ordered = k.boolean("COLLECTOR_ORDERED");
+        let mut k = Parser::new(map);
+        let farm = k.nested(Config::from_map(map));
+        let ordered = k.boolean("COLLECTOR_ORDERED").unwrap_or(false);
         let window = k.duration("COLLECTOR_WINDOW", S(8), S(1), S(3600));
         let snapshot_interval = k.duration("COLLECTOR_SNAPSHOT_INTERVAL", S(1), MS(100), S(60));
-        let dedup_capacity = k.int("COLLECTOR_DEDUP_CAPACITY", 200_000, 1, 100_000_000);
-        let reorder_capacity = k.int("COLLECTOR_REORDER_CAPACITY", 10_000, 1, 1_000_000);
+        let dedup_capacity = k.count("COLLECTOR_DEDUP_CAPACITY", 200_000, 1, 100_000_000);
+        let reorder_capacity = k.count("COLLECTOR_REORDER_CAPACITY", 10_000, 1, 1_000_000);
         let gap_timeout = k.duration("COLLECTOR_GAP_TIMEOUT", S(5), MS(10), S(600));
-        let batch = k.int("COLLECTOR_BATCH", 256, 1, 10_000);
+        let batch = k.count("COLLECTOR_BATCH", 256, 1, 10_000);
         let ack_wait = k.duration("COLLECTOR_ACK_WAIT", S(60), S(1), S(12 * 3600));
         let output_max_age = k.duration(
             "COLLECTOR_OUTPUT_MAX_AGE",
@@ -154,27 +69,26 @@ impl CollectorConfig {
             S(1),
             S(8760 * 3600),
         );
-        match farm {
-            Ok(farm) if k.errors.is_empty() => Ok(Self {
-                farm,
-                ordered,
-                window,
-                snapshot_interval,
-                dedup_capacity,
-                reorder_capacity,
-                gap_timeout,
-                batch,
-                ack_wait,
-                output_max_age,
-            }),
-            _ => Err(ConfigErrors(k.errors)),
-        }
+        let cfg = farm.map(|farm| Self {
+            farm,
+            ordered,
+            window,
+            snapshot_interval,
+            dedup_capacity,
+            reorder_capacity,
+            gap_timeout,
+            batch,
+            ack_wait,
+            output_max_age,
+        });
+        k.finish_some(cfg)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use farm_runtime::config::ConfigError;
 
     fn map(pairs: &[(&str, &str)]) -> HashMap<String, String> {
         pairs

@@ -187,9 +187,14 @@ pub async fn run(
         let mut gap_timer = tokio::time::interval(Duration::from_millis(50));
         gap_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            // Biased: new results are published before earlier outputs'
+            // acks are settled (latency first); `has_room` stops reading
+            // when too many outputs await their acks, so settling is never
+            // starved.
             tokio::select! {
+                biased;
                 () = &mut shutdown => break 'outer,
-                chunk = chunks.next() => {
+                chunk = chunks.next(), if collector.has_room(cfg.batch) => {
                     let Some(chunk) = chunk else {
                         tracing::warn!("result stream ended; re-subscribing");
                         continue 'outer;
@@ -205,11 +210,17 @@ pub async fn run(
                     }
                     collector.handle(batch).await;
                 }
+                // Acks of earlier rounds' outputs are settled while the next
+                // rounds are read and published.
+                done = collector.settled(), if collector.writing() => collector.settle(done).await,
                 _ = gap_timer.tick(), if collector.ordered() => collector.tick().await,
             }
         }
     }
     tracing::info!("collector stopping");
+    // Outputs already published get their results acked (bounded: an ack
+    // that never comes times out in the client).
+    collector.finish_writes().await;
     stop.cancel();
     let _ = ticker.await;
     let served = match http_task.await {

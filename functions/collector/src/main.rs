@@ -6,7 +6,13 @@ use std::process::ExitCode;
 use collector::config::CollectorConfig;
 use farm_runtime::config::env_map;
 
-#[tokio::main]
+// One thread: the collecting loop is sequential by design (one consumer,
+// outputs in order), and on a multi-threaded runtime every result would cross
+// threads twice (the NATS connection task wakes the loop, the loop wakes the
+// connection task to send), each cross-thread wake-up a scheduler round trip
+// that adds latency and CPU. The HTTP server and the snapshot ticker are
+// light enough to share the thread.
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     let cfg = match CollectorConfig::from_map(&env_map()) {
         Ok(c) => c,

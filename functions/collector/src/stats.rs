@@ -52,6 +52,10 @@ pub struct Stats {
     window: Duration,
     totals: Totals,
     events: VecDeque<(Duration, Completion)>,
+    /// Latency and service-time histograms of the last snapshot, reused:
+    /// allocating two fresh ones (hundreds of KiB each) per snapshot cost
+    /// more than filling them when snapshots are polled often.
+    scratch: (Histogram<u64>, Histogram<u64>),
 }
 
 /// Arrival counts read from the TASKS stream.
@@ -82,6 +86,7 @@ impl Stats {
             window,
             totals: Totals::default(),
             events: VecDeque::new(),
+            scratch: (hist(), hist()),
         }
     }
 
@@ -126,8 +131,9 @@ impl Stats {
         failed: u64,
     ) -> MetricsSnapshot {
         self.prune(now);
-        let mut lat = hist();
-        let mut svc = hist();
+        let (lat, svc) = &mut self.scratch;
+        lat.reset();
+        svc.reset();
         let mut hits = 0u64;
         let mut svc_sum = 0u128;
         let mut deadline_min_ms = 0u64;
@@ -163,15 +169,15 @@ impl Stats {
             window_completed: n,
             window_hits: hits,
             window_qos: (n > 0).then(|| hits as f64 / n as f64),
-            latency_p50_s: pct(&lat, 0.50),
-            latency_p95_s: pct(&lat, 0.95),
-            latency_p99_s: pct(&lat, 0.99),
+            latency_p50_s: pct(lat, 0.50),
+            latency_p95_s: pct(lat, 0.95),
+            latency_p99_s: pct(lat, 0.99),
             service_mean_s: if n == 0 {
                 0.0
             } else {
                 svc_sum as f64 / n as f64 / 1e6
             },
-            service_p95_s: pct(&svc, 0.95),
+            service_p95_s: pct(svc, 0.95),
             window_arrivals: arrivals.window,
             deadline_min_s: deadline_min_ms as f64 / 1e3,
         }

@@ -15,7 +15,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use farm_runtime::config::{Config, ConfigError, ConfigErrors, parse_duration};
+use farm_runtime::config::{Config, ConfigErrors, Parser};
 
 /// The validated emitter configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,93 +30,33 @@ pub struct EmitterConfig {
     pub ack_timeout: Duration,
 }
 
-fn int_key(
-    map: &HashMap<String, String>,
-    key: &'static str,
-    default: i64,
-    (min, max): (i64, i64),
-    errors: &mut Vec<ConfigError>,
-) -> i64 {
-    let Some(raw) = map.get(key).map(|v| v.trim()).filter(|v| !v.is_empty()) else {
-        return default;
-    };
-    match raw.parse::<i64>() {
-        Ok(v) if (min..=max).contains(&v) => v,
-        Ok(v) => {
-            errors.push(ConfigError::OutOfRange {
-                key,
-                value: v,
-                min,
-                max,
-            });
-            default
-        }
-        Err(_) => {
-            errors.push(ConfigError::InvalidNumber {
-                key,
-                value: raw.to_owned(),
-            });
-            default
-        }
-    }
-}
-
 impl EmitterConfig {
     /// Parses `map` (the environment in production), collecting every error.
     pub fn from_map(map: &HashMap<String, String>) -> Result<Self, ConfigErrors> {
-        let mut errors = Vec::new();
-        let farm = Config::from_map(map).map_err(|e| errors.extend(e.0));
-        let max_batch = int_key(
-            map,
-            "EMITTER_MAX_BATCH",
-            10_000,
-            (1, 1_000_000),
-            &mut errors,
+        let mut p = Parser::new(map);
+        let farm = p.nested(Config::from_map(map));
+        let max_batch = p.count("EMITTER_MAX_BATCH", 10_000, 1, 1_000_000);
+        let max_body_bytes = p.count("EMITTER_MAX_BODY", 64 << 20, 1, 1 << 30);
+        let ack_timeout = p.duration(
+            "EMITTER_ACK_TIMEOUT",
+            Duration::from_secs(5),
+            Duration::from_millis(100),
+            Duration::from_secs(60),
         );
-        let max_body = int_key(map, "EMITTER_MAX_BODY", 64 << 20, (1, 1 << 30), &mut errors);
-        let (min, max) = (Duration::from_millis(100), Duration::from_secs(60));
-        let ack_timeout = match map
-            .get("EMITTER_ACK_TIMEOUT")
-            .map(|v| v.trim())
-            .filter(|v| !v.is_empty())
-        {
-            None => Duration::from_secs(5),
-            Some(raw) => match parse_duration(raw) {
-                Some(d) if d >= min && d <= max => d,
-                Some(_) => {
-                    errors.push(ConfigError::DurationOutOfRange {
-                        key: "EMITTER_ACK_TIMEOUT",
-                        value: raw.to_owned(),
-                        min,
-                        max,
-                    });
-                    min
-                }
-                None => {
-                    errors.push(ConfigError::InvalidDuration {
-                        key: "EMITTER_ACK_TIMEOUT",
-                        value: raw.to_owned(),
-                    });
-                    min
-                }
-            },
-        };
-        match farm {
-            Ok(farm) if errors.is_empty() => Ok(Self {
-                farm,
-                // Both were range-checked to positive values above.
-                max_batch: usize::try_from(max_batch).unwrap_or(1),
-                max_body_bytes: usize::try_from(max_body).unwrap_or(1),
-                ack_timeout,
-            }),
-            _ => Err(ConfigErrors(errors)),
-        }
+        let cfg = farm.map(|farm| Self {
+            farm,
+            max_batch,
+            max_body_bytes,
+            ack_timeout,
+        });
+        p.finish_some(cfg)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use farm_runtime::config::ConfigError;
 
     fn map(pairs: &[(&str, &str)]) -> HashMap<String, String> {
         pairs

@@ -2,9 +2,17 @@
 //!
 //! For every task: decode, run the handler (panics caught), publish the
 //! [`TaskResult`] on `farm.<f>.results` with `Nats-Msg-Id` = task id and wait
-//! for the stream's ack, and only then acknowledge the task (synchronously).
-//! A crash between the two steps therefore causes a redelivery whose result
-//! the results stream de-duplicates; it never loses a task.
+//! for the stream's ack, and only then acknowledge the task. A crash between
+//! the two steps therefore causes a redelivery whose result the results
+//! stream de-duplicates; it never loses a task.
+//!
+//! The task ack is a plain ack, not a double ack (ack + server
+//! confirmation): once the result is stored, a lost ack only costs a
+//! redelivery that the results stream and the collector de-duplicate, so
+//! waiting a round trip per task for the confirmation buys nothing but
+//! latency and server work. Tasks run concurrently (up to
+//! `FARM_CONCURRENCY`), so their publishes and acks overlap with the next
+//! fetches.
 //!
 //! Failures: a retryable handler error is negatively acknowledged with an
 //! exponential delay; at the consumer's max deliveries (or at once for a
@@ -268,7 +276,7 @@ async fn run_task(
                 let _ = msg.ack_with(AckKind::Nak(Some(ctx.worker.nak_delay))).await;
                 return;
             }
-            match msg.double_ack().await {
+            match msg.ack().await {
                 Ok(()) => debug!("task done"),
                 // The result is stored; a redelivery will be de-duplicated.
                 Err(e) => warn!(error = %e, "ack after publishing the result failed"),
@@ -337,7 +345,7 @@ async fn finish_dead(
             return;
         }
     }
-    if let Err(e) = msg.double_ack().await {
+    if let Err(e) = msg.ack().await {
         warn!(error = %e, "ack after dead-lettering failed");
     }
 }
