@@ -57,6 +57,7 @@ pub fn shard_deployment(worker: &FunctionStatus, k: usize) -> FunctionDeployment
         annotations,
         limits: worker.limits.clone(),
         requests: worker.requests.clone(),
+        read_only_root_filesystem: worker.read_only_root_filesystem,
     }
 }
 

@@ -25,6 +25,8 @@
 //! | `SCALE_FLOOR_HOLD` | `30s` | how long a `/system/scale-function` count is honoured as a floor |
 //! | `ORT_DYLIB_PATH` | — | the ONNX Runtime shared library (needed by `onnx:` policies) |
 //! | `PROVIDER_TIMEOUT` | `5s` | timeout of one provider call |
+//! | `OBSERVE_TIMEOUT` | `2s` | timeout of one JetStream request of the control loop (consumer info) |
+//! | `TIME_SCALE` | `1` | default time scale K of farms: the run is compressed K times (`farmctl run --speedup K`), so every duration the policy sees (interval, since-last-scale, latencies, service times, deadlines, its own windows) is the wall-clock figure times K; see the README |
 //! | `SCALE_RETRIES` | `3` | retries of a failed provider call, with doubling backoff |
 //! | `SCALE_BACKOFF` | `100ms` | first retry delay |
 //! | `RECORD_CAPACITY` | `1024` | decisions kept per farm for status and training |
@@ -39,7 +41,13 @@
 //! `policy` (`<builtin>`, `onnx:<path>` or `external`), `fallback`,
 //! `interval`, `min`, `max` (else the labels `com.openfaas.scale.min/max`),
 //! `max-step`, `queueing-floor`, `per-function-cap`, `action-space`
-//! (`default` or `paper`, for `external` farms).
+//! (`default` or `paper`, for `external` farms), `time-scale` (else
+//! `TIME_SCALE`).
+//!
+//! The `interval` is always wall-clock time (when the loop wakes); with a
+//! time scale K the policy is told it lasted `interval * K`. A compressed run
+//! of a scenario whose control interval is 8 s therefore declares
+//! `interval: 2s` and `time-scale: 4`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -51,6 +59,14 @@ use farm_runtime::config::{NatsConfig, parse_duration};
 
 /// Annotation prefix of farm keys on a worker function.
 pub const ANNOTATION_PREFIX: &str = "com.rust-farm.";
+/// Annotation naming a function's farm: on a worker it declares the farm
+/// (and its keys follow); on a companion function (see [`ROLE_LABEL`]) it
+/// routes the function's alerts to that farm.
+pub const FARM_ANNOTATION: &str = "com.rust-farm.farm";
+/// Label of a farm function's role (`emitter`, `worker`, `collector`), as
+/// stack.yml and farmctl set it. A function with a role other than
+/// `worker` never declares a farm.
+pub const ROLE_LABEL: &str = "com.rust-farm.role";
 /// Annotation gateway-ext puts on the shard functions it creates.
 pub const SHARD_OF_ANNOTATION: &str = "com.rust-farm.shard-of";
 /// OpenFaaS label of the minimum replicas.
@@ -179,6 +195,42 @@ fn invalid(key: &str, value: &str, expected: &str) -> ConfigError {
     }
 }
 
+/// Command-line flags of the binary, folded into the key/value map before
+/// [`Config::from_map`] parses it (a flag wins over the environment):
+/// `--time-scale K` (or `--time-scale=K`) sets `TIME_SCALE`. Anything else
+/// is an error naming the flags that exist.
+pub fn apply_args(
+    map: &mut HashMap<String, String>,
+    args: impl IntoIterator<Item = String>,
+) -> Result<(), ConfigError> {
+    const FLAGS: &[(&str, &str)] = &[("--time-scale", "TIME_SCALE")];
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        let (flag, inline) = match arg.split_once('=') {
+            Some((f, v)) => (f.to_owned(), Some(v.to_owned())),
+            None => (arg.clone(), None),
+        };
+        let Some((_, key)) = FLAGS.iter().find(|(f, _)| *f == flag) else {
+            return Err(invalid(
+                "arguments",
+                &arg,
+                "--time-scale K (every other setting is an environment variable)",
+            ));
+        };
+        let value = match inline.or_else(|| args.next()) {
+            Some(v) => v,
+            None => {
+                return Err(ConfigError::Missing {
+                    key: flag,
+                    hint: "a value, e.g. --time-scale 4",
+                });
+            }
+        };
+        map.insert((*key).to_owned(), value);
+    }
+    Ok(())
+}
+
 /// Where a farm declaration came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FarmSource {
@@ -213,6 +265,9 @@ pub struct FarmSpec {
     pub per_function_cap: Option<u32>,
     /// Action space of an external controller (`default` or `paper`).
     pub action_space: String,
+    /// Time compression K of the run (1 = real time): durations the policy
+    /// sees are wall-clock durations times K.
+    pub time_scale: f64,
     /// Where it was declared.
     pub source: FarmSource,
 }
@@ -248,6 +303,8 @@ pub struct Config {
     pub ort_dylib_path: Option<PathBuf>,
     /// Timeout of one provider call.
     pub provider_timeout: Duration,
+    /// Timeout of one JetStream request of the control loop.
+    pub observe_timeout: Duration,
     /// Retries of a failed provider call.
     pub scale_retries: u32,
     /// First retry delay.
@@ -277,6 +334,8 @@ pub struct FarmDefaults {
     pub max_step: Option<u32>,
     /// Queueing floor on or off.
     pub queueing_floor: bool,
+    /// Time compression K (1 = real time).
+    pub time_scale: f64,
 }
 
 struct Parser<'a> {
@@ -333,6 +392,13 @@ fn nonzero_cap(v: &str) -> Option<Option<u32>> {
 fn positive_duration(v: &str) -> Option<Duration> {
     parse_duration(v).filter(|d| !d.is_zero())
 }
+
+/// A time scale: a finite number > 0 (`4`, `0.5`).
+fn time_scale(v: &str) -> Option<f64> {
+    v.parse::<f64>().ok().filter(|k| k.is_finite() && *k > 0.0)
+}
+
+const TIME_SCALE_EXPECTED: &str = "a number > 0 (4 = a run compressed 4 times)";
 
 impl Config {
     /// Parses the service keys (see the module docs). Farms of the farms
@@ -458,6 +524,13 @@ impl Config {
             "a duration such as 5s",
             positive_duration,
         );
+        let observe_timeout = p.parse_or(
+            "OBSERVE_TIMEOUT",
+            crate::observe::DEFAULT_OBSERVE_TIMEOUT,
+            "a duration such as 2s",
+            positive_duration,
+        );
+        let time_scale = p.parse_or("TIME_SCALE", 1.0, TIME_SCALE_EXPECTED, time_scale);
         let scale_retries = p.parse_or("SCALE_RETRIES", 3, "an integer", |v| v.parse().ok());
         let scale_backoff = p.parse_or(
             "SCALE_BACKOFF",
@@ -501,10 +574,12 @@ impl Config {
                 per_function_cap,
                 max_step,
                 queueing_floor,
+                time_scale,
             },
             scale_floor_hold,
             ort_dylib_path,
             provider_timeout,
+            observe_timeout,
             scale_retries,
             scale_backoff,
             record_capacity,
@@ -617,7 +692,7 @@ pub fn farm_from_function(
     labels: &BTreeMap<String, String>,
     defaults: &FarmDefaults,
 ) -> Option<Result<FarmSpec, Vec<ConfigError>>> {
-    if annotations.contains_key(SHARD_OF_ANNOTATION) {
+    if annotations.contains_key(SHARD_OF_ANNOTATION) || is_companion(labels) {
         return None;
     }
     let keys: BTreeMap<String, String> = annotations
@@ -634,6 +709,28 @@ pub fn farm_from_function(
             ANNOTATION_PREFIX,
         )
     })
+}
+
+/// Whether the role label makes a function something other than a worker.
+fn is_companion(labels: &BTreeMap<String, String>) -> bool {
+    labels.get(ROLE_LABEL).is_some_and(|r| r.trim() != "worker")
+}
+
+/// The farm whose decision an alert for a companion function drives: a
+/// function labelled with a role other than `worker` (the emitter, which
+/// receives the HTTP load the OpenFaaS CE alert measures) and annotated
+/// with [`FARM_ANNOTATION`]. `None` for workers and unannotated functions.
+pub fn alert_farm(
+    annotations: &BTreeMap<String, String>,
+    labels: &BTreeMap<String, String>,
+) -> Option<String> {
+    if !is_companion(labels) {
+        return None;
+    }
+    annotations
+        .get(FARM_ANNOTATION)
+        .map(|f| f.trim().to_owned())
+        .filter(|f| !f.is_empty())
 }
 
 fn farm_from_keys(
@@ -659,6 +756,7 @@ fn farm_from_keys(
         "queueing-floor",
         "per-function-cap",
         "action-space",
+        "time-scale",
     ];
     for key in keys.keys() {
         if !KNOWN.contains(&key.as_str()) {
@@ -734,6 +832,13 @@ fn farm_from_keys(
             d.queueing_floor
         }),
     };
+    let time_scale = match get("time-scale") {
+        None => d.time_scale,
+        Some(v) => self::time_scale(v).unwrap_or_else(|| {
+            errors.push(invalid(&k("time-scale"), v, TIME_SCALE_EXPECTED));
+            d.time_scale
+        }),
+    };
     let action_space = get("action-space").unwrap_or("default").to_owned();
     if !matches!(action_space.as_str(), "default" | "paper") {
         errors.push(invalid(
@@ -765,6 +870,7 @@ fn farm_from_keys(
         queueing_floor,
         per_function_cap,
         action_space,
+        time_scale,
         source,
     })
 }
@@ -844,6 +950,110 @@ mod tests {
         }
         assert!(matches!(
             PolicySpec::parse("k", "fixed:x"),
+            Err(ConfigError::Invalid { .. })
+        ));
+    }
+
+    #[test]
+    fn time_scale_from_the_environment_and_per_farm() {
+        let c = Config::from_map(&map(&[
+            ("UPSTREAM_URL", "http://127.0.0.1:1"),
+            ("TIME_SCALE", "4"),
+            ("OBSERVE_TIMEOUT", "750ms"),
+        ]))
+        .unwrap();
+        assert_eq!(c.defaults.time_scale, 4.0);
+        assert_eq!(c.observe_timeout, Duration::from_millis(750));
+        assert_eq!(defaults().time_scale, 1.0);
+        for bad in ["0", "-2", "fast", "inf", "NaN"] {
+            let errs = Config::from_map(&map(&[
+                ("UPSTREAM_URL", "http://127.0.0.1:1"),
+                ("TIME_SCALE", bad),
+            ]))
+            .unwrap_err();
+            assert!(
+                matches!(&errs.0[..], [ConfigError::Invalid { key, .. }] if key == "TIME_SCALE"),
+                "{bad}: {errs:?}"
+            );
+        }
+        let ann = |scale: &str| -> BTreeMap<String, String> {
+            [
+                ("com.rust-farm.farm", "demo"),
+                ("com.rust-farm.time-scale", scale),
+            ]
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+        };
+        let d = c.defaults.clone();
+        let f = farm_from_function("w", &ann("0.5"), &BTreeMap::new(), &d)
+            .unwrap()
+            .unwrap();
+        assert_eq!(f.time_scale, 0.5);
+        let f = farm_from_function(
+            "w",
+            &BTreeMap::from([("com.rust-farm.farm".to_owned(), "demo".to_owned())]),
+            &BTreeMap::new(),
+            &d,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(f.time_scale, 4.0, "the TIME_SCALE default");
+        let errs = farm_from_function("w", &ann("0"), &BTreeMap::new(), &d)
+            .unwrap()
+            .unwrap_err();
+        assert!(
+            matches!(&errs[..], [ConfigError::Invalid { key, .. }] if key == "com.rust-farm.time-scale"),
+            "{errs:?}"
+        );
+    }
+
+    #[test]
+    fn companions_route_alerts_and_never_declare_farms() {
+        let m = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect()
+        };
+        let ann = m(&[(FARM_ANNOTATION, "demo")]);
+        let d = defaults();
+        for role in ["emitter", "collector"] {
+            let labels = m(&[(ROLE_LABEL, role)]);
+            assert!(
+                farm_from_function("f", &ann, &labels, &d).is_none(),
+                "{role}"
+            );
+            assert_eq!(alert_farm(&ann, &labels).as_deref(), Some("demo"), "{role}");
+        }
+        let worker = m(&[(ROLE_LABEL, "worker")]);
+        assert!(farm_from_function("w", &ann, &worker, &d).is_some());
+        assert_eq!(alert_farm(&ann, &worker), None);
+        assert_eq!(
+            alert_farm(&ann, &BTreeMap::new()),
+            None,
+            "no role: a worker"
+        );
+        assert_eq!(
+            alert_farm(&BTreeMap::new(), &m(&[(ROLE_LABEL, "emitter")])),
+            None
+        );
+    }
+
+    #[test]
+    fn time_scale_flag_overrides_the_environment() {
+        let args = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        let mut m = map(&[("TIME_SCALE", "2")]);
+        apply_args(&mut m, args(&["--time-scale", "4"])).unwrap();
+        assert_eq!(m["TIME_SCALE"], "4");
+        apply_args(&mut m, args(&["--time-scale=8"])).unwrap();
+        assert_eq!(m["TIME_SCALE"], "8");
+        assert!(matches!(
+            apply_args(&mut m, args(&["--time-scale"])),
+            Err(ConfigError::Missing { .. })
+        ));
+        assert!(matches!(
+            apply_args(&mut m, args(&["--speed", "4"])),
             Err(ConfigError::Invalid { .. })
         ));
     }

@@ -17,7 +17,7 @@ use farm_runtime::names::FarmNames;
 use serde::Serialize;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument, debug, info, info_span, warn};
+use tracing::{Instrument, debug, info, info_span, trace, warn};
 
 use crate::actuator::{self, FarmReplicas, Retry};
 use crate::config::FarmSpec;
@@ -115,8 +115,14 @@ pub struct FarmStatus {
     pub policy: String,
     /// Fallback built-in and whether (and why) it is deciding.
     pub fallback: FallbackStatus,
-    /// Control interval, seconds.
+    /// Successful loads of the ONNX model (start + reloads on SIGHUP or
+    /// file change); 0 for other policies.
+    pub model_loads: u64,
+    /// Control interval, wall-clock seconds.
     pub interval_s: f64,
+    /// Time compression K: the policy sees wall-clock durations times K
+    /// (the signals of `last_decision` are in that policy time).
+    pub time_scale: f64,
     /// Bounds.
     pub min: u32,
     /// Bounds.
@@ -145,6 +151,9 @@ pub struct FarmStatus {
     pub last_errors: BTreeMap<String, String>,
     /// Decisions so far.
     pub decisions: u64,
+    /// Age of the collector's latest metrics snapshot at the last decision
+    /// (wall-clock seconds), `None` when none has arrived.
+    pub snapshot_age_s: Option<f64>,
 }
 
 /// Fallback part of [`FarmStatus`].
@@ -181,11 +190,15 @@ pub struct FarmDeps {
     pub record_capacity: usize,
     /// How long a scale request acts as a floor.
     pub floor_hold: Duration,
+    /// Bound of one JetStream request of the loop.
+    pub observe_timeout: Duration,
 }
 
 enum Command {
     Alert {
         firing: bool,
+        /// The alerted function when it is not the worker (a companion).
+        via: Option<String>,
         reply: oneshot::Sender<Arc<DecisionRecord>>,
     },
     ScaleRequest {
@@ -272,9 +285,24 @@ impl FarmHandle {
 
     /// Runs an immediate decision for an alert; returns the record.
     pub async fn alert(&self, firing: bool) -> Result<Arc<DecisionRecord>, FarmError> {
+        self.alert_via(firing, None).await
+    }
+
+    /// As [`FarmHandle::alert`], for an alert that named `via`, a companion
+    /// function of the farm (its emitter) rather than its worker; the
+    /// decision's note says so.
+    pub async fn alert_via(
+        &self,
+        firing: bool,
+        via: Option<&str>,
+    ) -> Result<Arc<DecisionRecord>, FarmError> {
         let (reply, rx) = oneshot::channel();
         self.cmd
-            .send(Command::Alert { firing, reply })
+            .send(Command::Alert {
+                firing,
+                via: via.map(str::to_owned),
+                reply,
+            })
             .await
             .map_err(|_| FarmError::Stopped(self.spec.farm.clone()))?;
         rx.await
@@ -374,7 +402,9 @@ pub fn start(spec: FarmSpec, policy: FarmPolicy, deps: Arc<FarmDeps>) -> Arc<Far
             active: policy.fallback_reason().is_some(),
             reason: policy.fallback_reason().map(str::to_owned),
         },
+        model_loads: policy.model_loads(),
         interval_s: spec.interval.as_secs_f64(),
+        time_scale: spec.time_scale,
         min: spec.min,
         max: spec.max,
         per_function_cap: spec.per_function_cap,
@@ -389,6 +419,7 @@ pub fn start(spec: FarmSpec, policy: FarmPolicy, deps: Arc<FarmDeps>) -> Arc<Far
         last_error: None,
         last_errors: BTreeMap::new(),
         decisions: 0,
+        snapshot_age_s: None,
     };
     let shared = Arc::new(Mutex::new(Shared {
         status,
@@ -407,7 +438,13 @@ pub fn start(spec: FarmSpec, policy: FarmPolicy, deps: Arc<FarmDeps>) -> Arc<Far
     let observer = names.ok().map(|n| {
         // A snapshot older than two intervals (plus slack) means the collector is gone.
         let max_age = spec.interval * 2 + Duration::from_secs(5);
-        NatsObserver::start(deps.nats.clone(), n, max_age, stop.clone())
+        NatsObserver::start_with_timeout(
+            deps.nats.clone(),
+            n,
+            max_age,
+            deps.observe_timeout,
+            stop.clone(),
+        )
     });
     let farm = spec.farm.clone();
     let lp = FarmLoop {
@@ -423,6 +460,7 @@ pub fn start(spec: FarmSpec, policy: FarmPolicy, deps: Arc<FarmDeps>) -> Arc<Far
         desired: None,
         last_change: Instant::now(),
         replicas: None,
+        replicas_fresh: false,
         floor: None,
         seq: 0,
         last_applied: None,
@@ -446,7 +484,12 @@ struct FarmLoop {
     last_tick: Option<Instant>,
     desired: Option<u32>,
     last_change: Instant,
+    /// Last replica counts read from the provider (kept for status when a
+    /// read fails).
     replicas: Option<FarmReplicas>,
+    /// Whether `replicas` was read at this decision; a stale listing is
+    /// never used to skip a scale call.
+    replicas_fresh: bool,
     floor: Option<(u32, Instant)>,
     seq: u64,
     last_applied: Option<(u32, u32)>,
@@ -468,8 +511,8 @@ impl FarmLoop {
                 }
                 cmd = rx.recv() => match cmd {
                     None => break,
-                    Some(Command::Alert { firing, reply }) => {
-                        let r = self.decide(Trigger::Alert, Some(firing)).await;
+                    Some(Command::Alert { firing, via, reply }) => {
+                        let r = self.decide(Trigger::Alert, Some((firing, via))).await;
                         let _ = reply.send(r);
                     }
                     Some(Command::ScaleRequest { replicas, reply }) => {
@@ -509,6 +552,7 @@ impl FarmLoop {
         let mut g = lock(&self.shared);
         g.status.fallback.active = active;
         g.status.fallback.reason = self.policy.fallback_reason().map(str::to_owned);
+        g.status.model_loads = self.policy.model_loads();
     }
 
     fn error(&self, kind: &str, message: String) {
@@ -523,17 +567,21 @@ impl FarmLoop {
         g.status.last_errors.insert(kind.to_owned(), message);
     }
 
-    async fn observe(&mut self) -> Sample {
-        let retry = self.deps.retry;
-        match actuator::read_replicas(
+    /// Reads the replica counts from the provider (every call bounded by
+    /// the provider timeout, retried with backoff); on failure the last
+    /// counts stay for status but are marked stale.
+    async fn read_replicas(&mut self) -> bool {
+        let started = Instant::now();
+        let r = actuator::read_replicas(
             self.deps.provider.as_ref(),
-            retry,
+            self.deps.retry,
             &self.spec.function,
             None,
         )
-        .await
-        {
+        .await;
+        match r {
             Ok(r) => {
+                trace!(took = ?started.elapsed(), replicas = r.replicas, available = r.available, "replicas read");
                 if r.worker.is_none() {
                     self.error(
                         "provider",
@@ -541,22 +589,35 @@ impl FarmLoop {
                     );
                 }
                 self.replicas = Some(r);
+                self.replicas_fresh = true;
             }
             Err(e) => {
-                warn!(error = %e, "cannot read replicas");
+                warn!(error = %e, took = ?started.elapsed(), "cannot read replicas");
                 self.error("provider", e.to_string());
+                self.replicas_fresh = false;
             }
         }
-        let (consumer, snapshot) = match &self.observer {
+        self.replicas_fresh
+    }
+
+    async fn observe(&mut self) -> Sample {
+        self.read_replicas().await;
+        let (consumer, snapshot) = match self.observer.clone() {
             Some(o) => {
+                let started = Instant::now();
                 let c = match o.consumer().await {
-                    Ok(c) => Some(c),
+                    Ok(c) => {
+                        trace!(took = ?started.elapsed(), pending = c.num_pending, ack_pending = c.num_ack_pending, "consumer read");
+                        Some(c)
+                    }
                     Err(e) => {
-                        debug!(error = %e, "no consumer info");
-                        self.error("jetstream", e.to_string());
+                        debug!(error = %e, took = ?started.elapsed(), "no consumer info");
+                        self.error(e.kind(), e.to_string());
                         None
                     }
                 };
+                lock(&self.shared).status.snapshot_age_s =
+                    o.snapshot_age().map(|a| a.as_secs_f64());
                 (c, o.snapshot())
             }
             None => (None, None),
@@ -573,7 +634,11 @@ impl FarmLoop {
         }
     }
 
-    async fn decide(&mut self, trigger: Trigger, alert: Option<bool>) -> Arc<DecisionRecord> {
+    async fn decide(
+        &mut self,
+        trigger: Trigger,
+        alert: Option<(bool, Option<String>)>,
+    ) -> Arc<DecisionRecord> {
         let now = Instant::now();
         let sample = self.observe().await;
         let interval_s = self
@@ -595,21 +660,25 @@ impl FarmLoop {
         };
         // Out-of-band decisions peek at the interval so far; only ticks
         // advance the counters, so tick intervals stay whole.
-        let signals = if trigger == Trigger::Tick {
+        let wall = if trigger == Trigger::Tick {
             self.last_tick = Some(now);
             self.builder.build(&sample, &ctx)
         } else {
             self.builder.clone().build(&sample, &ctx)
         };
+        // The policy decides on the run's clock: wall-clock durations times
+        // the farm's time scale (1 for a run in real time).
+        let k = self.spec.time_scale;
+        let signals = wall.time_scaled(k);
         let obs = observe(&signals);
-        let now_s = now.duration_since(self.started).as_secs_f64();
+        let now_s = now.duration_since(self.started).as_secs_f64() * k;
         let external = if self.policy.is_external() && trigger == Trigger::Tick {
             lock(&self.shared).pending_action.take()
         } else {
             None
         };
-        let proposal = match alert {
-            Some(firing) => match self.policy.on_alert(now_s, firing, &signals) {
+        let mut proposal = match &alert {
+            Some((firing, _)) => match self.policy.on_alert(now_s, *firing, &signals) {
                 Some(p) => p,
                 None => {
                     // The policy decides from the signals instead of the CE
@@ -618,7 +687,7 @@ impl FarmLoop {
                     let mut p = self.policy.decide(now_s, &signals, &obs, None).await;
                     let tag = format!(
                         "alert ({}) decided by the policy",
-                        if firing { "firing" } else { "resolved" }
+                        if *firing { "firing" } else { "resolved" }
                     );
                     p.note = Some(match p.note.take() {
                         Some(n) => format!("{tag}; {n}"),
@@ -629,6 +698,13 @@ impl FarmLoop {
             },
             None => self.policy.decide(now_s, &signals, &obs, external).await,
         };
+        if let Some((_, Some(via))) = &alert {
+            let tag = format!("alerted function {via}");
+            proposal.note = Some(match proposal.note.take() {
+                Some(n) => format!("{n}; {tag}"),
+                None => tag,
+            });
+        }
         if let Some(t) = proposal.inference {
             self.deps.metrics.observe(
                 "gateway_ext_inference_seconds",
@@ -715,6 +791,12 @@ impl FarmLoop {
     }
 
     async fn act(&mut self, desired: u32, notes: &mut Vec<String>) -> bool {
+        // Counts from an earlier decision may be wrong (the provider
+        // restarted, a replica died): read them again before acting on them.
+        if !self.replicas_fresh && !self.read_replicas().await {
+            notes.push("not applied: replicas unknown (provider unreachable)".into());
+            return false;
+        }
         let Some(current) = self.replicas.clone() else {
             notes.push("not applied: replicas unknown (provider unreachable)".into());
             return false;
@@ -748,6 +830,8 @@ impl FarmLoop {
                 if asked.len() != current.shards.len() + 1 {
                     self.replicas = None;
                 }
+                // What the provider runs changed under the counts just read.
+                self.replicas_fresh = false;
                 true
             }
             Err(e) => {

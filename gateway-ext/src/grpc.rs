@@ -145,7 +145,8 @@ impl FarmControl for ControlService {
         } else {
             let f = self.farm(&req.farm)?;
             let space = f.action_space().cloned().unwrap_or_default();
-            (space, f.spec().interval.as_secs_f64())
+            // On the run's clock, as the policy sees it (time scale).
+            (space, f.spec().interval.as_secs_f64() * f.spec().time_scale)
         };
         Ok(Response::new(EnvSpec {
             obs_version: OBS_VERSION,
@@ -195,9 +196,20 @@ impl FarmControl for ControlService {
         request: Request<StepBatchRequest>,
     ) -> Result<Response<StepBatchReply>, Status> {
         let req = request.into_inner();
-        let replies =
-            futures::future::try_join_all(req.steps.into_iter().map(|s| self.step_one(s))).await?;
-        Ok(Response::new(StepBatchReply { replies }))
+        let steps =
+            farm_proto::batch::steps(&req).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let replies = futures::future::try_join_all(steps.into_iter().map(|(env_id, action)| {
+            self.step_one(StepRequest {
+                env_id: env_id.to_owned(),
+                action,
+            })
+        }))
+        .await?;
+        Ok(Response::new(farm_proto::batch::reply(
+            req.packed,
+            req.packed_info,
+            replies,
+        )))
     }
 
     type WatchStream = DecisionStream;

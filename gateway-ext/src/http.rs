@@ -6,7 +6,7 @@
 //! | `GET /healthz` | 200 `OK` |
 //! | `GET /metrics` | Prometheus text |
 //! | `GET /system/autoscaler` | JSON status of every farm (auth) |
-//! | `POST /system/alert` | AlertManager payload: managed functions decide at once, others are forwarded (auth) |
+//! | `POST /system/alert` | AlertManager payload: managed functions (workers, shards, and companions such as the emitter labelled `com.rust-farm.role` and annotated `com.rust-farm.farm`) decide at once, others are forwarded (auth) |
 //! | `POST /system/scale-function/{name}` | managed: the count becomes a floor for `SCALE_FLOOR_HOLD`; others forwarded (auth) |
 //! | other `/system/*` | proxied (auth; credentials forwarded) |
 //! | `/function/{name}...` | proxied, counted as `gateway_function_invocation_total` / `gateway_functions_seconds` |
@@ -28,6 +28,7 @@ use serde::Serialize;
 use tracing::{debug, warn};
 
 use crate::auth::{CHALLENGE, Credentials};
+use crate::config::alert_farm;
 use crate::farm::FarmStatus;
 use crate::manager::Manager;
 use crate::metrics::{DEFAULT_BUCKETS, Metrics};
@@ -294,28 +295,49 @@ async fn alert(state: &HttpState, req: Request<Incoming>) -> Response<OutBody> {
             errors.push("alert without a function_name label".to_owned());
             continue;
         };
-        if let Some(farm) = state.manager.by_function(fname) {
-            match farm.alert(a.firing()).await {
-                Ok(rec) => decisions.push(AlertDecision {
-                    function: fname.to_owned(),
-                    farm: rec.farm.clone(),
-                    firing: a.firing(),
-                    policy: rec.policy.clone(),
-                    previous: rec.previous,
-                    desired: rec.desired,
-                    applied: rec.applied,
-                    note: rec.note.clone(),
-                }),
-                Err(e) => errors.push(e.to_string()),
-            }
-            continue;
-        }
-        match state.provider.get(fname).await {
-            Ok(Some(_)) => forward_alerts.push(a.clone()),
-            Ok(None) => errors.push(format!(
-                "Unable to find function {fname}: not deployed; nothing scaled"
-            )),
-            Err(e) => errors.push(format!("Unable to check function {fname}: {e}")),
+        let (farm, via) = match state.manager.by_function(fname) {
+            Some(f) => (f, None),
+            None => match state.provider.get(fname).await {
+                // A companion of a farm (its emitter): the alert drives the
+                // farm's decision instead of a CE step on the companion.
+                Ok(Some(st)) => match alert_farm(&st.annotations, &st.labels) {
+                    Some(name) => match state.manager.farm(&name) {
+                        Some(f) => (f, Some(fname)),
+                        None => {
+                            warn!(function = %fname, farm = %name, "alert for a companion of a farm gateway-ext does not manage; forwarded");
+                            forward_alerts.push(a.clone());
+                            continue;
+                        }
+                    },
+                    None => {
+                        forward_alerts.push(a.clone());
+                        continue;
+                    }
+                },
+                Ok(None) => {
+                    errors.push(format!(
+                        "Unable to find function {fname}: not deployed; nothing scaled"
+                    ));
+                    continue;
+                }
+                Err(e) => {
+                    errors.push(format!("Unable to check function {fname}: {e}"));
+                    continue;
+                }
+            },
+        };
+        match farm.alert_via(a.firing(), via).await {
+            Ok(rec) => decisions.push(AlertDecision {
+                function: fname.to_owned(),
+                farm: rec.farm.clone(),
+                firing: a.firing(),
+                policy: rec.policy.clone(),
+                previous: rec.previous,
+                desired: rec.desired,
+                applied: rec.applied,
+                note: rec.note.clone(),
+            }),
+            Err(e) => errors.push(e.to_string()),
         }
     }
     for e in &errors {

@@ -124,6 +124,7 @@ impl Service {
             },
             record_capacity: cfg.record_capacity,
             floor_hold: cfg.scale_floor_hold,
+            observe_timeout: cfg.observe_timeout,
         });
         let manager = Arc::new(Manager::new(
             deps,
@@ -170,7 +171,14 @@ impl Service {
         if let Some(every) = self.cfg.discovery_interval {
             tokio::spawn(discovery_loop(self.manager.clone(), every, stop.clone()));
         }
-        tokio::spawn(reload_on_sighup(self.manager.clone(), stop.clone()));
+        // The handler is installed before anything is served: a SIGHUP that
+        // arrives once /healthz answers must reload, never kill the process
+        // (the default action of SIGHUP).
+        tokio::spawn(reload_on_sighup(
+            sighup_stream(),
+            self.manager.clone(),
+            stop.clone(),
+        ));
         let grpc_task = grpc_listener.map(|l| {
             let local = l.local_addr().ok();
             info!(addr = ?local, "gRPC FarmControl listening");
@@ -299,12 +307,31 @@ async fn discovery_loop(manager: Arc<Manager>, every: Duration, stop: Cancellati
     }
 }
 
-async fn reload_on_sighup(manager: Arc<Manager>, stop: CancellationToken) {
+#[cfg(unix)]
+type Hangups = Option<tokio::signal::unix::Signal>;
+#[cfg(not(unix))]
+type Hangups = Option<()>;
+
+fn sighup_stream() -> Hangups {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        let Ok(mut hup) = signal(SignalKind::hangup()) else {
-            warn!("cannot install the SIGHUP handler; models reload on file change only");
+        match signal(SignalKind::hangup()) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                warn!(error = %e, "cannot install the SIGHUP handler; models reload on file change only");
+                None
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    None
+}
+
+async fn reload_on_sighup(hup: Hangups, manager: Arc<Manager>, stop: CancellationToken) {
+    #[cfg(unix)]
+    {
+        let Some(mut hup) = hup else {
             return;
         };
         loop {
@@ -320,7 +347,7 @@ async fn reload_on_sighup(manager: Arc<Manager>, stop: CancellationToken) {
     }
     #[cfg(not(unix))]
     {
-        let _ = manager;
+        let _ = (hup, manager);
         stop.cancelled().await;
     }
 }

@@ -8,7 +8,11 @@ use gateway_ext::{EXIT_CONFIG, StartError};
 use tracing::{error, info};
 
 fn main() -> ExitCode {
-    let env = farm_runtime::config::env_map();
+    let mut env = farm_runtime::config::env_map();
+    if let Err(e) = gateway_ext::config::apply_args(&mut env, std::env::args().skip(1)) {
+        eprintln!("{e}");
+        return ExitCode::from(EXIT_CONFIG);
+    }
     let mut cfg = match Config::from_map(&env) {
         Ok(c) => c,
         Err(e) => {

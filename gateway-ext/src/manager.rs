@@ -58,6 +58,18 @@ fn action_space(name: &str) -> ActionSpace {
     }
 }
 
+/// The platform a farm's policy is built for: its bounds, and its control
+/// interval on the run's clock (the wall-clock interval times the farm's
+/// time scale), as the simulator would give it.
+fn policy_platform(spec: &FarmSpec) -> farm_model::scenario::Platform {
+    platform(
+        spec.interval.mul_f64(spec.time_scale),
+        spec.min,
+        spec.max,
+        spec.per_function_cap,
+    )
+}
+
 impl Manager {
     /// An empty manager.
     pub fn new(deps: Arc<FarmDeps>, defaults: FarmDefaults, ort: Option<PathBuf>) -> Self {
@@ -76,7 +88,7 @@ impl Manager {
     }
 
     fn build_policy(&self, spec: &FarmSpec) -> Result<FarmPolicy, PolicyLoadError> {
-        let plat = platform(spec.interval, spec.min, spec.max, spec.per_function_cap);
+        let plat = policy_platform(spec);
         FarmPolicy::new(
             &spec.policy,
             &spec.fallback,
@@ -103,7 +115,7 @@ impl Manager {
             }
             Err(e) => {
                 error!(farm = %spec.farm, policy = %spec.policy, error = %e, fallback = %spec.fallback, "policy unusable; the fallback decides");
-                let plat = platform(spec.interval, spec.min, spec.max, spec.per_function_cap);
+                let plat = policy_platform(&spec);
                 FarmPolicy::degraded(
                     &spec.policy,
                     &spec.fallback,

@@ -15,7 +15,7 @@ use futures::StreamExt;
 use prost::Message;
 use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn};
+use tracing::{debug, trace, warn};
 
 /// What JetStream says about the `workers` consumer.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -150,7 +150,19 @@ impl SignalsBuilder {
 /// The shared NATS connection, set once it is established (the service
 /// starts without it and keeps retrying, so a NATS outage never stops the
 /// HTTP surface).
+///
+/// Only the connecting task may initialise it, with `set`. Readers use
+/// `get` (and poll while it is empty): a reader that called
+/// `get_or_init(pending)` would hold the cell's initialisation permit
+/// forever, so the connector's `set` would fail with `InitializingError`
+/// and every farm would stay "not connected" for the life of the process.
 pub type SharedNats = Arc<OnceCell<async_nats::Client>>;
+
+/// How often a reader looks whether the connection is there yet.
+const CONNECTION_POLL: Duration = Duration::from_millis(50);
+
+/// Default bound of one JetStream request of the control loop.
+pub const DEFAULT_OBSERVE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Why the JetStream side could not be observed.
 #[derive(Debug, thiserror::Error)]
@@ -158,6 +170,23 @@ pub enum ObserveError {
     /// Not connected to NATS (yet).
     #[error("not connected to NATS")]
     NotConnected,
+    /// The task stream or the `workers` consumer does not exist (yet): no
+    /// worker has declared the farm's topology.
+    #[error("JetStream {what}: {name} does not exist (no worker has declared the farm yet?)")]
+    Missing {
+        /// `stream` or `consumer`.
+        what: &'static str,
+        /// Its name.
+        name: String,
+    },
+    /// JetStream did not answer within the observe timeout.
+    #[error("JetStream {what}: no answer within {after:?}")]
+    Timeout {
+        /// What was asked.
+        what: &'static str,
+        /// The timeout.
+        after: Duration,
+    },
     /// The task stream or the consumer could not be read.
     #[error("JetStream {what}: {message}")]
     JetStream {
@@ -168,62 +197,73 @@ pub enum ObserveError {
     },
 }
 
+impl ObserveError {
+    /// A short label for metrics and status (`gateway_ext_errors_total{kind}`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ObserveError::Timeout { .. } => "jetstream_timeout",
+            _ => "jetstream",
+        }
+    }
+}
+
+/// Waits until `nats` holds a client, without ever initialising it.
+async fn connected(nats: &SharedNats, stop: &CancellationToken) -> Option<async_nats::Client> {
+    loop {
+        if let Some(c) = nats.get() {
+            return Some(c.clone());
+        }
+        tokio::select! {
+            () = tokio::time::sleep(CONNECTION_POLL) => {}
+            () = stop.cancelled() => return None,
+        }
+    }
+}
+
 /// Watches one farm's JetStream consumer and metrics subject.
 pub struct NatsObserver {
     nats: SharedNats,
     names: FarmNames,
-    stream: tokio::sync::Mutex<Option<async_nats::jetstream::stream::Stream>>,
     latest: Arc<Mutex<Option<(MetricsSnapshot, Instant)>>>,
     max_age: Duration,
+    timeout: Duration,
 }
 
 impl NatsObserver {
     /// Starts watching `names`' metrics subject (as soon as NATS is
     /// connected) until `stop`. Snapshots older than `max_age` are ignored.
+    /// JetStream requests are bounded by [`DEFAULT_OBSERVE_TIMEOUT`].
     pub fn start(
         nats: SharedNats,
         names: FarmNames,
         max_age: Duration,
         stop: CancellationToken,
     ) -> Arc<Self> {
+        Self::start_with_timeout(nats, names, max_age, DEFAULT_OBSERVE_TIMEOUT, stop)
+    }
+
+    /// As [`NatsObserver::start`], with every JetStream request bounded by
+    /// `timeout`.
+    pub fn start_with_timeout(
+        nats: SharedNats,
+        names: FarmNames,
+        max_age: Duration,
+        timeout: Duration,
+        stop: CancellationToken,
+    ) -> Arc<Self> {
         let obs = Arc::new(NatsObserver {
             nats: nats.clone(),
             names: names.clone(),
-            stream: tokio::sync::Mutex::new(None),
             latest: Arc::new(Mutex::new(None)),
             max_age,
+            timeout,
         });
         let latest = obs.latest.clone();
         tokio::spawn(async move {
-            let client = tokio::select! {
-                c = nats.get_or_init(std::future::pending) => c.clone(),
-                () = stop.cancelled() => return,
+            let Some(client) = connected(&nats, &stop).await else {
+                return;
             };
-            let subject = names.metrics_subject();
-            let mut sub = match client.subscribe(subject.clone()).await {
-                Ok(s) => s,
-                Err(e) => {
-                    warn!(farm = names.farm(), error = %e, "cannot subscribe to metrics snapshots");
-                    return;
-                }
-            };
-            loop {
-                tokio::select! {
-                    m = sub.next() => match m {
-                        Some(msg) => match MetricsSnapshot::decode(msg.payload.as_ref()) {
-                            Ok(snap) => {
-                                *latest.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some((snap, Instant::now()));
-                            }
-                            Err(e) => debug!(farm = names.farm(), error = %e, "undecodable metrics snapshot"),
-                        },
-                        None => return,
-                    },
-                    () = stop.cancelled() => {
-                        let _ = sub.unsubscribe().await;
-                        return;
-                    }
-                }
-            }
+            watch_snapshots(client, names, latest, stop).await;
         });
         obs
     }
@@ -239,38 +279,114 @@ impl NatsObserver {
             .map(|(s, _)| s.clone())
     }
 
-    /// Asks JetStream about the `workers` consumer.
+    /// How long ago the latest snapshot arrived, `None` before the first.
+    pub fn snapshot_age(&self) -> Option<Duration> {
+        let g = self
+            .latest
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        g.as_ref().map(|(_, at)| at.elapsed())
+    }
+
+    /// Asks JetStream about the `workers` consumer: one request
+    /// (`CONSUMER.INFO`), bounded by the observe timeout. Nothing is cached
+    /// between calls, so a stream or consumer created (or recreated) after
+    /// the farm loop started is seen at the next tick.
     pub async fn consumer(&self) -> Result<ConsumerSample, ObserveError> {
+        use async_nats::jetstream::ErrorCode;
+        use async_nats::jetstream::response::Response;
         let client = self.nats.get().ok_or(ObserveError::NotConnected)?;
-        let mut guard = self.stream.lock().await;
-        if guard.is_none() {
-            let js = async_nats::jetstream::new(client.clone());
-            let s = js
-                .get_stream(self.names.tasks_stream())
-                .await
-                .map_err(|e| ObserveError::JetStream {
-                    what: "stream info",
-                    message: e.to_string(),
-                })?;
-            *guard = Some(s);
-        }
-        let Some(stream) = guard.as_ref() else {
-            return Err(ObserveError::NotConnected);
-        };
-        match stream.consumer_info(self.names.workers_consumer()).await {
-            Ok(info) => Ok(ConsumerSample {
+        let js = async_nats::jetstream::new(client.clone());
+        let stream = self.names.tasks_stream();
+        let consumer = self.names.workers_consumer();
+        let subject = format!("CONSUMER.INFO.{stream}.{consumer}");
+        let empty = serde_json::Map::new();
+        let request =
+            js.request::<_, _, Response<async_nats::jetstream::consumer::Info>>(subject, &empty);
+        let started = Instant::now();
+        let answer = tokio::time::timeout(self.timeout, request)
+            .await
+            .map_err(|_| ObserveError::Timeout {
+                what: "consumer info",
+                after: self.timeout,
+            })?
+            .map_err(|e| ObserveError::JetStream {
+                what: "consumer info",
+                message: e.to_string(),
+            })?;
+        trace!(farm = self.names.farm(), took = ?started.elapsed(), "consumer info");
+        match answer {
+            Response::Ok(info) => Ok(ConsumerSample {
                 num_pending: info.num_pending,
                 num_ack_pending: info.num_ack_pending as u64,
                 num_redelivered: info.num_redelivered as u64,
                 delivered_stream_seq: info.delivered.stream_sequence,
             }),
-            Err(e) => {
-                // The stream may have been recreated: look it up again next time.
-                *guard = None;
-                Err(ObserveError::JetStream {
-                    what: "consumer info",
-                    message: e.to_string(),
+            Response::Err { error } if error.error_code() == ErrorCode::STREAM_NOT_FOUND => {
+                Err(ObserveError::Missing {
+                    what: "stream",
+                    name: stream,
                 })
+            }
+            Response::Err { error } if error.error_code() == ErrorCode::CONSUMER_NOT_FOUND => {
+                Err(ObserveError::Missing {
+                    what: "consumer",
+                    name: format!("{stream}/{consumer}"),
+                })
+            }
+            Response::Err { error } => Err(ObserveError::JetStream {
+                what: "consumer info",
+                message: error.to_string(),
+            }),
+        }
+    }
+}
+
+/// Keeps `latest` up to date with the snapshots on the farm's metrics
+/// subject until `stop`; resubscribes (with a bounded backoff) when the
+/// subscription cannot be made or ends while the client lives.
+async fn watch_snapshots(
+    client: async_nats::Client,
+    names: FarmNames,
+    latest: Arc<Mutex<Option<(MetricsSnapshot, Instant)>>>,
+    stop: CancellationToken,
+) {
+    let subject = names.metrics_subject();
+    let mut delay = Duration::from_millis(100);
+    loop {
+        let sub = tokio::select! {
+            s = client.subscribe(subject.clone()) => s,
+            () = stop.cancelled() => return,
+        };
+        match sub {
+            Ok(mut sub) => {
+                debug!(farm = names.farm(), subject = %subject, "watching metrics snapshots");
+                loop {
+                    tokio::select! {
+                        m = sub.next() => match m {
+                            Some(msg) => match MetricsSnapshot::decode(msg.payload.as_ref()) {
+                                Ok(snap) => {
+                                    *latest.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some((snap, Instant::now()));
+                                }
+                                Err(e) => debug!(farm = names.farm(), error = %e, "undecodable metrics snapshot"),
+                            },
+                            // The client was closed: nothing more to watch.
+                            None => return,
+                        },
+                        () = stop.cancelled() => {
+                            let _ = sub.unsubscribe().await;
+                            return;
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                warn!(farm = names.farm(), error = %e, retry_in = ?delay, "cannot subscribe to metrics snapshots");
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => {}
+                    () = stop.cancelled() => return,
+                }
+                delay = (delay * 2).min(Duration::from_secs(5));
             }
         }
     }
@@ -360,6 +476,48 @@ mod tests {
             (s.min_replicas, s.max_replicas, s.replicas_desired),
             (1.0, 10.0, 3.0)
         );
+    }
+
+    #[test]
+    fn policy_time_scales_durations_not_counts() {
+        let mut b = SignalsBuilder::default();
+        let wall = b.build(
+            &Sample {
+                consumer: Some(ConsumerSample {
+                    num_pending: 10,
+                    num_ack_pending: 2,
+                    num_redelivered: 0,
+                    delivered_stream_seq: 20,
+                }),
+                snapshot: Some(snap(100, 90)),
+                replicas: 3,
+                available: 2,
+            },
+            &ctx(),
+        );
+        assert_eq!(wall.time_scaled(1.0), wall);
+        let p = wall.time_scaled(4.0);
+        assert_eq!(p.interval_s, 8.0);
+        assert_eq!(p.since_last_scale_s, 16.0);
+        assert_eq!(p.service_mean_s, Some(2.0));
+        assert_eq!(p.service_p95_s, Some(3.6));
+        assert_eq!(p.latency_mean_s, Some(4.0));
+        assert_eq!(p.latency_max_s, Some(12.0));
+        assert_eq!(p.deadline_min_s, Some(16.0));
+        // Counts and replica figures stay; rates (per policy second) fall by K.
+        assert_eq!(
+            (p.backlog, p.in_flight, p.arrivals, p.replicas_ready),
+            (
+                wall.backlog,
+                wall.in_flight,
+                wall.arrivals,
+                wall.replicas_ready
+            )
+        );
+        assert_eq!(p.arrival_rate(), wall.arrival_rate() / 4.0);
+        // Work in units of the policy's clock is unchanged: offered load.
+        let load = |s: &Signals| s.arrival_rate() * s.service_mean_s.unwrap_or(0.0);
+        assert!((load(&p) - load(&wall)).abs() < 1e-12);
     }
 
     #[test]

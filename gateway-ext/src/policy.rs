@@ -79,6 +79,7 @@ pub struct FarmPolicy {
     fallback_reason: Option<String>,
     runtime: Option<PathBuf>,
     model_mtime: Option<SystemTime>,
+    model_loads: u64,
     external_actions: ActionSpace,
 }
 
@@ -113,6 +114,7 @@ impl FarmPolicy {
             fallback_reason: None,
             runtime: runtime.map(Path::to_owned),
             model_mtime,
+            model_loads: u64::from(matches!(spec, PolicySpec::Onnx(_))),
             external_actions,
         })
     }
@@ -136,6 +138,7 @@ impl FarmPolicy {
             fallback_reason: Some(reason),
             runtime: runtime.map(Path::to_owned),
             model_mtime: None,
+            model_loads: 0,
             external_actions,
         })
     }
@@ -143,6 +146,12 @@ impl FarmPolicy {
     /// The configured policy.
     pub fn spec(&self) -> &PolicySpec {
         &self.spec
+    }
+
+    /// How many times an ONNX model was loaded successfully (at start and
+    /// by reloads); 0 for other policies.
+    pub fn model_loads(&self) -> u64 {
+        self.model_loads
     }
 
     /// Why the fallback is deciding, if it is.
@@ -328,7 +337,8 @@ impl FarmPolicy {
             Ok(m) => {
                 self.active = Active::Onnx(Arc::new(Mutex::new(m)));
                 self.fallback_reason = None;
-                info!(model = %path.display(), "ONNX model reloaded");
+                self.model_loads += 1;
+                info!(model = %path.display(), loads = self.model_loads, "ONNX model reloaded");
                 Ok(true)
             }
             Err(e) => {

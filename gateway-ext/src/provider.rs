@@ -328,6 +328,7 @@ impl Provider for HttpProvider {
             let path = "/system/functions";
             let body = encode_json(&DeleteFunctionRequest {
                 function_name: name.to_owned(),
+                ..Default::default()
             });
             let (status, resp) = self.call(Method::DELETE, path, Some(body)).await?;
             if status.is_success() || status == StatusCode::NOT_FOUND {
@@ -461,8 +462,10 @@ impl Provider for MemProvider {
                     annotations: dep.annotations.clone(),
                     limits: dep.limits.clone(),
                     requests: dep.requests.clone(),
+                    read_only_root_filesystem: dep.read_only_root_filesystem,
                     replicas: 1,
                     available_replicas: 1,
+                    ..Default::default()
                 });
         });
         Box::pin(async move { r })

@@ -1,120 +1,16 @@
-//! The JSON shapes of the OpenFaaS provider API that gateway-ext reads and
-//! writes (faas-provider `types`, camelCase), plus the AlertManager payload.
-//!
-//! Only the fields gateway-ext needs are typed; `limits` and `requests` are
-//! kept as raw JSON so a shard is cloned from its worker without losing what
-//! a newer provider may put there.
+//! The JSON shapes gateway-ext reads and writes: the OpenFaaS provider API
+//! types, from [`farm_openfaas`] (one definition shared with the local
+//! provider), plus the AlertManager payload the gateway takes on
+//! `POST /system/alert`.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-/// What `GET /system/functions` lists and `GET /system/function/{name}` returns.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct FunctionStatus {
-    /// Name of the function.
-    pub name: String,
-    /// Image reference as deployed.
-    #[serde(default)]
-    pub image: String,
-    /// Namespace.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub namespace: String,
-    /// Command line override (`fprocess`).
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub env_process: String,
-    /// Environment variables.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub env_vars: BTreeMap<String, String>,
-    /// Placement constraints.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub constraints: Vec<String>,
-    /// Secret names.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub secrets: Vec<String>,
-    /// Labels (`com.openfaas.scale.min`, ...). `null` in JSON reads as empty.
-    #[serde(default, deserialize_with = "null_map")]
-    pub labels: BTreeMap<String, String>,
-    /// Annotations (`com.rust-farm.farm`, ...).
-    #[serde(default, deserialize_with = "null_map")]
-    pub annotations: BTreeMap<String, String>,
-    /// Resource limits, as the provider wrote them.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub limits: Option<serde_json::Value>,
-    /// Resource requests, as the provider wrote them.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub requests: Option<serde_json::Value>,
-    /// Replicas that exist (starting or ready).
-    #[serde(default)]
-    pub replicas: u64,
-    /// Replicas ready to take work.
-    #[serde(default)]
-    pub available_replicas: u64,
-}
-
-fn null_map<'de, D: serde::Deserializer<'de>>(d: D) -> Result<BTreeMap<String, String>, D::Error> {
-    Ok(Option::<BTreeMap<String, String>>::deserialize(d)?.unwrap_or_default())
-}
-
-/// A request to create a function (`POST /system/functions`).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct FunctionDeployment {
-    /// Name of the function.
-    pub service: String,
-    /// Image reference.
-    pub image: String,
-    /// Namespace; empty = default.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub namespace: String,
-    /// Command line override.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub env_process: String,
-    /// Environment variables.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub env_vars: BTreeMap<String, String>,
-    /// Placement constraints.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub constraints: Vec<String>,
-    /// Secret names.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub secrets: Vec<String>,
-    /// Labels.
-    #[serde(default)]
-    pub labels: BTreeMap<String, String>,
-    /// Annotations.
-    #[serde(default)]
-    pub annotations: BTreeMap<String, String>,
-    /// Resource limits.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub limits: Option<serde_json::Value>,
-    /// Resource requests.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub requests: Option<serde_json::Value>,
-}
-
-/// Body of `POST /system/scale-function/{name}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ScaleServiceRequest {
-    /// Function name.
-    #[serde(default)]
-    pub service_name: String,
-    /// Desired replica count.
-    pub replicas: u64,
-    /// Namespace; empty = default.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub namespace: String,
-}
-
-/// Body of `DELETE /system/functions`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct DeleteFunctionRequest {
-    /// Function to delete.
-    pub function_name: String,
-}
+pub use farm_openfaas::{
+    DeleteFunctionRequest, FunctionDeployment, FunctionResources, FunctionStatus,
+    ScaleServiceRequest,
+};
 
 /// The AlertManager webhook payload the OpenFaaS gateway parses on
 /// `POST /system/alert`.

@@ -355,7 +355,6 @@ fn provider_replicas(local: &Local) -> (u64, u64) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "flaky under load: once the firing decision saw backlog 0 (same symptom as live::farm_under_load_scales_up_and_back_down); run with --ignored while fixing"]
 async fn alertmanager_alert_makes_the_policy_decide_and_replicas_change() {
     // Fail early, before anything starts, when the binaries are missing.
     find_on_path("Prometheus", &["prometheus"]);
@@ -381,6 +380,13 @@ async fn alertmanager_alert_makes_the_policy_decide_and_replicas_change() {
         ],
     );
     let js = wait_consumer(&nats.url()).await;
+    // The farm's only tick runs when gateway-ext starts: start it once the
+    // worker's replica is ready, however slowly it started, so that tick
+    // sees the idle farm as it is.
+    eventually(WAIT, "the worker's replica ready", || async {
+        (provider_replicas(&local) == (1, 1)).then_some(())
+    })
+    .await;
 
     // gateway-ext with basic auth on /system/*, as a real install has it.
     let secrets = tempfile::tempdir().unwrap();

@@ -117,6 +117,7 @@ async fn external_controller_steps_a_live_farm() {
                 action: up,
             }],
             auto_reset: false,
+            ..Default::default()
         })
         .await
         .unwrap()

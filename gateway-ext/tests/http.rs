@@ -501,3 +501,146 @@ async fn alerts_managed_unmanaged_malformed_unknown_and_scale_requests() {
     );
     gw.shutdown().await;
 }
+
+/// A farm function with `com.rust-farm.role: <role>` and, when given, the
+/// `com.rust-farm.farm` annotation.
+fn farm_function(name: &str, role: &str, farm: Option<&str>) -> FunctionStatus {
+    let mut f = worker(name, 1);
+    f.labels.insert("com.rust-farm.role".into(), role.into());
+    if let Some(farm) = farm {
+        f.annotations
+            .insert("com.rust-farm.farm".into(), farm.into());
+    }
+    f
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alerts_for_a_farms_emitter_drive_the_farms_decision() {
+    let (up, log) = start_echo().await;
+    let mem = MemProvider::new();
+    // The stack.yml shape: emitter, worker (declaring the farm) and
+    // collector, all annotated with the farm's name.
+    let mut w = farm_function("fe-worker", "worker", Some("fe"));
+    w.annotations
+        .insert("com.rust-farm.policy".into(), "fixed:3".into());
+    w.annotations
+        .insert("com.rust-farm.interval".into(), "1h".into());
+    mem.insert(w);
+    mem.insert(farm_function("fe-emitter", "emitter", Some("fe")));
+    mem.insert(farm_function("fe-collector", "collector", Some("fe")));
+    // An emitter of a farm gateway-ext does not manage, and one that names none.
+    mem.insert(farm_function("stray-emitter", "emitter", Some("nobody")));
+    mem.insert(farm_function("plain-emitter", "emitter", None));
+    let provider: Arc<dyn Provider> = Arc::new(mem.clone());
+    // One discovery at start (the interval is long): the farm comes from
+    // the worker's annotations; the companions declare nothing.
+    let gw = Gateway::start(
+        config(&up, &[("DISCOVERY_INTERVAL", "1h")]),
+        vec![],
+        Some(provider),
+    )
+    .await
+    .unwrap();
+    let c = reqwest::Client::new();
+    let st = c
+        .get(format!("{}/system/autoscaler", gw.url))
+        .send()
+        .await
+        .unwrap()
+        .json::<serde_json::Value>()
+        .await
+        .unwrap();
+    let farms: Vec<&str> = st["farms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["farm"].as_str().unwrap())
+        .collect();
+    assert_eq!(farms, vec!["fe"], "{st}");
+    assert_eq!(st["farms"][0]["function"], "fe-worker");
+    eventually(Duration::from_secs(10), "first decision", || async {
+        gw.farm("fe")
+            .await
+            .filter(|f| f["decisions"] == 1)
+            .map(|_| ())
+    })
+    .await;
+    // The first tick applied the fixed policy; put the worker back at 1 so
+    // the alert's decision is visible as a change.
+    mem.insert(farm_function("fe-worker", "worker", Some("fe")));
+    let alert = |function: &str, status: &str| {
+        format!(
+            r#"{{"status":"{status}","receiver":"scale-up","alerts":[{{"status":"{status}","labels":{{"alertname":"APIHighInvocationRate","function_name":"{function}"}}}}]}}"#
+        )
+    };
+    let alert_url = format!("{}/system/alert", gw.url);
+
+    // The CE alert names the emitter (it receives the HTTP load): the
+    // farm's policy decides for the worker; the emitter is not scaled and
+    // nothing is forwarded.
+    let r = c
+        .post(&alert_url)
+        .body(alert("fe-emitter", "firing"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let reply: serde_json::Value = r.json().await.unwrap();
+    let d = &reply["decisions"][0];
+    assert_eq!(
+        (&d["function"], &d["farm"], &d["policy"], &d["desired"]),
+        (
+            &serde_json::json!("fe-emitter"),
+            &serde_json::json!("fe"),
+            &serde_json::json!("fixed:3"),
+            &serde_json::json!(3)
+        ),
+        "{reply}"
+    );
+    assert_eq!(mem.function("fe-worker").unwrap().replicas, 3);
+    assert_eq!(mem.function("fe-emitter").unwrap().replicas, 1);
+    assert!(log.lock().unwrap().is_empty(), "not forwarded");
+    let st = gw.farm("fe").await.unwrap();
+    assert_eq!(st["last_decision"]["trigger"], "alert");
+    let note = st["last_decision"]["note"].as_str().unwrap();
+    assert!(
+        note.contains("alert (firing)") && note.contains("alerted function fe-emitter"),
+        "{note}"
+    );
+
+    // Resolved: the policy decides again (no drop to min).
+    let r = c
+        .post(&alert_url)
+        .body(alert("fe-emitter", "resolved"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(mem.function("fe-worker").unwrap().replicas, 3);
+
+    // Companions of unmanaged farms and unannotated emitters: forwarded
+    // unchanged, as the gateway would get them.
+    for f in ["stray-emitter", "plain-emitter"] {
+        let body = alert(f, "firing");
+        let r = c.post(&alert_url).body(body.clone()).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{f}");
+        let seen = log.lock().unwrap().last().unwrap().clone();
+        assert_eq!(seen.path, "/system/alert");
+        assert_eq!(&seen.body[..], body.as_bytes(), "{f}: byte for byte");
+    }
+    // A scale request for the emitter is the emitter's own: forwarded, not
+    // a floor of the farm.
+    let r = c
+        .post(format!("{}/system/scale-function/fe-emitter", gw.url))
+        .body(r#"{"serviceName":"fe-emitter","replicas":2}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        log.lock().unwrap().last().unwrap().path,
+        "/system/scale-function/fe-emitter"
+    );
+    assert!(gw.farm("fe").await.unwrap()["request_floor"].is_null());
+    gw.shutdown().await;
+}

@@ -1,12 +1,13 @@
 //! gateway-ext against real components: a real nats-server, the local
 //! provider (farm-local) running real sleep-worker replicas as processes,
-//! farms discovered from annotations.
+//! the real collector publishing `MetricsSnapshot`s, farms discovered from
+//! annotations.
 
 mod common;
 
 use std::time::Duration;
 
-use common::{Gateway, Local, config, eventually};
+use common::{Gateway, Local, config, eventually, start_collector};
 use farm_runtime::names::FarmNames;
 use farm_runtime::proto::Task;
 use farm_testsupport::NatsServer;
@@ -36,6 +37,7 @@ async fn publish_sleep_tasks(
     farm: &str,
     n: u64,
     sleep_ms: u64,
+    deadline_ms: u64,
 ) {
     let names = FarmNames::new(farm).unwrap();
     for seq in 0..n {
@@ -44,7 +46,7 @@ async fn publish_sleep_tasks(
             seq,
             payload: format!("{{\"sleep_ms\":{sleep_ms}}}").into_bytes().into(),
             content_type: "application/json".into(),
-            deadline_ms: 0,
+            deadline_ms,
             attributes: Default::default(),
         };
         js.publish(names.tasks_subject(), t.encode_to_vec().into())
@@ -55,12 +57,16 @@ async fn publish_sleep_tasks(
     }
 }
 
+fn num(v: &serde_json::Value) -> f64 {
+    v.as_f64()
+        .unwrap_or_else(|| panic!("expected a number, got {v}"))
+}
+
 fn ready(f: &serde_json::Value) -> u64 {
     f["ready"].as_u64().unwrap_or(0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "flaky: the control loop sometimes observes backlog 0 / stops deciding after tasks are published (seen in 3 of 5 runs); run with --ignored while fixing"]
 async fn farm_under_load_scales_up_and_back_down() {
     let nats = NatsServer::start().unwrap();
     let local = Local::start(0).await;
@@ -80,6 +86,9 @@ async fn farm_under_load_scales_up_and_back_down() {
         ],
     );
     let js = wait_consumer(&nats.url(), "load").await;
+    // The real collector: gateway-ext's QoS and latency figures come from
+    // its snapshots.
+    let collector = start_collector(&nats.url(), "load", "200ms").await;
     let cfg = config(
         &local.url,
         &[("DISCOVERY_INTERVAL", "300ms"), ("NATS_URL", &nats.url())],
@@ -104,7 +113,8 @@ async fn farm_under_load_scales_up_and_back_down() {
 
     // 40 s of work for one replica: enough backlog to see the scale-up even
     // when replicas start slowly on a loaded machine.
-    publish_sleep_tasks(&js, "load", 160, 250).await;
+    // Deadline 60 s: generous, and a value only the collector can report.
+    publish_sleep_tasks(&js, "load", 160, 250, 60_000).await;
     let st = eventually(
         Duration::from_secs(60),
         "scaled up to the maximum with ready replicas",
@@ -119,6 +129,50 @@ async fn farm_under_load_scales_up_and_back_down() {
     assert!(obs["backlog"].as_f64().unwrap() + obs["in_flight"].as_f64().unwrap() > 0.0);
     assert_eq!(st["last_decision"]["policy"], "openfaas-pro-queue");
     assert!(local.handle.status("load-worker").unwrap().replicas >= 3);
+
+    // The observation carries the collector's figures (its MetricsSnapshot
+    // through gateway-ext's own subscription), not made-up values.
+    let st = eventually(
+        Duration::from_secs(60),
+        "a decision with the collector's QoS and latency figures",
+        || async {
+            gw.farm("load").await.filter(|f| {
+                let s = &f["last_decision"]["signals"];
+                s["completions"].as_f64().unwrap_or(0.0) > 0.0
+                    && s["service_mean_s"].is_number()
+                    && s["latency_mean_s"].is_number()
+            })
+        },
+    )
+    .await;
+    let s = &st["last_decision"]["signals"];
+    assert_eq!(
+        num(&s["deadline_min_s"]),
+        60.0,
+        "the tasks' deadline, from the collector: {st}"
+    );
+    // Every task sleeps 250 ms in the handler: the workers' service times
+    // and the end-to-end latencies cannot be shorter.
+    assert!(num(&s["service_mean_s"]) >= 0.24, "{st}");
+    assert!(
+        num(&s["service_p95_s"]) >= num(&s["service_mean_s"]) * 0.5,
+        "{st}"
+    );
+    assert!(num(&s["latency_mean_s"]) >= 0.24, "{st}");
+    assert!(
+        num(&s["latency_max_s"]) >= num(&s["latency_mean_s"]),
+        "{st}"
+    );
+    let on_time = num(&s["completions_on_time"]);
+    assert!(
+        on_time > 0.0 && on_time <= num(&s["completions"]),
+        "on-time completions from the collector's QoS hits: {st}"
+    );
+    assert!(
+        num(&st["last_observation"]["window_qos"]) > 0.0,
+        "window QoS in the observation: {st}"
+    );
+    assert!(st["snapshot_age_s"].is_number(), "{st}");
 
     eventually(
         Duration::from_secs(90),
@@ -143,6 +197,7 @@ async fn farm_under_load_scales_up_and_back_down() {
     gw.shutdown().await;
     let mut local = local;
     local.shutdown().await;
+    drop(collector);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -196,10 +251,7 @@ async fn shards_spread_replicas_over_capped_functions() {
     let worker = local.handle.status("sh-worker").unwrap();
     assert_eq!(shard.image, worker.image);
     assert_eq!(shard.env_vars, worker.env_vars);
-    assert_eq!(
-        shard.annotations.as_ref().unwrap()["com.rust-farm.shard-of"],
-        "sh-worker"
-    );
+    assert_eq!(shard.annotations["com.rust-farm.shard-of"], "sh-worker");
     // Their replicas really run and bind the farm: 5 ready in total.
     eventually(
         Duration::from_secs(30),

@@ -121,3 +121,59 @@ fn shipped_policy_loads_and_agrees_with_python() {
     let (obs, expected) = python_greedy(&model, false, &[]);
     assert_same_greedy(&model, &obs, &expected);
 }
+
+/// Python side: export the numpy Double-DQN (output `q`) and PPO (output
+/// `logits`) MLPs of `rustfarm_gym` with seeded random weights.
+const MLP_SCRIPT: &str = r#"
+import json, sys
+import numpy as np
+from rustfarm_gym.client import Spec
+from rustfarm_gym.dqn import DQNAgent, DQNConfig
+from rustfarm_gym.onnx_export import metadata, save
+from rustfarm_gym.ppo import PPOAgent, PPOConfig
+
+args = json.loads(sys.argv[1])
+spec = Spec(obs_version=args["obs_version"], observation_names=tuple(args["names"]),
+            observation_low=tuple(args["low"]), observation_high=tuple(args["high"]),
+            action_meanings=tuple(args["actions"]), control_interval_s=8.0,
+            episode_steps=30, backend="sim", server_version="test",
+            scenarios=(), policies=())
+kw = dict(low=spec.observation_low, high=spec.observation_high)
+dim, n = len(spec.observation_names), len(spec.action_meanings)
+dqn = DQNAgent(dim, n, cfg=DQNConfig(seed=7), **kw)
+save(dqn.onnx_graph(), args["dqn"],
+     metadata(spec, output="q", algorithm="double-dqn", config={"seed": 7}))
+ppo = PPOAgent(dim, n, cfg=PPOConfig(seed=7), **kw)
+# Spread the near-uniform initial logits so greedy actions vary across inputs.
+ppo.policy.params[-2] *= 100.0
+save(ppo.onnx_graph(), args["ppo"],
+     metadata(spec, output="logits", algorithm="ppo", config={"seed": 7}))
+"#;
+
+#[test]
+fn dqn_and_ppo_exports_load_and_agree_with_python() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let dqn = dir.path().join("dqn.onnx");
+    let ppo = dir.path().join("ppo.onnx");
+    let actions = ActionSpace::with_estimates().meanings();
+    let args = serde_json::json!({
+        "dqn": dqn, "ppo": ppo, "obs_version": OBS_VERSION, "names": names(),
+        "actions": actions, "low": low(), "high": high(),
+    });
+    let status = Command::new(python())
+        .current_dir(workspace_root().join("gym"))
+        .args(["-c", MLP_SCRIPT, &args.to_string()])
+        .status()
+        .expect("run the venv python (scripts/setup.sh installs rustfarm_gym)");
+    assert!(status.success(), "python MLP export failed: {status}");
+    for model in [&dqn, &ppo] {
+        let (obs, expected) = python_greedy(model, false, &actions);
+        let distinct: std::collections::BTreeSet<_> = expected.iter().collect();
+        assert!(
+            distinct.len() > 1,
+            "{}: one greedy action only",
+            model.display()
+        );
+        assert_same_greedy(model, &obs, &expected);
+    }
+}

@@ -1,12 +1,32 @@
 """Environment steps per second from Python over gRPC (prints figures).
 
-``python benchmarks/bench_steps.py [--seconds 5] [--envs 64,256,1024]``
+``python benchmarks/bench_steps.py [--seconds 5] [--envs 16,64,256,1024] [--repeat 3]``
 
-Single env: ``FarmEnv.step`` (one unary ``Step`` per env step, reset when an
-episode ends). Vector: ``FarmVectorEnv.step`` (one ``StepBatch`` with
-auto-reset per call); steps/s counts env steps across all envs. The server is
-the newest ``target/{release,debug}/farmctl`` (or ``FARMCTL``): use a release
-build for meaningful numbers.
+Single env, measured in layers so the cost of each is visible:
+
+- ``empty RPC``: an empty ``StepBatch`` (no environment) sent as raw bytes
+  and received as raw bytes: the grpcio round trip with no protobuf and no
+  simulation, the floor of any unary call from Python to this server;
+- ``Step (client)``: ``FarmClient.step``, one unary ``Step`` with protobuf
+  encoding and decoding (reset when an episode ends);
+- ``FarmEnv.step``: the same plus the numpy observation and the info dict.
+
+Vector: ``FarmVectorEnv.step`` (one packed ``StepBatch`` with auto-reset per
+call); steps/s counts env steps across all envs. Every figure is the best of
+``--repeat`` runs of ``--seconds`` each (the machine may be shared: the best
+run is the one least disturbed), and the load average is printed before and
+after.
+
+Wall-clock rates depend on what else runs on the machine, so each line also
+gives the CPU time spent per step by this Python process (client) and by the
+server process (from /proc, Linux), summed over all runs. They bound what an
+idle machine would do: a unary call is serial (client, then server), so at
+most ``1 / (client + server)`` steps/s; during a ``StepBatch`` the server
+steps on two threads while the client waits, so at most
+``1 / (client + server / 2)``. The ``bound`` column prints that figure.
+
+The server is the newest ``target/{release,debug}/farmctl`` (or ``FARMCTL``):
+use a release build for meaningful numbers.
 """
 
 from __future__ import annotations
@@ -14,58 +34,164 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
-from rustfarm_gym import FarmEnv, FarmVectorEnv, SimServer
+from rustfarm_gym import FarmClient, FarmEnv, FarmVectorEnv, SimServer
+
+#: The server process being measured (set in main).
+SERVER_PID = 0
 
 
-def bench_single(address: str, seconds: float, scenario: str) -> float:
+def server_cpu_s() -> float:
+    """CPU time (user + system) of the server process so far, or NaN."""
+    try:
+        fields = Path(f"/proc/{SERVER_PID}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return float("nan")
+
+
+@dataclass
+class Run:
+    """Steps done in one timed run, with wall and CPU seconds."""
+
+    steps: int
+    wall_s: float
+    client_cpu_s: float
+    server_cpu_s: float
+
+
+def per_second(batch: Callable[[], int], seconds: float) -> Run:
+    """Calls ``batch`` (returning how many steps it did) for ``seconds``."""
+    n, t0, c0, s0 = 0, time.perf_counter(), time.process_time(), server_cpu_s()
+    while time.perf_counter() - t0 < seconds:
+        n += batch()
+    return Run(n, time.perf_counter() - t0, time.process_time() - c0, server_cpu_s() - s0)
+
+
+def bench_empty_rpc(address: str, seconds: float) -> Run:
+    client = FarmClient(address)
+    call = client._channel.unary_unary("/farm.control.v1.FarmControl/StepBatch",
+                                       request_serializer=None, response_deserializer=None,
+                                       _registered_method=True)
+
+    def batch() -> int:
+        for _ in range(500):
+            call(b"")
+        return 500
+
+    rate = per_second(batch, seconds)
+    client.close()
+    return rate
+
+
+def bench_client_step(address: str, seconds: float, scenario: str) -> Run:
+    client = FarmClient(address)
+    client.reset("bench-client", 0, scenario=scenario)
+    actions = np.random.default_rng(0).integers(0, 7, size=4096).tolist()
+    k = 0
+
+    def batch() -> int:
+        nonlocal k
+        for _ in range(500):
+            r = client.step("bench-client", actions[k % 4096])
+            k += 1
+            if r.terminated or r.truncated:
+                client.reset("bench-client", k, scenario=scenario)
+        return 500
+
+    rate = per_second(batch, seconds)
+    client.close()
+    return rate
+
+
+def bench_single(address: str, seconds: float, scenario: str) -> Run:
     env = FarmEnv(scenario, address=address)
     env.reset(seed=0)
     rng = np.random.default_rng(0)
     actions = rng.integers(0, env.action_space.n, size=100_000).tolist()
-    n, t0 = 0, time.perf_counter()
-    while time.perf_counter() - t0 < seconds:
+    k = 0
+
+    def batch() -> int:
+        nonlocal k
         for _ in range(500):
-            _, _, term, trunc, _ = env.step(actions[n % len(actions)])
-            n += 1
+            _, _, term, trunc, _ = env.step(actions[k % len(actions)])
+            k += 1
             if term or trunc:
                 env.reset()
-    rate = n / (time.perf_counter() - t0)
+        return 500
+
+    rate = per_second(batch, seconds)
     env.close()
     return rate
 
 
 def bench_vector(address: str, seconds: float, scenario: str, num_envs: int,
-                 step_info: bool) -> float:
+                 step_info: bool) -> Run:
     venv = FarmVectorEnv(num_envs, scenario, address=address, step_info=step_info)
     venv.reset(seed=0)
     rng = np.random.default_rng(0)
     acts = rng.integers(0, venv.single_action_space.n, size=(64, num_envs))
-    n, t0 = 0, time.perf_counter()
-    while time.perf_counter() - t0 < seconds:
-        venv.step(acts[n % 64])
-        n += 1
-    rate = n * num_envs / (time.perf_counter() - t0)
+    k = 0
+
+    def batch() -> int:
+        nonlocal k
+        venv.step(acts[k % 64])
+        k += 1
+        return num_envs
+
+    rate = per_second(batch, seconds)
     venv.close()
     return rate
 
 
+def report(label: str, runs: list[Run], *, parallel_server: bool, unit: str = "steps/s") -> None:
+    """Print the best wall rate and the CPU cost per step over all runs."""
+    best = max(r.steps / r.wall_s for r in runs)
+    steps = sum(r.steps for r in runs)
+    client_us = sum(r.client_cpu_s for r in runs) / steps * 1e6
+    server_us = sum(r.server_cpu_s for r in runs) / steps * 1e6
+    bound = 1e6 / (client_us + (server_us / 2 if parallel_server else server_us))
+    print(f"{label:<44} {best:>9,.0f} {unit}  cpu/step client {client_us:6.2f} us "
+          f"server {server_us:6.2f} us  bound {bound:>9,.0f} {unit}", flush=True)
+
+
 def main() -> None:
+    global SERVER_PID
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--seconds", type=float, default=5.0)
+    ap.add_argument("--repeat", type=int, default=3, help="runs per figure; the best is shown")
     ap.add_argument("--scenario", default="paper-4phase")
     ap.add_argument("--envs", default="16,64,256,1024")
+    ap.add_argument("--no-single", action="store_true", help="only the vector figures")
     a = ap.parse_args()
+    load = os.getloadavg()
     with SimServer() as server:
-        print(f"server: {server.binary} at {server.address}; cores: {os.cpu_count()}")
-        single = bench_single(server.address, a.seconds, a.scenario)
-        print(f"single env  ({a.scenario}): {single:>10,.0f} steps/s")
+        SERVER_PID = server.pid
+        print(f"server: {server.binary} at {server.address}; cores: {os.cpu_count()}; "
+              f"load average before: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+        s, r, sc = a.seconds, a.repeat, a.scenario
+        if not a.no_single:
+            report("empty RPC (grpcio floor)",
+                   [bench_empty_rpc(server.address, s) for _ in range(r)],
+                   parallel_server=False, unit="calls/s")
+            report(f"Step via FarmClient ({sc})",
+                   [bench_client_step(server.address, s, sc) for _ in range(r)],
+                   parallel_server=False)
+            report(f"FarmEnv.step ({sc})",
+                   [bench_single(server.address, s, sc) for _ in range(r)],
+                   parallel_server=False)
         for n in (int(x) for x in a.envs.split(",")):
             for info in (True, False):
-                r = bench_vector(server.address, a.seconds, a.scenario, n, info)
-                print(f"vector x{n:<5} ({a.scenario}, step_info={info!s:<5}): {r:>10,.0f} steps/s")
+                report(f"vector x{n} ({sc}, step_info={info})",
+                       [bench_vector(server.address, s, sc, n, info) for _ in range(r)],
+                       parallel_server=True)
+    load = os.getloadavg()
+    print(f"load average after: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
 
 
 if __name__ == "__main__":

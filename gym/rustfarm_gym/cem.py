@@ -8,7 +8,9 @@ observation (``logits = obs @ W + b``, greedy action = argmax) or a small
 tanh MLP, and CEM searches its parameters directly on the objective the farm
 is judged by, per whole run:
 
-``score = qos - cost * mean_replicas / max_replicas - miss * max(0, target - qos)``
+``score = qos - cost * mean_replicas / max_replicas - miss * min(miss_cap, max(0, target - qos))``
+
+(``--miss-cap`` unset counts the whole shortfall).
 
 Each generation samples ``--pop`` parameter vectors from a diagonal
 Gaussian, runs every candidate greedily on the same ``--episodes`` runs
@@ -29,7 +31,8 @@ run bit for bit (single-threaded numpy and the seeded simulator).
 
 Writes ``config.json``, ``train.csv`` (one row per generation), ``eval.csv``
 (the final mean policy on held-out seeds), ``policy.npz``, ``policy.onnx``
-(output ``logits``; metadata ``algorithm`` = ``cem-linear`` or ``cem-mlp``)
+(output ``logits``; metadata ``algorithm`` = ``cem-linear``, ``cem-mlp`` or
+``cem-residual-mlp``)
 and ``wall_time_s.txt``.
 """
 
@@ -67,30 +70,57 @@ _ids = itertools.count()
 
 @dataclass(frozen=True)
 class PolicyShape:
-    """Shape of the parameter vector: ``hidden == 0`` is a linear scorer."""
+    """Shape of the parameter vector.
+
+    ``hidden == 0`` is a linear scorer ``obs @ W + b``; ``hidden > 0`` a tanh
+    MLP ``tanh(obs @ W1 + b1) @ W2 + b2``; ``residual`` adds the MLP's
+    hidden layer to a linear scorer, ``obs @ W + b + tanh(obs @ W1 + b1) @
+    W2``, so it contains the linear policies (``W2 = 0``) and can be warm
+    started from one (:meth:`embed`).
+    """
 
     obs_dim: int
     n_actions: int
     hidden: int = 0
+    residual: bool = False
+
+    def _shapes(self) -> list[tuple[int, ...]]:
+        d, a, h = self.obs_dim, self.n_actions, self.hidden
+        if h == 0:
+            return [(d, a), (a,)]
+        if self.residual:
+            return [(d, a), (a,), (d, h), (h,), (h, a)]
+        return [(d, h), (h,), (h, a), (a,)]
 
     @property
     def size(self) -> int:
         """Number of parameters."""
-        d, a, h = self.obs_dim, self.n_actions, self.hidden
-        return (d + 1) * a if h == 0 else (d + 1) * h + (h + 1) * a
+        return sum(int(np.prod(s)) for s in self._shapes())
+
+    @property
+    def bias_offset(self) -> int:
+        """Index of the first output bias in the parameter vector."""
+        d, a = self.obs_dim, self.n_actions
+        return d * a if (self.hidden == 0 or self.residual) else self.size - a
 
     def unpack(self, theta: np.ndarray) -> list[np.ndarray]:
-        """``[W, b]`` (linear) or ``[W1, b1, W2, b2]`` (MLP) views of ``theta``."""
+        """Views of ``theta``: ``[W, b]`` (linear), ``[W1, b1, W2, b2]`` (MLP) or
+        ``[W, b, W1, b1, W2]`` (residual)."""
         if theta.shape != (self.size,):
             raise ValueError(f"expected {self.size} parameters, got shape {theta.shape}")
-        d, a, h = self.obs_dim, self.n_actions, self.hidden
-        shapes = [(d, a), (a,)] if h == 0 else [(d, h), (h,), (h, a), (a,)]
         out, i = [], 0
-        for s in shapes:
+        for s in self._shapes():
             n = int(np.prod(s))
             out.append(theta[i:i + n].reshape(s))
             i += n
         return out
+
+    def embed(self, linear_theta: np.ndarray) -> np.ndarray:
+        """Parameters of this (residual) shape computing the given linear policy."""
+        lin = (self.obs_dim + 1) * self.n_actions
+        if not self.residual or linear_theta.shape != (lin,):
+            raise ValueError(f"embed needs a residual shape and {lin} linear parameters")
+        return np.concatenate([linear_theta, np.zeros(self.size - lin)])
 
     def logits(self, theta: np.ndarray, obs: np.ndarray) -> np.ndarray:
         """Action scores ``[N, n_actions]`` for observations ``[N, obs_dim]``."""
@@ -98,17 +128,39 @@ class PolicyShape:
         x = np.asarray(obs, dtype=np.float64)
         if self.hidden == 0:
             return x @ p[0] + p[1]
+        if self.residual:
+            return x @ p[0] + p[1] + np.tanh(x @ p[2] + p[3]) @ p[4]
         return np.tanh(x @ p[0] + p[1]) @ p[2] + p[3]
+
+    @property
+    def algorithm(self) -> str:
+        """The ONNX metadata ``algorithm`` of this shape."""
+        if self.hidden == 0:
+            return "cem-linear"
+        return "cem-residual-mlp" if self.residual else "cem-mlp"
 
 
 def policy_graph(shape: PolicyShape, theta: np.ndarray) -> onnx.ModelProto:
     """ONNX graph ``obs -> logits`` computing :meth:`PolicyShape.logits` in float32."""
     p = [a.astype(np.float32) for a in shape.unpack(theta)]
-    names = ["W", "b"] if shape.hidden == 0 else ["W1", "b1", "W2", "b2"]
+    if shape.hidden == 0:
+        names = ["W", "b"]
+    elif shape.residual:
+        names = ["W", "b", "W1", "b1", "W2"]
+    else:
+        names = ["W1", "b1", "W2", "b2"]
     inits = [numpy_helper.from_array(a, n) for a, n in zip(p, names, strict=True)]
     if shape.hidden == 0:
         nodes = [helper.make_node("MatMul", ["obs", "W"], ["xw"]),
                  helper.make_node("Add", ["xw", "b"], ["logits"])]
+    elif shape.residual:
+        nodes = [helper.make_node("MatMul", ["obs", "W"], ["xw"]),
+                 helper.make_node("Add", ["xw", "b"], ["lin"]),
+                 helper.make_node("MatMul", ["obs", "W1"], ["h_pre0"]),
+                 helper.make_node("Add", ["h_pre0", "b1"], ["h_pre"]),
+                 helper.make_node("Tanh", ["h_pre"], ["h"]),
+                 helper.make_node("MatMul", ["h", "W2"], ["hw"]),
+                 helper.make_node("Add", ["lin", "hw"], ["logits"])]
     else:
         nodes = [helper.make_node("MatMul", ["obs", "W1"], ["h_pre0"]),
                  helper.make_node("Add", ["h_pre0", "b1"], ["h_pre"]),
@@ -127,8 +179,31 @@ def policy_graph(shape: PolicyShape, theta: np.ndarray) -> onnx.ModelProto:
     return model
 
 
+#: Service time of the reference farm (Gamma, mean 1.5 s, clipped).
+GAMMA_SERVICE = """  dist:
+    kind: gamma
+    shape: 4.0
+    scale: 0.375
+  clip:
+    min: 0.0465
+    max: 2.8704"""
+
+
+def lognormal_service(mean: float, sigma: float, clip_max: float = 60.0) -> str:
+    """A heavy-tailed log-normal service time with the given mean (YAML body)."""
+    mu = float(np.log(mean) - sigma * sigma / 2.0)
+    return f"""  dist:
+    kind: lognormal
+    mu: {mu}
+    sigma: {sigma}
+  clip:
+    min: 0.01
+    max: {clip_max}"""
+
+
 def _phases_yaml(name: str, phases: Sequence[str], base_rate: float, steps: int,
-                 startup: tuple[float, float], initial: int) -> str:
+                 startup: tuple[float, float], initial: int,
+                 service: str = GAMMA_SERVICE) -> str:
     body = "\n".join(phases)
     return f"""name: {name}
 description: training-only shape (rustfarm_gym.cem), never evaluated on
@@ -140,13 +215,7 @@ arrivals:
   phases:
 {body}
 service:
-  dist:
-    kind: gamma
-    shape: 4.0
-    scale: 0.375
-  clip:
-    min: 0.0465
-    max: 2.8704
+{service}
 deadline:
   kind: factor
   factor: 2.0
@@ -185,7 +254,11 @@ def training_scenarios() -> dict[str, str]:
 
     Step changes up and down, a fast oscillation and a slow cold start with a
     step, so the policy sees sudden load changes without training on
-    ``spike``, ``cold-start`` or ``paper-4phase``.
+    ``spike``, ``cold-start`` or ``paper-4phase``; the ``-lognormal`` shapes
+    combine load changes with heavy-tailed (log-normal) service times, and
+    ``train-from-one`` starts from a single replica under a rising load.
+    (The server's domain randomisation then varies rates, service means and
+    shapes and start-up delays per run.)
     """
     return {
         "train-steps": _phases_yaml(
@@ -200,6 +273,15 @@ def training_scenarios() -> dict[str, str]:
         "train-surge": _phases_yaml(
             "train-surge", [_const(80.0, 0.6), _const(24.0, 3.0), _const(136.0, 0.8)],
             5.0, 30, (5.0, 9.0), 3),
+        "train-steps-lognormal": _phases_yaml(
+            "train-steps-lognormal", [_const(64.0, 0.5), _const(80.0, 1.4), _const(96.0, 0.8)],
+            5.0, 30, (5.0, 9.0), 4, lognormal_service(1.5, 1.3)),
+        "train-surge-lognormal": _phases_yaml(
+            "train-surge-lognormal", [_const(72.0, 0.8), _const(32.0, 2.2), _const(136.0, 1.0)],
+            4.0, 30, (5.0, 9.0), 6, lognormal_service(1.2, 1.7)),
+        "train-from-one": _phases_yaml(
+            "train-from-one", [_const(40.0, 0.4), _const(56.0, 1.2), _sine(144.0, 0.5, 1.4, 20.0)],
+            5.0, 30, (5.0, 9.0), 1),
     }
 
 
@@ -255,10 +337,20 @@ class RunBatch:
 
 
 def score(summary: dict[str, Any], *, cost: float, miss: float, target: float,
-          max_replicas: float = 32.0) -> float:
-    """The per-run objective (see the module docs)."""
+          max_replicas: float = 32.0, miss_cap: float | None = None) -> float:
+    """The per-run objective (see the module docs).
+
+    ``miss_cap`` bounds the shortfall the ``miss`` penalty counts: a run far
+    below the target (one no policy can rescue, e.g. a randomised load
+    beyond the farm's capacity) then pulls the policy towards more replicas
+    no harder than a run just below it, so a hard penalty does not drive
+    every candidate to the maximum.
+    """
     q = float(summary["qos"])
-    return q - cost * float(summary["mean_replicas"]) / max_replicas - miss * max(0.0, target - q)
+    short = max(0.0, target - q)
+    if miss_cap is not None:
+        short = min(short, miss_cap)
+    return q - cost * float(summary["mean_replicas"]) / max_replicas - miss * short
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -273,6 +365,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                     help="held-out scenarios for eval.csv (never trained on)")
     ap.add_argument("--actions", default=DEFAULT_ACTIONS, help="action meanings (comma list)")
     ap.add_argument("--hidden", type=int, default=0, help="MLP hidden units (0 = linear)")
+    ap.add_argument("--residual", action="store_true",
+                    help="with --hidden: add the hidden layer to a linear scorer (warm-startable "
+                         "from a linear policy.npz with --init-from)")
     ap.add_argument("--generations", type=int, default=40)
     ap.add_argument("--pop", type=int, default=32)
     ap.add_argument("--episodes", type=int, default=16, help="runs per candidate per generation")
@@ -286,6 +381,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--smoothing", type=float, default=0.7, help="weight of the new fit")
     ap.add_argument("--cost", type=float, default=0.8, help="weight of mean_replicas/max")
     ap.add_argument("--miss", type=float, default=0.5, help="extra weight of QoS below --target")
+    ap.add_argument("--miss-cap", type=float, default=None,
+                    help="largest shortfall below --target the miss penalty counts (default: all)")
+    ap.add_argument("--init-from", default=None,
+                    help="warm start: policy.npz of an earlier run with the same shape (its "
+                         "theta becomes the initial mean)")
     ap.add_argument("--rate", default="0.6,1.3",
                     help="randomize.rate range (arrival-rate factor); the server's default "
                          "reaches loads beyond the farm's capacity")
@@ -313,6 +413,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     cfg = {k: v for k, v in vars(a).items() if k not in ("out", "address")}
     cfg["algorithm"] = "cem"
+    if not a.residual:
+        # Added later: left out when off, so earlier runs' config hashes still reproduce.
+        del cfg["residual"]
     (out / "config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True))
     rng = np.random.default_rng(a.seed)
     pool: list[str] = [s for s in a.scenarios.split(",") if s]
@@ -325,11 +428,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     batch = RunBatch(a.actions, a.address)
     try:
         spec = batch.spec
-        shape = PolicyShape(len(spec.observation_names), len(spec.action_meanings), a.hidden)
+        shape = PolicyShape(len(spec.observation_names), len(spec.action_meanings), a.hidden,
+                            a.residual and a.hidden > 0)
         mu = np.zeros(shape.size)
-        if a.init_action:
-            # The last n_actions parameters are the output biases in both layouts.
-            mu[shape.size - shape.n_actions + list(spec.action_meanings).index(a.init_action)] = 1.0
+        if a.init_from:
+            mu = np.asarray(np.load(a.init_from)["theta"], dtype=np.float64)
+            if shape.residual and mu.shape == ((shape.obs_dim + 1) * shape.n_actions,):
+                mu = shape.embed(mu)  # a linear policy: start from it, hidden layer off
+            if mu.shape != (shape.size,):
+                raise SystemExit(f"--init-from {a.init_from}: {mu.shape[0]} parameters, "
+                                 f"expected {shape.size}")
+        elif a.init_action:
+            mu[shape.bias_offset + list(spec.action_meanings).index(a.init_action)] = 1.0
         std = np.full(shape.size, a.init_std)
         n_elite = max(2, round(a.elite * a.pop))
         log = open(out / "train.csv", "w", newline="")  # noqa: SIM115
@@ -337,6 +447,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         w.writerow(["generation", "best", "elite_mean", "mean_policy", "mean_qos",
                     "mean_replicas", "std_mean", "wall_s"])
         best_theta, best_val, best_gen = mu.copy(), -np.inf, -1
+
+        def obj(r: dict[str, Any]) -> float:
+            return score(r, cost=a.cost, miss=a.miss, target=a.target, miss_cap=a.miss_cap)
+
         val_rng = np.random.default_rng([a.seed, 1])
         val_eps = [(pool[int(val_rng.integers(len(pool)))], int(val_rng.integers(0, 2**62)),
                     rand) for _ in range(a.val_episodes)]
@@ -347,7 +461,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             cands = [mu + (std + extra) * rng.standard_normal(shape.size)
                      for _ in range(a.pop - 1)] + [mu.copy()]
             runs = batch.run(shape, cands, eps)
-            sc = np.array([[score(r, cost=a.cost, miss=a.miss, target=a.target) for r in row]
+            sc = np.array([[obj(r) for r in row]
                            for row in runs]).mean(1)
             order = np.argsort(-sc)
             elite = np.stack([cands[i] for i in order[:n_elite]])
@@ -356,7 +470,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             mean_runs = runs[-1]
             last = g == a.generations - 1
             if val_eps and ((g + 1) % a.val_every == 0 or last):
-                val = float(np.mean([score(r, cost=a.cost, miss=a.miss, target=a.target)
+                val = float(np.mean([obj(r)
                                      for r in batch.run(shape, [mu], val_eps)[0]]))
                 print(f"validation gen {g}: {val:.4f}", flush=True)
                 if val > best_val:
@@ -390,9 +504,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             dw = csv.DictWriter(fh, fieldnames=list(rows[0]))
             dw.writeheader()
             dw.writerows(rows)
-    np.savez(out / "policy.npz", theta=theta, final_mean=mu, hidden=a.hidden)
-    meta = metadata(spec, output="logits",
-                    algorithm="cem-linear" if a.hidden == 0 else "cem-mlp", config=cfg)
+    np.savez(out / "policy.npz", theta=theta, final_mean=mu, hidden=a.hidden,
+             residual=shape.residual)
+    meta = metadata(spec, output="logits", algorithm=shape.algorithm, config=cfg)
     path = save(policy_graph(shape, theta), out / "policy.onnx", meta)
     (out / "wall_time_s.txt").write_text(f"{wall:.1f}\n")
     check = np.random.default_rng(a.seed).uniform(

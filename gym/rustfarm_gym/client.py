@@ -11,6 +11,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import grpc
+import numpy as np
 
 from ._proto import control_pb2 as pb
 from ._proto import control_pb2_grpc as pb_grpc
@@ -21,6 +22,13 @@ OBS_VERSION = 1
 
 #: Largest message sent or received (a StepBatch over thousands of envs).
 MAX_MESSAGE_BYTES = 64 << 20
+
+#: Columns of :attr:`PackedBatch.info` (``PackedSteps.info`` in the proto).
+PACKED_INFO_FIELDS = ("time_s", "desired", "ready", "starting", "backlog", "in_flight",
+                      "window_qos", "arrivals", "completions")
+
+#: Wire tag of ``StepBatchRequest.actions`` (field 4, length-delimited).
+_ACTIONS_TAG = bytes([4 << 3 | 2])
 
 
 @dataclass(frozen=True)
@@ -54,6 +62,107 @@ class Spec:
             server_version=m.server_version,
             scenarios=tuple(m.scenarios),
             policies=tuple(m.policies),
+        )
+
+
+@dataclass(frozen=True)
+class PackedBatch:
+    """The result of one packed ``StepBatch``, as numpy arrays in the order
+    of the environments."""
+
+    #: ``(n, obs_dim)`` float32; with auto-reset, the new episode's first
+    #: observation where one ended.
+    observations: np.ndarray
+    #: ``(n,)`` float64.
+    rewards: np.ndarray
+    #: ``(n,)`` bool.
+    terminated: np.ndarray
+    #: ``(n,)`` bool.
+    truncated: np.ndarray
+    #: ``(n, 9)`` float64 (columns :data:`PACKED_INFO_FIELDS`, ``window_qos``
+    #: NaN when absent), or ``None`` when not asked for.
+    info: np.ndarray | None
+    #: Indices of the environments whose episode ended at this step.
+    ended: np.ndarray
+    #: Their complete replies (run summary in ``info.summary``; with
+    #: auto-reset, the ended episode's last observation in
+    #: ``final_observation``), in the order of ``ended``.
+    ended_replies: Sequence[pb.StepReply]
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while n >= 0x80:
+        out.append(n & 0x7F | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def encode_actions(actions: np.ndarray) -> bytes:
+    """``StepBatchRequest.actions`` as wire bytes (appended to an encoded
+    request, protobuf merges it in). Actions below 128 are one byte each on
+    the wire, so that common case is one numpy cast instead of a Python
+    loop; larger ones go through the protobuf library."""
+    a = np.asarray(actions)
+    if a.size and (a.min() < 0 or a.max() > 0xFFFF_FFFF):
+        raise ValueError("actions must be in [0, 2**32)")
+    if a.size == 0:
+        return b""
+    if a.max() < 0x80:
+        payload = a.astype(np.uint8).tobytes()
+        return _ACTIONS_TAG + _varint(len(payload)) + payload
+    return pb.StepBatchRequest(actions=a.tolist()).SerializeToString()
+
+
+class BatchStepper:
+    """Steps a fixed list of environments with packed ``StepBatch`` calls.
+
+    The request's environment ids and flags are encoded once; each step
+    appends only the encoded actions. The reply's flat arrays are decoded
+    with one numpy call each, so the Python cost per call hardly grows with
+    the number of environments. Built by :meth:`FarmClient.batch_stepper`.
+    """
+
+    def __init__(self, client: FarmClient, env_ids: Sequence[str], *, auto_reset: bool = True,
+                 info: bool = False) -> None:
+        self.client = client
+        self.env_ids = tuple(env_ids)
+        self.info = info
+        self._prefix = pb.StepBatchRequest(env_ids=self.env_ids, auto_reset=auto_reset,
+                                           packed=True, packed_info=info).SerializeToString()
+
+    def step(self, actions: Sequence[int] | np.ndarray) -> PackedBatch:
+        """One action per environment, in the order of ``env_ids``."""
+        a = np.asarray(actions).reshape(-1)
+        n = len(self.env_ids)
+        if a.shape[0] != n:
+            raise ValueError(f"{a.shape[0]} actions for {n} environments")
+        if a.dtype.kind not in "iu":
+            raise ValueError(f"actions must be integers, got dtype {a.dtype}")
+        reply = self.client._call_step_batch_raw(self._prefix + encode_actions(a))
+        p = reply.packed
+        dim = p.obs_dim
+        obs = np.asarray(p.observations, dtype=np.float32)
+        rewards = np.asarray(p.rewards, dtype=np.float64)
+        term = np.asarray(p.terminated, dtype=np.bool_)
+        trunc = np.asarray(p.truncated, dtype=np.bool_)
+        info = np.asarray(p.info, dtype=np.float64) if self.info else None
+        width = len(PACKED_INFO_FIELDS)
+        if (obs.shape[0] != n * dim or rewards.shape[0] != n or term.shape[0] != n
+                or trunc.shape[0] != n or (info is not None and info.shape[0] != n * width)):
+            raise FarmRpcError("StepBatch", "DATA_LOSS",
+                               f"packed reply for {n} environments has inconsistent array "
+                               f"lengths (obs_dim {dim}, {obs.shape[0]} observations, "
+                               f"{rewards.shape[0]} rewards)")
+        return PackedBatch(
+            observations=obs.reshape(n, dim),
+            rewards=rewards,
+            terminated=term,
+            truncated=trunc,
+            info=info.reshape(n, width) if info is not None else None,
+            ended=np.asarray(p.ended, dtype=np.int64),
+            ended_replies=p.ended_replies,
         )
 
 
@@ -93,6 +202,13 @@ class FarmClient:
         self._reset = stub.Reset
         self._step = stub.Step
         self._step_batch = stub.StepBatch
+        # StepBatch with a pre-encoded request (BatchStepper builds the bytes).
+        self._step_batch_raw = self._channel.unary_unary(
+            "/farm.control.v1.FarmControl/StepBatch",
+            request_serializer=None,
+            response_deserializer=pb.StepBatchReply.FromString,
+            _registered_method=True,
+        )
 
     def get_spec(self, *, farm: str = "", action_space: str = "",
                  check_version: bool = True) -> Spec:
@@ -140,6 +256,18 @@ class FarmClient:
             steps.add(env_id=env_id, action=int(a))
         try:
             return self._step_batch(req).replies
+        except grpc.RpcError as e:
+            raise _wrap("StepBatch", e, self.address) from None
+
+    def batch_stepper(self, env_ids: Sequence[str], *, auto_reset: bool = True,
+                      info: bool = False) -> BatchStepper:
+        """A :class:`BatchStepper` for these environments (packed replies;
+        ``info`` adds the per-step diagnostics)."""
+        return BatchStepper(self, env_ids, auto_reset=auto_reset, info=info)
+
+    def _call_step_batch_raw(self, request: bytes) -> pb.StepBatchReply:
+        try:
+            return self._step_batch_raw(request)
         except grpc.RpcError as e:
             raise _wrap("StepBatch", e, self.address) from None
 

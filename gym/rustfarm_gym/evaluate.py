@@ -9,7 +9,11 @@ through FarmControl, one whole run per seed (no step limit, so the run ends
 when its work is done, as in ``farmctl sim compare``). Prints the table of
 ``farmctl sim compare``; ``/bound@qos`` needs the oracle's bound at the
 policy's own QoS, which only the CLI computes, so ONNX rows show ``n/a``
-there. The PNG plots mean QoS against mean replica-seconds, one panel per
+there. ``/oracle`` divides by the oracle's lower bound at the target; the
+``oracle`` row itself is the oracle's achievable clairvoyant plan, as the CLI
+prints it. An ONNX policy run here sees exactly the workload of the CLI's
+run with the same seed (``episode_seed``), so its rows are comparable.
+The PNG plots mean QoS against mean replica-seconds, one panel per
 scenario, one point per policy.
 """
 

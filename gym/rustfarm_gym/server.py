@@ -124,6 +124,11 @@ class SimServer:
         except OSError:
             return "(no log)"
 
+    @property
+    def pid(self) -> int:
+        """The server's process id (e.g. to read its CPU time)."""
+        return self._proc.pid
+
     def alive(self) -> bool:
         """Whether the process is still running."""
         return self._proc.poll() is None

@@ -3,9 +3,14 @@
 ``python -m rustfarm_gym.train --algo sarsa|dqn|ppo --scenarios a,b --steps N``
 
 - ``sarsa``: SARSA(lambda) with tile coding, numpy only.
-- ``dqn`` (stable-baselines3's DQN: standard, not Double-DQN, targets) and
-  ``ppo``: need the ``[train]`` extra (stable-baselines3 + torch); this path
-  is not exercised by the tests, which run without torch.
+- ``dqn``: Double DQN (:mod:`rustfarm_gym.dqn`) and ``ppo``: PPO with
+  GAE(lambda) (:mod:`rustfarm_gym.ppo`), both on a numpy MLP
+  (:mod:`rustfarm_gym.nn`), no torch; tested in CI. Their other
+  hyper-parameters are the ``DQNConfig``/``PPOConfig`` defaults, recorded in
+  ``config.json`` and the config hash.
+- ``--backend sb3`` with ``dqn``/``ppo``: stable-baselines3 instead (its DQN
+  uses standard, not Double-DQN, targets); needs the ``[train]`` extra
+  (stable-baselines3 + torch) and is not exercised by the tests.
 
 Training episodes draw a scenario from ``--scenarios`` and randomise it
 (arrival rates, service-time mean and shape, start-up delays) unless
@@ -47,6 +52,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m rustfarm_gym.train", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--algo", choices=["sarsa", "dqn", "ppo"], default="sarsa")
+    ap.add_argument("--backend", choices=["numpy", "sb3"], default="numpy",
+                    help="dqn/ppo implementation (sb3 needs the [train] extra)")
     ap.add_argument("--scenarios", default=DEFAULT_TRAIN, help="training scenarios (comma list)")
     ap.add_argument("--eval-scenarios", default=DEFAULT_HELD_OUT,
                     help="held-out scenarios, never trained on (comma list; '' for none)")
@@ -171,10 +178,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         policy, model, spec = train_sarsa(a, cfg, out, server_opts)
         output = "q"
         algorithm = "sarsa-lambda"
-    else:
+    elif a.backend == "sb3":
         policy, model, spec = train_sb3(a, cfg, out, server_opts)
         output = "q" if a.algo == "dqn" else "logits"
         algorithm = a.algo
+    else:
+        from . import dqn, ppo
+
+        trainer = dqn if a.algo == "dqn" else ppo
+        policy, model, spec = trainer.train_from_args(a, cfg, out, server_opts)
+        output = "q" if a.algo == "dqn" else "logits"
+        algorithm = "double-dqn" if a.algo == "dqn" else "ppo"
     wall = time.perf_counter() - t0
     meta = metadata(spec, output=output, algorithm=algorithm, config=cfg)
     path = save(model, out / "policy.onnx", meta)

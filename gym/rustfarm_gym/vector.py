@@ -15,6 +15,7 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from ._proto import control_pb2 as pb
+from .client import PACKED_INFO_FIELDS
 from .env import Connection, observation_space, scenario_fields, summary_dict
 from .errors import FarmError
 
@@ -22,8 +23,7 @@ _ids = itertools.count()
 
 #: Per-step info keys, batched as float64 arrays (``window_qos`` is NaN when
 #: nothing completed in the interval).
-INFO_KEYS = ("time_s", "desired", "ready", "starting", "backlog", "in_flight", "window_qos",
-             "arrivals", "completions")
+INFO_KEYS = PACKED_INFO_FIELDS
 
 
 class FarmVectorEnv(VectorEnv):
@@ -37,8 +37,11 @@ class FarmVectorEnv(VectorEnv):
 
     Args mirror :class:`~rustfarm_gym.env.FarmEnv`; ``scenario`` may be a list
     with one entry per sub-environment. ``step_info=False`` skips the
-    per-step info arrays (``final_obs``/``final_info`` are still returned):
-    building them costs about as much as the step itself for large batches.
+    per-step info arrays (``final_obs``/``final_info`` are still returned).
+
+    Each ``step`` is one ``StepBatch`` with a packed reply (flat arrays,
+    decoded with one numpy call each); only the environments whose episode
+    ended carry a full reply.
     """
 
     metadata = {"autoreset_mode": AutoresetMode.SAME_STEP}  # noqa: RUF012
@@ -73,6 +76,7 @@ class FarmVectorEnv(VectorEnv):
         self._rngs = [seeding.np_random(None)[0] for _ in range(num_envs)]
         self._dim = self.single_observation_space.shape[0]
         self.step_info = step_info
+        self._stepper = self.client.batch_stepper(self.env_ids, auto_reset=True, info=step_info)
         self._closed = False
         self.closed = False
 
@@ -106,20 +110,19 @@ class FarmVectorEnv(VectorEnv):
     def step(self, actions: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray,
                                           dict[str, Any]]:
         """Step every sub-environment with its action (one ``StepBatch``)."""
-        acts = np.asarray(actions).reshape(self.num_envs).tolist()
-        replies = self.client.step_batch(self.env_ids, acts, auto_reset=True)
-        obs = self._observations(replies)
-        rewards = np.fromiter((r.reward for r in replies), np.float64, self.num_envs)
-        term = np.fromiter((r.terminated for r in replies), np.bool_, self.num_envs)
-        trunc = np.fromiter((r.truncated for r in replies), np.bool_, self.num_envs)
-        infos = self._infos(replies)
-        done = np.flatnonzero(term | trunc)
-        for i in done:
-            r = replies[i]
+        acts = np.asarray(actions).reshape(self.num_envs)
+        res = self._stepper.step(acts)
+        infos: dict[str, Any] = {}
+        if res.info is not None:
+            ones = np.ones(self.num_envs, dtype=np.bool_)
+            for k, key in enumerate(INFO_KEYS):
+                infos[key] = res.info[:, k].copy()
+                infos[f"_{key}"] = ones.copy()
+        for i, r in zip(res.ended.tolist(), res.ended_replies, strict=True):
             final = {"final_obs": np.array(r.final_observation, dtype=np.float32),
                      "final_info": self._final_info(r)}
-            infos = self._add_info(infos, final, int(i))
-        return obs, rewards, term, trunc, infos
+            infos = self._add_info(infos, final, i)
+        return res.observations, res.rewards, res.terminated, res.truncated, infos
 
     def _observations(self, replies: Sequence[pb.StepReply]) -> np.ndarray:
         flat = np.fromiter(itertools.chain.from_iterable(r.observation for r in replies),

@@ -178,3 +178,135 @@ def test_binary_that_does_not_serve_is_reported(tmp_path) -> None:
 def test_live_backend_needs_an_address() -> None:
     with pytest.raises(ValueError, match="gateway-ext"):
         FarmEnv(backend="live", farm="f")
+
+
+def _bits(a: np.ndarray) -> np.ndarray:
+    """The raw bits of a float array, so NaNs and signed zeros compare exactly."""
+    a = np.ascontiguousarray(a)
+    return a.view(np.uint32 if a.dtype == np.float32 else np.uint64)
+
+
+def test_packed_vector_env_is_bit_identical_to_single_envs(address: str) -> None:
+    # Two and a half episodes of 6 steps with auto-reset: the vector env's
+    # packed replies (observations, rewards, flags, per-step info, final
+    # observation and summary) equal stepping each single env with the same
+    # seeds and actions, bit for bit.
+    n, seed = 4, 11
+    venv = FarmVectorEnv(n, "bursty", address=address, server_options=SHORT, step_info=True)
+    singles = [FarmEnv("bursty", address=address, server_options=SHORT) for _ in range(n)]
+    vobs, _ = venv.reset(seed=seed)
+    sobs = np.stack([e.reset(seed=seed + i)[0] for i, e in enumerate(singles)])
+    np.testing.assert_array_equal(_bits(vobs), _bits(sobs))
+    # The server seeds episode k of env i with base_i + k (auto-reset).
+    bases = [int(np.random.default_rng(seed + i).integers(0, 2**63 - 1)) for i in range(n)]
+    episodes = [1] * n
+    rng = np.random.default_rng(5)
+    ended = 0
+    for _ in range(15):
+        acts = rng.integers(0, venv.single_action_space.n, size=n)
+        vo, vr, vte, vtr, vinfo = venv.step(acts)
+        assert vo.dtype == np.float32 and vr.dtype == np.float64
+        for i, env in enumerate(singles):
+            so, sr, ste, s_tr, sinfo = env.step(int(acts[i]))
+            assert _bits(np.float64(sr)) == _bits(vr[i:i + 1])[0]
+            assert (ste, s_tr) == (bool(vte[i]), bool(vtr[i]))
+            for key in rustfarm_gym.vector.INFO_KEYS:
+                want = np.nan if sinfo[key] is None else float(sinfo[key])
+                assert _bits(np.float64(want)) == _bits(vinfo[key][i:i + 1])[0], key
+            if ste or s_tr:
+                ended += 1
+                np.testing.assert_array_equal(_bits(vinfo["final_obs"][i]), _bits(so))
+                fin = {k: v[i] for k, v in vinfo["final_info"]["summary"].items()
+                       if not k.startswith("_")}
+                assert fin == sinfo["summary"]
+                so, _ = env.reset(options={"episode_seed": bases[i] + episodes[i]})
+                episodes[i] += 1
+            np.testing.assert_array_equal(_bits(vo[i]), _bits(so))
+    assert ended == 2 * n
+    venv.close()
+    for e in singles:
+        e.close()
+
+
+def test_packed_batch_equals_per_step_replies(address: str) -> None:
+    # The same steps through the packed and the per-step StepBatch forms.
+    client = FarmClient(address)
+    ids = {form: [f"pk-{form}-{i}" for i in range(70)] for form in ("packed", "rows")}
+    for form in ids:
+        for i, env_id in enumerate(ids[form]):
+            client.reset(env_id, 100 + i, scenario="spike", options=SHORT)
+    stepper = client.batch_stepper(ids["packed"], info=True)
+    rng = np.random.default_rng(1)
+    saw_end = False
+    for _ in range(8):
+        acts = rng.integers(0, 7, size=70)
+        p = stepper.step(acts)
+        rows = client.step_batch(ids["rows"], acts.tolist(), auto_reset=True)
+        np.testing.assert_array_equal(
+            _bits(p.observations),
+            _bits(np.array([list(r.observation) for r in rows], dtype=np.float32)))
+        np.testing.assert_array_equal(_bits(p.rewards), _bits(np.array([r.reward for r in rows])))
+        np.testing.assert_array_equal(p.terminated, [r.terminated for r in rows])
+        np.testing.assert_array_equal(p.truncated, [r.truncated for r in rows])
+        assert p.info is not None
+        np.testing.assert_array_equal(p.info[:, 1], [r.info.desired for r in rows])
+        done = [i for i, r in enumerate(rows) if r.terminated or r.truncated]
+        assert p.ended.tolist() == done
+        for i, r in zip(done, p.ended_replies, strict=True):
+            assert list(r.final_observation) == list(rows[i].final_observation)
+            assert r.info.summary == rows[i].info.summary
+            saw_end = True
+    assert saw_end
+    client.close()
+
+
+def test_encode_actions_matches_protobuf() -> None:
+    from rustfarm_gym._proto import control_pb2 as pb
+    from rustfarm_gym.client import encode_actions
+
+    for acts in ([0, 3, 127], [5, 128, 300, 2**32 - 1], [1] * 200, []):
+        wire = encode_actions(np.array(acts, dtype=np.int64))
+        assert list(pb.StepBatchRequest.FromString(wire).actions) == acts
+    with pytest.raises(ValueError):
+        encode_actions(np.array([-1]))
+
+
+def test_malformed_batches_are_refused(address: str) -> None:
+    from rustfarm_gym._proto import control_pb2 as pb
+
+    client = FarmClient(address)
+    client.reset("mb-0", 1, scenario="steady", options=SHORT)
+    stepper = client.batch_stepper(["mb-0", "mb-missing"])
+    with pytest.raises(rustfarm_gym.FarmRpcError) as e:
+        stepper.step([1, 1])
+    assert e.value.code == "NOT_FOUND" and "mb-missing" in e.value.message
+    with pytest.raises(ValueError, match="3 actions for 2"):
+        stepper.step([1, 1, 1])
+    both = pb.StepBatchRequest(steps=[pb.StepRequest(env_id="mb-0", action=1)],
+                               env_ids=["mb-0"], actions=[1], packed=True)
+    with pytest.raises(InvalidArgumentError, match="not both"):
+        client._call_step_batch_raw(both.SerializeToString())
+    short = pb.StepBatchRequest(env_ids=["mb-0", "mb-0"], actions=[1], packed=True)
+    with pytest.raises(InvalidArgumentError, match="2 env_ids but 1 actions"):
+        client._call_step_batch_raw(short.SerializeToString())
+    dup = client.batch_stepper(["mb-0", "mb-0"])
+    with pytest.raises(InvalidArgumentError, match="twice"):
+        dup.step([1, 1])
+    client.close()
+
+
+def test_step_info_off_keeps_the_summary(address: str) -> None:
+    full = FarmEnv("steady", address=address, server_options=SHORT)
+    lean = FarmEnv("steady", address=address, server_options=SHORT, step_info=False)
+    full.reset(seed=4)
+    lean.reset(seed=4)
+    for i in range(6):
+        fo, fr, fte, ftr, finfo = full.step(3)
+        lo, lr, lte, ltr, linfo = lean.step(3)
+        np.testing.assert_array_equal(fo, lo)
+        assert (fr, fte, ftr) == (lr, lte, ltr)
+        if i < 5:
+            assert linfo == {}
+    assert linfo == {"summary": finfo["summary"]}
+    full.close()
+    lean.close()

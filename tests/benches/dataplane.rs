@@ -73,6 +73,71 @@ fn ms(us: u64) -> f64 {
     us as f64 / 1000.0
 }
 
+/// CPU time (user + system, seconds) of this process and of each of its
+/// child processes (nats-server, emitter, collector, workers), by name, from
+/// `/proc` (Linux; empty elsewhere). Differences between two samples say
+/// where a phase's CPU went, whatever else the machine was running.
+fn cpu_sample() -> HashMap<String, f64> {
+    // USER_HZ, the unit of /proc/<pid>/stat times, is 100 on Linux.
+    const TICKS_PER_S: f64 = 100.0;
+    let me = std::process::id();
+    let read = |pid: &str| -> Option<(String, u32, f64)> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let (head, rest) = stat.rsplit_once(')')?;
+        let name = head.split_once('(')?.1.to_owned();
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let ppid = f.get(1)?.parse().ok()?;
+        let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+        Some((name, ppid, ticks / TICKS_PER_S))
+    };
+    let mut out = HashMap::new();
+    if let Some((_, _, t)) = read("self") {
+        out.insert("bench (client)".to_owned(), t);
+    }
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for e in dir.flatten() {
+        let pid = e.file_name().to_string_lossy().into_owned();
+        if !pid.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        if let Some((name, ppid, t)) = read(&pid)
+            && ppid == me
+        {
+            *out.entry(name).or_default() += t;
+        }
+    }
+    out
+}
+
+/// Prints the CPU each process spent per task between two samples, and the
+/// throughput those costs would allow if the machine's CPUs did nothing else.
+fn print_cpu(label: &str, before: &HashMap<String, f64>, after: &HashMap<String, f64>, tasks: u64) {
+    let mut rows: Vec<(String, f64)> = after
+        .iter()
+        .map(|(k, v)| (k.clone(), v - before.get(k).copied().unwrap_or(0.0)))
+        .filter(|(_, d)| *d > 0.0)
+        .collect();
+    if rows.is_empty() || tasks == 0 {
+        return;
+    }
+    rows.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let per = |d: f64| d * 1e6 / tasks as f64;
+    let total: f64 = rows.iter().map(|(_, d)| d).sum();
+    let cpus = std::thread::available_parallelism().map_or(1, usize::from) as f64;
+    let parts: Vec<String> = rows
+        .iter()
+        .map(|(k, d)| format!("{k} {:.1}", per(*d)))
+        .collect();
+    println!(
+        "  {label} CPU per task (us): {}; total {:.1} us -> at most {:.0} tasks/s on {cpus} CPUs",
+        parts.join(", "),
+        per(total),
+        cpus * 1e6 / per(total)
+    );
+}
+
 /// The raw work-queue stream, shaped like TASKS.
 async fn raw_stream(js: &jetstream::Context, name: &str) -> stream::Stream {
     let _ = js.delete_stream(name).await;
@@ -469,8 +534,11 @@ async fn main() {
 
     println!("(a) raw JetStream work queue (async publish + pull + ack)");
     let _ = raw_throughput(&farm.nats.url(), n / 10).await; // warm-up
+    let cpu0 = cpu_sample();
     let raw = raw_throughput(&farm.nats.url(), n).await;
+    let cpu1 = cpu_sample();
     println!("  raw: {raw:.0} tasks/s");
+    print_cpu("raw", &cpu0, &cpu1, n);
 
     println!("(b) farm: emitter -> 2 workers (no-op, concurrency {conc}) -> collector");
     farm.start_collector();
@@ -478,8 +546,11 @@ async fn main() {
     farm.start_workers(2, &[("FARM_CONCURRENCY", conc.as_str())]);
     farm.wait_ready().await;
     let _ = farm_throughput(&farm, n / 10, "warm").await;
+    let cpu0 = cpu_sample();
     let farm_tput = farm_throughput(&farm, n, "tput").await;
+    let cpu1 = cpu_sample();
     println!("  farm: {farm_tput:.0} tasks/s");
+    print_cpu("farm", &cpu0, &cpu1, n);
     println!("  ratio farm/raw = {:.2} (target >= 0.7)", farm_tput / raw);
 
     let rate = (farm_tput / 2.0).max(1.0);

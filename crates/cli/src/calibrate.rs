@@ -199,6 +199,7 @@ async fn measure(a: &CalibrateArgs, st: &FarmState, stack: &Stack) -> Result<Fig
         out: PathBuf::from("unused"),
         drain_timeout: 60.0,
         slice_ms: 25,
+        live_signals: run::LiveSignals::Interval,
     };
     let pol = policy::builtin("fixed:2", &scenario.platform)?;
     let task = run::drive(

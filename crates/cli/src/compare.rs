@@ -23,8 +23,13 @@
 //!    development machine ([`Measured::default`]); real seconds are
 //!    multiplied by the speedup.
 //!
-//! One table (live / sim in each cell), a JSON report and one PNG with a
-//! replica timeline per policy. The run fails if any task was lost.
+//! One table (live / sim in each cell), a JSON report (with every control
+//! tick of both sides: the signals the policy saw and its decision), one
+//! PNG with a replica timeline per policy, and `ticks-<policy>.tsv`, the
+//! two sides' ticks line by line ([`ticks_side_by_side`]), which is where
+//! a live/sim difference shows its cause. The run fails if any task was
+//! lost. The simulated run ends `--drain-timeout x speedup` scenario
+//! seconds after the arrival window, as the live one does.
 //!
 //! Policies are built-in names (`farm_model::policy::builtin_names`) or
 //! `onnx:<model.onnx>`; ONNX Runtime is found through `ORT_DYLIB_PATH`, else
@@ -49,7 +54,7 @@ use serde::{Deserialize, Serialize};
 use tracing::warn;
 
 use crate::local::{self, DownArgs, FarmState, GatewayMode, UpArgs};
-use crate::run::{self, Accounting, RunArgs};
+use crate::run::{self, Accounting, LiveSignals, RunArgs, Tick};
 use crate::stack::Stack;
 use crate::{plot, sim};
 
@@ -95,6 +100,9 @@ pub struct CompareArgs {
     /// After the last arrival, how long a live run may take to finish, seconds (wall clock).
     #[arg(long, default_value_t = 120.0)]
     pub drain_timeout: f64,
+    /// Where the live control loop takes an interval's completion statistics from.
+    #[arg(long, value_enum, default_value_t = LiveSignals::Interval)]
+    pub live_signals: LiveSignals,
 }
 
 // ---------------------------------------------------------------- policies
@@ -366,6 +374,107 @@ pub struct LiveSide {
     pub accounting: Accounting,
     /// Metrics in scenario seconds.
     pub metrics: RunMetrics,
+    /// Every control tick: the signals the policy saw and its decision.
+    pub ticks: Vec<Tick>,
+}
+
+/// A policy that records what it was shown and what it decided, so the
+/// simulator's ticks can be laid beside the live ones.
+struct Recording<'a> {
+    inner: &'a mut dyn Policy,
+    ticks: Vec<Tick>,
+}
+
+impl Policy for Recording<'_> {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    fn reset(&mut self) {
+        self.ticks.clear();
+        self.inner.reset();
+    }
+
+    fn decide(&mut self, now_s: f64, s: &Signals) -> Decision {
+        let d = self.inner.decide(now_s, s);
+        let (lo, hi) = (s.min_replicas as u32, (s.max_replicas as u32).max(1));
+        self.ticks.push(Tick {
+            t_s: now_s,
+            signals: s.clone(),
+            desired: d.desired.clamp(lo, hi.max(lo)),
+        });
+        d
+    }
+
+    fn on_alert(&mut self, now_s: f64, firing: bool, s: &Signals) -> Option<Decision> {
+        self.inner.on_alert(now_s, firing, s)
+    }
+}
+
+/// The simulated run of `pol`, with its ticks; `max_drain_s` after the
+/// arrival window (scenario seconds) the run ends, finished or not.
+pub fn simulate_recorded(
+    workload: &Workload,
+    platform: &Platform,
+    seed: u64,
+    pol: &mut dyn Policy,
+    max_drain_s: f64,
+) -> Result<(RunMetrics, Vec<Tick>)> {
+    let mut rec = Recording {
+        inner: pol,
+        ticks: Vec::new(),
+    };
+    let opts = SimOptions {
+        max_drain_s,
+        ..SimOptions::default()
+    };
+    let m = simulate_workload(workload, platform, seed, &mut rec, &opts)?;
+    Ok((m, rec.ticks))
+}
+
+/// Live and simulated ticks side by side, one line per control interval
+/// (tab-separated): what each policy saw and what it asked for.
+pub fn ticks_side_by_side(live: &[Tick], sim: &[Tick]) -> String {
+    let cols = [
+        "arr", "backlog", "inflight", "compl", "ontime", "lat_mean", "lat_max", "svc_mean",
+        "dl_min", "dl_mean", "ready", "start", "desired",
+    ];
+    let mut out = String::from("t_s");
+    for side in ["live", "sim"] {
+        for c in cols {
+            let _ = write!(out, "\t{side}_{c}");
+        }
+    }
+    out.push('\n');
+    let f = |x: Option<f64>| x.map_or("-".to_string(), |v| format!("{v:.2}"));
+    let cells = |t: Option<&Tick>| -> String {
+        let Some(t) = t else {
+            return "\t".repeat(cols.len());
+        };
+        let s = &t.signals;
+        format!(
+            "\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
+            s.arrivals,
+            s.backlog,
+            s.in_flight,
+            s.completions,
+            s.completions_on_time,
+            f(s.latency_mean_s),
+            f(s.latency_max_s),
+            f(s.service_mean_s),
+            f(s.deadline_min_s),
+            f(s.deadline_mean_s),
+            s.replicas_ready,
+            s.replicas_starting,
+            t.desired
+        )
+    };
+    for i in 0..live.len().max(sim.len()) {
+        let (l, s) = (live.get(i), sim.get(i));
+        let t = l.or(s).map_or(0.0, |t| t.t_s);
+        let _ = writeln!(out, "{t:.1}{}{}", cells(l), cells(s));
+    }
+    out
 }
 
 /// One policy, live and simulated.
@@ -595,6 +704,19 @@ fn timelines(path: &Path, title: &str, rows: &[Row]) -> Result<()> {
 
 // ---------------------------------------------------------------- run
 
+/// `p` as a file-name fragment.
+fn file_safe(p: &str) -> String {
+    p.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
 /// Brings a farm down when dropped (also on errors half-way).
 struct Down(Option<PathBuf>);
 
@@ -659,6 +781,7 @@ fn live_once(c: &Ctx<'_>, policy_spec: &str, build: bool) -> Result<run::Live> {
         out: a.out.join("unused"),
         drain_timeout: a.drain_timeout,
         slice_ms: 25,
+        live_signals: a.live_signals,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -763,22 +886,28 @@ pub fn run(a: CompareArgs) -> Result<()> {
         let live = live_once(&ctx, &p, !built);
         built = true;
         let mut pol = make_policy(&p, &sim_platform)?;
-        let sim = simulate_workload(
+        // The live run stops `--drain-timeout` (wall) after the arrival
+        // window; the simulated one at the same scenario time.
+        let (sim, sim_ticks) = simulate_recorded(
             &sim_workload,
             &sim_platform,
             seed,
             pol.as_mut(),
-            &SimOptions::default(),
+            a.drain_timeout.max(0.0) * k,
         )?;
         let row = match live {
             Ok(l) => {
                 let (dq, dr, ok) = fidelity(&l.metrics, &sim);
+                let tsv = out.join(format!("ticks-{}.tsv", file_safe(&p)));
+                std::fs::write(&tsv, ticks_side_by_side(&l.ticks, &sim_ticks))
+                    .with_context(|| format!("writing {}", tsv.display()))?;
                 Row {
                     policy: p,
                     status: "ok".into(),
                     live: Some(LiveSide {
                         accounting: l.accounting,
                         metrics: l.metrics,
+                        ticks: l.ticks,
                     }),
                     sim: Some(sim),
                     qos_diff_pts: Some(dq),
@@ -948,6 +1077,7 @@ mod tests {
             live: Some(LiveSide {
                 accounting: Accounting::default(),
                 metrics: metrics(0.9, 0.0),
+                ticks: Vec::new(),
             }),
             sim: Some(metrics(0.92, 0.0)),
             qos_diff_pts: Some(-2.0),

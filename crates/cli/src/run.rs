@@ -12,9 +12,14 @@
 //!   only observes. Otherwise farmctl runs the control loop itself: every
 //!   `control_interval_s / K` it builds farm-model [`Signals`] with
 //!   gateway-ext's [`SignalsBuilder`] (JetStream consumer info + the
-//!   collector's `MetricsSnapshot` + the provider's replica counts), rescales
-//!   them to scenario time ([`to_scenario_time`]), asks the built-in policy,
-//!   clamps to the farm's bounds and calls the provider's scale API.
+//!   collector's `MetricsSnapshot` + the provider's replica counts), replaces
+//!   their completion statistics with those of exactly the results collected
+//!   since the previous tick ([`IntervalStats`], read from OUTPUT; the
+//!   simulator's window; `--live-signals snapshot` keeps the collector's
+//!   sliding window instead), rescales them to scenario time
+//!   ([`farm_model::Signals::time_scaled`]), asks the policy, clamps to the farm's bounds and
+//!   calls the provider's scale API. Every tick (signals and decision) is
+//!   kept for `farmctl compare`'s side-by-side view.
 //! - **Accounting**: every task posted is looked up in the collector's
 //!   OUTPUT stream (entries written after the run started): completed (`ok`),
 //!   dead-lettered (`error` / `timeout`), unfinished (still queued or held by
@@ -80,24 +85,107 @@ pub struct RunArgs {
     /// Length of one arrival slice, milliseconds (wall clock).
     #[arg(long, default_value_t = 25)]
     pub slice_ms: u64,
+    /// Where farmctl's control loop takes the completion statistics of an
+    /// interval from (ignored when gateway-ext controls the farm).
+    #[arg(long, value_enum, default_value_t = LiveSignals::Interval)]
+    pub live_signals: LiveSignals,
 }
 
-/// Signals measured on the wall clock of a run compressed `k` times,
-/// expressed in scenario time: durations are multiplied by `k`, counts stay.
-/// Policies then see the rates and latencies they were designed for.
-pub fn to_scenario_time(s: &Signals, k: f64) -> Signals {
-    let t = |x: Option<f64>| x.map(|v| v * k);
-    Signals {
-        interval_s: s.interval_s * k,
-        service_mean_s: t(s.service_mean_s),
-        service_p95_s: t(s.service_p95_s),
-        latency_mean_s: t(s.latency_mean_s),
-        latency_max_s: t(s.latency_max_s),
-        latency_p95_s: t(s.latency_p95_s),
-        deadline_min_s: t(s.deadline_min_s),
-        deadline_mean_s: t(s.deadline_mean_s),
-        since_last_scale_s: s.since_last_scale_s * k,
-        ..s.clone()
+/// Where the live control loop takes completion statistics from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LiveSignals {
+    /// Exactly the results collected since the previous tick (read from the
+    /// collector's OUTPUT stream): count, on-time count, mean / max / p95
+    /// latency, mean / p95 service time, min / mean deadline. The
+    /// simulator's definition of a control interval's window.
+    #[default]
+    Interval,
+    /// gateway-ext's view: totals' deltas for the counts, and the
+    /// collector's sliding-window `MetricsSnapshot` (published every
+    /// second; its median standing in for the mean latency, its p99 for
+    /// the maximum; no mean deadline) for the statistics.
+    Snapshot,
+}
+
+/// One control tick of a live run: what the policy saw and what it asked for.
+#[derive(Debug, Clone, Serialize)]
+pub struct Tick {
+    /// Scenario time of the tick, seconds.
+    pub t_s: f64,
+    /// The signals the policy was given (scenario time).
+    pub signals: Signals,
+    /// Replicas asked for after the decision.
+    pub desired: u32,
+}
+
+/// The completion statistics of one interval, the simulator's way
+/// (`farm_sim::Engine::signals`), from the results collected in it and the
+/// deadlines of the tasks submitted in it. Times in seconds of whatever
+/// clock the inputs use.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct IntervalStats {
+    /// Successful completions.
+    pub completions: f64,
+    /// Of which on time.
+    pub on_time: f64,
+    /// Mean and 95th percentile service time.
+    pub service: Option<(f64, f64)>,
+    /// Mean, max and 95th percentile end-to-end latency.
+    pub latency: Option<(f64, f64, f64)>,
+    /// Smallest deadline among arrivals and completions.
+    pub deadline_min: Option<f64>,
+    /// Mean deadline of the completions.
+    pub deadline_mean: Option<f64>,
+}
+
+impl IntervalStats {
+    /// Statistics of `done` (results of the interval: outcome, hit,
+    /// latency, service, deadline, in seconds) with `arrival_deadlines` of
+    /// the tasks submitted in the interval.
+    pub fn of(done: &[(bool, bool, f64, f64, f64)], arrival_deadlines: &[f64]) -> IntervalStats {
+        let ok: Vec<&(bool, bool, f64, f64, f64)> = done.iter().filter(|d| d.0).collect();
+        let n = ok.len();
+        let mut lat: Vec<f64> = ok.iter().map(|d| d.2).collect();
+        let mut svc: Vec<f64> = ok.iter().map(|d| d.3).collect();
+        lat.sort_by(f64::total_cmp);
+        svc.sort_by(f64::total_cmp);
+        let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+        let deadline_min = ok
+            .iter()
+            .map(|d| d.4)
+            .chain(arrival_deadlines.iter().copied())
+            .fold(f64::INFINITY, f64::min);
+        IntervalStats {
+            completions: n as f64,
+            on_time: ok.iter().filter(|d| d.1).count() as f64,
+            service: (n > 0).then(|| (mean(&svc), percentile(&svc, 0.95))),
+            latency: (n > 0).then(|| {
+                (
+                    mean(&lat),
+                    lat.last().copied().unwrap_or(0.0),
+                    percentile(&lat, 0.95),
+                )
+            }),
+            deadline_min: deadline_min.is_finite().then_some(deadline_min),
+            deadline_mean: (n > 0).then(|| ok.iter().map(|d| d.4).sum::<f64>() / n as f64),
+        }
+    }
+
+    /// `s` with its completion statistics replaced by these.
+    pub fn apply(&self, s: Signals) -> Signals {
+        Signals {
+            completions: self.completions,
+            completions_on_time: self.on_time,
+            service_mean_s: self.service.map(|x| x.0),
+            service_p95_s: self.service.map(|x| x.1),
+            latency_mean_s: self.latency.map(|x| x.0),
+            latency_max_s: self.latency.map(|x| x.1),
+            latency_p95_s: self.latency.map(|x| x.2),
+            deadline_min_s: self.deadline_min,
+            deadline_mean_s: self.deadline_mean,
+            ..s
+        }
     }
 }
 
@@ -119,6 +207,10 @@ struct Done {
     /// Result stored time, µs since the epoch (server clock).
     completed_us: i64,
     deliveries: u64,
+    /// Handler end minus start, µs (worker clock).
+    service_us: u64,
+    /// The task's relative deadline, ms.
+    deadline_ms: u64,
 }
 
 /// The task accounting of a run.
@@ -302,6 +394,8 @@ pub(crate) struct Live {
     pub(crate) accounting: Accounting,
     /// Who sized the pool: `farmctl` or `gateway-ext`.
     pub(crate) controller: &'static str,
+    /// Every control tick.
+    pub(crate) ticks: Vec<Tick>,
 }
 
 fn now_us() -> i64 {
@@ -376,7 +470,7 @@ pub(crate) async fn drive(
             &farm.worker,
             &BTreeMap::from([("NATS_URL".to_string(), st.nats.url.clone())]),
         )?;
-        let ann = dep.annotations.get_or_insert_with(BTreeMap::new);
+        let ann = &mut dep.annotations;
         ann.insert("com.rust-farm.policy".into(), policy_name.to_string());
         ann.insert(
             "com.rust-farm.interval".into(),
@@ -416,6 +510,10 @@ pub(crate) async fn drive(
     let stop = CancellationToken::new();
     // ---- OUTPUT reader: every entry written from now on.
     let done: Arc<Mutex<HashMap<String, Done>>> = Arc::new(Mutex::new(HashMap::new()));
+    // Results collected since the last control tick (the interval's window).
+    let fresh: Arc<Mutex<Vec<Done>>> = Arc::new(Mutex::new(Vec::new()));
+    // Tasks posted to the emitter so far (their deadlines enter the window).
+    let posted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let rid = run_id();
     let prefix = format!("{rid}-");
     let consumer = output
@@ -433,6 +531,7 @@ pub(crate) async fn drive(
         .context("reading the OUTPUT stream")?;
     let reader = {
         let done = done.clone();
+        let fresh = fresh.clone();
         let stop = stop.clone();
         let prefix = prefix.clone();
         tokio::spawn(async move {
@@ -474,8 +573,14 @@ pub(crate) async fn drive(
                         .task_stored_us
                         .saturating_add(i64::try_from(latency_us).unwrap_or(0)),
                     deliveries: result.deliveries,
+                    service_us: u64::try_from(result.finished_us.saturating_sub(result.started_us))
+                        .unwrap_or(0),
+                    deadline_ms: result.deadline_ms,
                 };
-                lock(&done).insert(id, entry);
+                // A redelivered duplicate is not a second completion.
+                if lock(&done).insert(id, entry).is_none() {
+                    lock(&fresh).push(entry);
+                }
             }
         })
     };
@@ -516,6 +621,7 @@ pub(crate) async fn drive(
             max,
         },
     );
+    lock(&fresh).clear();
     let t0 = Instant::now();
     let t0_us = now_us();
     let sampler = {
@@ -526,6 +632,10 @@ pub(crate) async fn drive(
         let mut pol = pol;
         pol.reset();
         let arrivals_s: Vec<f64> = workload.tasks.iter().map(|t| t.arrival_s).collect();
+        let deadlines_s: Vec<f64> = workload.tasks.iter().map(|t| t.deadline_s).collect();
+        let fresh = fresh.clone();
+        let posted = posted.clone();
+        let mode = a.live_signals;
         let alert_every = Duration::from_secs_f64(AlertRule::EVAL_INTERVAL_S / k);
         tokio::spawn(async move {
             let mut alerts = AlertRule::default();
@@ -540,10 +650,14 @@ pub(crate) async fn drive(
             let mut next_tick = t0 + interval_real;
             let mut last_tick = t0;
             let mut counts = (0u64, 0u64);
+            let mut ticks: Vec<Tick> = Vec::new();
+            let mut posted_prev = 0usize;
             let step = Duration::from_millis(100).min(interval_real);
             loop {
+                // Wake at the tick itself, not up to a step late.
+                let nap = step.min(next_tick.saturating_duration_since(Instant::now()));
                 tokio::select! {
-                    () = tokio::time::sleep(step) => {}
+                    () = tokio::time::sleep(nap) => {}
                     () = stop.cancelled() => break,
                 }
                 let Ok(status) = function_status(&client, &provider, &worker).await else {
@@ -606,7 +720,41 @@ pub(crate) async fn drive(
                 };
                 last_tick = now;
                 next_tick += interval_real;
-                let signals = to_scenario_time(&builder.build(&sample, &ctx), k);
+                // After a stall (the process starved of CPU) keep the
+                // cadence but skip a scheduled tick that would close less
+                // than half an interval: the simulator never decides on a
+                // sliver of an interval, where rates and latencies jump.
+                while next_tick < now + interval_real / 2 {
+                    next_tick += interval_real;
+                }
+                let built = builder.build(&sample, &ctx);
+                let window: Vec<Done> = std::mem::take(&mut *lock(&fresh));
+                let posted_now = posted.load(std::sync::atomic::Ordering::Acquire);
+                let built = match mode {
+                    LiveSignals::Snapshot => built,
+                    LiveSignals::Interval => {
+                        let results: Vec<(bool, bool, f64, f64, f64)> = window
+                            .iter()
+                            .map(|d| {
+                                (
+                                    d.outcome == Outcome::Ok,
+                                    d.hit,
+                                    d.latency_us as f64 / 1e6,
+                                    d.service_us as f64 / 1e6,
+                                    d.deadline_ms as f64 / 1e3,
+                                )
+                            })
+                            .collect();
+                        let arrived: Vec<f64> = deadlines_s
+                            [posted_prev.min(posted_now)..posted_now.min(deadlines_s.len())]
+                            .iter()
+                            .map(|d| d / k)
+                            .collect();
+                        IntervalStats::of(&results, &arrived).apply(built)
+                    }
+                };
+                posted_prev = posted_now;
+                let signals = built.time_scaled(k);
                 let now_s = now.duration_since(t0).as_secs_f64() * k;
                 last_signals = Some(signals.clone());
                 if !gateway {
@@ -628,6 +776,11 @@ pub(crate) async fn drive(
                 );
                 counts = (counts.0 + c, counts.1 + h);
                 debug!(t = now_s, desired, replicas, available, signals = ?signals, "tick");
+                ticks.push(Tick {
+                    t_s: now_s,
+                    signals: signals.clone(),
+                    desired,
+                });
                 timeline.push(TimelinePoint {
                     t_s: now_s,
                     desired,
@@ -640,7 +793,7 @@ pub(crate) async fn drive(
                     window_qos: signals.window_qos(),
                 });
             }
-            (timeline, replica_s * k, max_replicas)
+            (timeline, replica_s * k, max_replicas, ticks)
         })
     };
 
@@ -670,6 +823,7 @@ pub(crate) async fn drive(
         if from < next {
             accepted +=
                 post_batch(&client, &emitter_url, &prefix, from, &tasks[from..next], k).await?;
+            posted.store(next, std::sync::atomic::Ordering::Release);
         }
         let finished = lock(&done).len() as u64;
         bar.set_position(finished);
@@ -681,8 +835,12 @@ pub(crate) async fn drive(
     // ---- Drain: until every accepted task is in OUTPUT, or the timeout.
     // The run lasts at least the scenario's arrival window, as in the
     // simulator: replica-seconds and means are measured over the same span.
-    let drain_deadline = last_arrival + Duration::from_secs_f64(a.drain_timeout.max(0.0));
     let window_end = t0 + Duration::from_secs_f64(workload.duration_s / k);
+    // The simulator's horizon: the arrival window plus the drain allowance
+    // (`SimOptions::max_drain_s`), so an unfinished run ends at the same
+    // scenario time on both sides (late posting under load extends it).
+    let drain_deadline =
+        last_arrival.max(window_end) + Duration::from_secs_f64(a.drain_timeout.max(0.0));
     loop {
         let finished = lock(&done).len() as u64;
         bar.set_position(finished);
@@ -703,7 +861,7 @@ pub(crate) async fn drive(
         Err(_) => 0,
     };
     stop.cancel();
-    let (timeline, replica_seconds, max_replicas) =
+    let (timeline, replica_seconds, max_replicas, ticks) =
         sampler.await.map_err(|e| anyhow!("sampler: {e}"))?;
     let _ = reader.await;
     nats.flush().await.ok();
@@ -734,10 +892,43 @@ pub(crate) async fn drive(
         failed,
         in_queue,
     );
+    if accounting.lost > 0 {
+        // Say where to look: a result held in RESULTS that the collector has
+        // not written, or a dead letter that never reached OUTPUT.
+        let uncollected = match js.get_stream(names.results_stream()).await {
+            Ok(s) => s
+                .consumer_info(names.collector_consumer())
+                .await
+                .map(|c| c.num_pending + c.num_ack_pending as u64)
+                .ok(),
+            Err(_) => None,
+        };
+        let dead_letters = match js.get_stream(names.dlq_stream()).await {
+            Ok(mut s) => s.info().await.map(|i| i.state.messages).ok(),
+            Err(_) => None,
+        };
+        let missing: Vec<String> = (0..tasks.len())
+            .map(|i| format!("{prefix}{i}"))
+            .filter(|id| !done.contains_key(id))
+            .take(10)
+            .collect();
+        warn!(
+            lost = accounting.lost,
+            ?missing,
+            ?uncollected,
+            ?dead_letters,
+            "tasks accepted by the emitter are neither in OUTPUT nor in the work queue"
+        );
+        eprintln!(
+            "farmctl: {} task(s) lost; missing ids {missing:?}; RESULTS not collected: {uncollected:?}; DLQ messages: {dead_letters:?}",
+            accounting.lost
+        );
+    }
     Ok(Live {
         metrics,
         accounting,
         controller,
+        ticks,
     })
 }
 
@@ -987,7 +1178,7 @@ mod tests {
             backlog: 7.0,
             ..Default::default()
         };
-        let t = to_scenario_time(&s, 4.0);
+        let t = s.time_scaled(4.0);
         assert_eq!(t.interval_s, 8.0);
         assert_eq!(t.arrivals, 12.0);
         assert_eq!(t.arrival_rate(), 1.5);
@@ -1014,6 +1205,37 @@ mod tests {
         );
         assert_eq!(a.evaluate(55.0, 450), Some(false));
         assert_eq!(a.evaluate(60.0, 450), None);
+    }
+
+    #[test]
+    fn interval_stats_follow_the_simulator_window() {
+        // (ok, hit, latency, service, deadline)
+        let done = [
+            (true, true, 1.0, 0.5, 2.0),
+            (true, false, 3.0, 1.0, 2.0),
+            (false, false, 9.0, 9.0, 0.2),
+            (true, true, 2.0, 1.5, 4.0),
+        ];
+        let s = IntervalStats::of(&done, &[1.5, 6.0]);
+        assert_eq!((s.completions, s.on_time), (3.0, 2.0));
+        assert_eq!(s.latency, Some((2.0, 3.0, 3.0)));
+        assert_eq!(s.service, Some((1.0, 1.5)));
+        // Failed results do not count; arrivals' deadlines do.
+        assert_eq!(s.deadline_min, Some(1.5));
+        assert_eq!(s.deadline_mean, Some(8.0 / 3.0));
+        let sig = s.apply(Signals {
+            backlog: 4.0,
+            completions: 99.0,
+            ..Default::default()
+        });
+        assert_eq!((sig.backlog, sig.completions), (4.0, 3.0));
+        assert_eq!(sig.window_qos(), Some(2.0 / 3.0));
+        assert_eq!(sig.latency_max_s, Some(3.0));
+        // An empty window has no statistics, only the arrivals' deadlines.
+        let e = IntervalStats::of(&[], &[0.7]);
+        assert_eq!((e.completions, e.latency, e.service), (0.0, None, None));
+        assert_eq!((e.deadline_min, e.deadline_mean), (Some(0.7), None));
+        assert_eq!(IntervalStats::of(&[], &[]).deadline_min, None);
     }
 
     #[test]
@@ -1044,6 +1266,8 @@ mod tests {
                     latency_us,
                     completed_us,
                     deliveries: 2,
+                    service_us: 100_000,
+                    deadline_ms: 500,
                 },
             )
         })

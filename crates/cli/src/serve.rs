@@ -3,8 +3,12 @@
 //!
 //! Many environments share one server, keyed by the client-chosen `env_id`;
 //! each is a [`farm_sim::Env`] behind its own lock. Simulation is CPU-bound,
-//! so every `Reset`, `Step` and `StepBatch` runs on tokio's blocking pool,
-//! never on the reactor. Accepted sockets get `TCP_NODELAY`, since a step is
+//! so `Reset` and `StepBatch` run on tokio's blocking pool, never on the
+//! reactor; a single `Step` (one control interval, tens of microseconds) runs inline,
+//! as handing it to another thread would cost more than the step itself.
+//! `StepBatch` can reply with flat arrays (`packed`, built with
+//! [`farm_proto::batch::PackedBuilder`]) instead of one `StepReply` per env.
+//! Accepted sockets get `TCP_NODELAY`, since a step is
 //! one small request and one small reply.
 //!
 //! The first line on stdout is `listening ADDR` (the bound address, useful
@@ -46,12 +50,14 @@ use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::io::{BufRead, Write};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use farm_model::action::ActionSpace;
 use farm_model::observation::{self, OBS_DIM, OBS_VERSION};
 use farm_model::reward::RewardWeights;
 use farm_model::scenario::{Arrivals, Dist, Scenario, ScenarioError, stream_rng};
+use farm_proto::batch::{self, PackedBuilder};
 use farm_proto::control::farm_control_server::{FarmControl, FarmControlServer};
 use farm_proto::control::{
     Decision, EnvSpec, ResetRequest, RunSummary, SpecRequest, StepBatchReply, StepBatchRequest,
@@ -423,6 +429,42 @@ impl Slot {
 
     fn step(&mut self, env_id: &str, action: u32, auto_reset: bool) -> Result<StepReply, Status> {
         let out = self.env.step(action as usize).map_err(env_status)?;
+        self.finish(env_id, &out, auto_reset)
+    }
+
+    /// One step appended to a packed batch reply: no `StepReply` (and no
+    /// allocation) unless the episode ended.
+    fn step_packed(
+        &mut self,
+        env_id: &str,
+        action: u32,
+        auto_reset: bool,
+        packed: &mut PackedBuilder,
+    ) -> Result<(), Status> {
+        let out = self.env.step(action as usize).map_err(env_status)?;
+        if out.terminated || out.truncated {
+            packed.push_reply(self.finish(env_id, &out, auto_reset)?);
+        } else {
+            packed.push(
+                &out.obs,
+                out.reward,
+                false,
+                false,
+                &step_info(&out.info),
+                StepReply::default,
+            );
+        }
+        Ok(())
+    }
+
+    /// The reply of a step; with `auto_reset`, starts the next episode when
+    /// this one ended.
+    fn finish(
+        &mut self,
+        env_id: &str,
+        out: &farm_sim::StepOut,
+        auto_reset: bool,
+    ) -> Result<StepReply, Status> {
         let mut r = reply(
             env_id,
             &out.obs,
@@ -475,6 +517,18 @@ fn reply(
     truncated: bool,
     info: &StepInfo,
 ) -> StepReply {
+    StepReply {
+        env_id: env_id.to_string(),
+        observation: obs.to_vec(),
+        reward,
+        terminated,
+        truncated,
+        info: Some(step_info(info)),
+        final_observation: Vec::new(),
+    }
+}
+
+fn step_info(info: &StepInfo) -> farm_proto::control::StepInfo {
     let s = &info.signals;
     let count = |x: f64| {
         if x.is_finite() && x > 0.0 {
@@ -483,25 +537,69 @@ fn reply(
             0
         }
     };
-    StepReply {
-        env_id: env_id.to_string(),
-        observation: obs.to_vec(),
-        reward,
-        terminated,
-        truncated,
-        info: Some(farm_proto::control::StepInfo {
-            time_s: info.time_s,
-            desired: info.desired,
-            ready: count(s.replicas_ready),
-            starting: count(s.replicas_starting),
-            backlog: s.backlog,
-            in_flight: s.in_flight,
-            window_qos: s.window_qos(),
-            arrivals: s.arrivals,
-            completions: s.completions,
-            summary: info.metrics.as_ref().map(summary),
-        }),
-        final_observation: Vec::new(),
+    farm_proto::control::StepInfo {
+        time_s: info.time_s,
+        desired: info.desired,
+        ready: count(s.replicas_ready),
+        starting: count(s.replicas_starting),
+        backlog: s.backlog,
+        in_flight: s.in_flight,
+        window_qos: s.window_qos(),
+        arrivals: s.arrivals,
+        completions: s.completions,
+        summary: info.metrics.as_ref().map(summary),
+    }
+}
+
+/// Environments per unit of work of a `StepBatch`.
+const BATCH_CHUNK: usize = 32;
+
+/// The results of one chunk of a `StepBatch`, in the form the request asked.
+enum Chunk {
+    Replies(Vec<StepReply>),
+    Packed(PackedBuilder),
+}
+
+/// A `StepBatch` shared by the threads stepping it.
+struct BatchWork {
+    req: Arc<StepBatchRequest>,
+    /// The slot of each step, in request order.
+    slots: Vec<Arc<Mutex<Slot>>>,
+    /// The next chunk to take.
+    next: AtomicUsize,
+}
+
+impl BatchWork {
+    /// Step chunks until none is left; each with its index.
+    fn run(&self) -> Result<Vec<(usize, Chunk)>, Status> {
+        let steps = batch::steps(&self.req).map_err(|e| Status::internal(e.to_string()))?;
+        let auto_reset = self.req.auto_reset;
+        let mut out = Vec::new();
+        loop {
+            let index = self.next.fetch_add(1, Ordering::Relaxed);
+            let first = index.saturating_mul(BATCH_CHUNK);
+            if first >= steps.len() {
+                return Ok(out);
+            }
+            let last = (first + BATCH_CHUNK).min(steps.len());
+            let pairs = self.slots[first..last].iter().zip(&steps[first..last]);
+            let chunk = if self.req.packed {
+                let mut packed = PackedBuilder::new(last - first, OBS_DIM, self.req.packed_info);
+                for (slot, (env_id, action)) in pairs {
+                    lock(slot)?.step_packed(env_id, *action, auto_reset, &mut packed)?;
+                }
+                Chunk::Packed(packed)
+            } else {
+                Chunk::Replies(
+                    pairs
+                        .map(|(slot, (env_id, action))| {
+                            lock(slot)?.step(env_id, *action, auto_reset)
+                        })
+                        .collect::<Result<Vec<_>, Status>>()?,
+                )
+            };
+            out.push((index, chunk));
+        }
     }
 }
 
@@ -593,7 +691,11 @@ impl FarmControl for SimControl {
     async fn step(&self, request: Request<StepRequest>) -> Result<Response<StepReply>, Status> {
         let req = request.into_inner();
         let slot = self.slot(&req.env_id)?;
-        let reply = blocking(move || lock(&slot)?.step(&req.env_id, req.action, false)).await?;
+        // Inline, not on the blocking pool: one step simulates one control
+        // interval (microseconds; see BENCHMARKS.md "Gymnasium"), less than
+        // the hand-off to a blocking thread and back costs. Batches and
+        // resets (workload generation) still go to the blocking pool.
+        let reply = lock(&slot)?.step(&req.env_id, req.action, false)?;
         Ok(Response::new(reply))
     }
 
@@ -601,44 +703,82 @@ impl FarmControl for SimControl {
         &self,
         request: Request<StepBatchRequest>,
     ) -> Result<Response<StepBatchReply>, Status> {
-        let req = request.into_inner();
-        let mut seen = HashSet::with_capacity(req.steps.len());
-        let mut work = Vec::with_capacity(req.steps.len());
-        for s in req.steps {
-            if !seen.insert(s.env_id.clone()) {
-                return Err(Status::invalid_argument(format!(
-                    "env_id `{}` appears twice in one StepBatch",
-                    s.env_id
-                )));
+        let req = Arc::new(request.into_inner());
+        // One pass under the table lock: check the form, refuse duplicate
+        // ids (two steps of one env in a batch would race), find the slots.
+        let slots = {
+            let steps = batch::steps(&req).map_err(|e| Status::invalid_argument(e.to_string()))?;
+            let envs = lock(&self.envs)?;
+            let mut seen = HashSet::with_capacity(steps.len());
+            let mut slots = Vec::with_capacity(steps.len());
+            for (env_id, _) in &steps {
+                if !seen.insert(*env_id) {
+                    return Err(Status::invalid_argument(format!(
+                        "env_id `{env_id}` appears twice in one StepBatch"
+                    )));
+                }
+                slots.push(envs.get(*env_id).cloned().ok_or_else(|| {
+                    Status::not_found(format!("unknown env_id `{env_id}`: call Reset first"))
+                })?);
             }
-            let slot = self.slot(&s.env_id)?;
-            work.push((slot, s));
+            slots
+        };
+        let n = slots.len();
+        if n == 0 {
+            return Ok(Response::new(StepBatchReply {
+                replies: Vec::new(),
+                packed: req
+                    .packed
+                    .then(|| PackedBuilder::new(0, OBS_DIM, false).finish()),
+            }));
         }
-        let auto_reset = req.auto_reset;
-        // Two halves on two blocking threads: the machine this targets has
-        // two cores, and environments are independent (ids are distinct).
-        let half = if work.len() >= 64 {
-            work.len() / 2
+        // Small chunks taken in turn by up to two blocking threads (the
+        // machine this targets has two cores; environments are independent,
+        // ids are distinct). Taking chunks instead of fixed halves keeps
+        // both threads busy when one half has more episode resets, or when
+        // one thread is descheduled on a busy machine.
+        let work = Arc::new(BatchWork {
+            req: Arc::clone(&req),
+            slots,
+            next: AtomicUsize::new(0),
+        });
+        let run = || {
+            let work = Arc::clone(&work);
+            blocking(move || work.run())
+        };
+        let mut done = if n > BATCH_CHUNK {
+            let (a, b) = tokio::join!(run(), run());
+            let mut a = a?;
+            a.extend(b?);
+            a
         } else {
-            work.len()
+            run().await?
         };
-        let second = work.split_off(half);
-        let run = move |chunk: Vec<(Arc<Mutex<Slot>>, StepRequest)>| {
-            blocking(move || {
-                chunk
-                    .into_iter()
-                    .map(|(slot, s)| lock(&slot)?.step(&s.env_id, s.action, auto_reset))
-                    .collect::<Result<Vec<_>, Status>>()
-            })
-        };
-        let (mut a, b) = if second.is_empty() {
-            (run(work).await?, Vec::new())
+        done.sort_unstable_by_key(|(index, _)| *index);
+        let reply = if req.packed {
+            let mut packed = PackedBuilder::new(0, OBS_DIM, req.packed_info);
+            for (_, chunk) in done {
+                if let Chunk::Packed(p) = chunk {
+                    packed.append(p);
+                }
+            }
+            StepBatchReply {
+                replies: Vec::new(),
+                packed: Some(packed.finish()),
+            }
         } else {
-            let (a, b) = tokio::join!(run(work), run(second));
-            (a?, b?)
+            let mut replies = Vec::with_capacity(n);
+            for (_, chunk) in done {
+                if let Chunk::Replies(r) = chunk {
+                    replies.extend(r);
+                }
+            }
+            StepBatchReply {
+                replies,
+                packed: None,
+            }
         };
-        a.extend(b);
-        Ok(Response::new(StepBatchReply { replies: a }))
+        Ok(Response::new(reply))
     }
 
     type WatchStream = tonic::codegen::tokio_stream::Empty<Result<Decision, Status>>;

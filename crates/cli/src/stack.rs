@@ -551,12 +551,10 @@ impl Stack {
             image: f.image.clone(),
             env_process: f.fprocess.clone().unwrap_or_default(),
             env_vars: env.into_iter().collect(),
-            labels: Some(text_map("labels", &f.labels)?.into_iter().collect()),
-            annotations: Some(
-                text_map("annotations", &f.annotations)?
-                    .into_iter()
-                    .collect(),
-            ),
+            labels: text_map("labels", &f.labels)?.into_iter().collect(),
+            annotations: text_map("annotations", &f.annotations)?
+                .into_iter()
+                .collect(),
             secrets: f.secrets.clone(),
             limits: res(&f.limits),
             requests: res(&f.requests),
@@ -674,10 +672,10 @@ mod tests {
             d.env_vars.get("NATS_URL").map(String::as_str),
             Some("nats://127.0.0.1:1")
         );
-        let ann = d.annotations.unwrap();
+        let ann = d.annotations;
         assert_eq!(ann.get(FARM_ANNOTATION).map(String::as_str), Some("demo"));
         // The worker's annotations are a farm gateway-ext accepts.
-        let labels: BTreeMap<String, String> = d.labels.unwrap().into_iter().collect();
+        let labels: BTreeMap<String, String> = d.labels.into_iter().collect();
         let ann: BTreeMap<String, String> = ann.into_iter().collect();
         let env = std::collections::HashMap::from([(
             "UPSTREAM_URL".to_string(),

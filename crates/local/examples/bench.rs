@@ -128,10 +128,7 @@ async fn main() {
     let fx = FunctionDeployment {
         service: "fx".into(),
         image: "fixture".into(),
-        labels: Some(BTreeMap::from([(
-            "com.openfaas.scale.min".to_string(),
-            "0".to_string(),
-        )])),
+        labels: BTreeMap::from([("com.openfaas.scale.min".to_string(), "0".to_string())]),
         ..Default::default()
     };
     h.deploy(fx).expect("deploy");
@@ -189,10 +186,7 @@ async fn main() {
                     ("FARM_NAME".to_string(), "bench".to_string()),
                     ("NATS_URL".to_string(), nats.url()),
                 ]),
-                labels: Some(BTreeMap::from([(
-                    "com.openfaas.scale.min".to_string(),
-                    "0".to_string(),
-                )])),
+                labels: BTreeMap::from([("com.openfaas.scale.min".to_string(), "0".to_string())]),
                 ..Default::default()
             };
             h.deploy(sw).expect("deploy worker");

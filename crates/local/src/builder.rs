@@ -7,9 +7,11 @@
 //! 2. copy the handler folder over `<build_root>/<name>/function/` (faas-cli
 //!    overlays the handler on the template's skeleton; `build/`, `template/`,
 //!    `target/` and `.git/` of the handler are skipped);
-//! 3. `cargo build --release` on the context's root `Cargo.toml`, with a
-//!    shared `CARGO_TARGET_DIR` so dependencies compile once for all
-//!    functions. A template without a root manifest but with `main/Cargo.toml`
+//! 3. `cargo build --release` on the context's root `Cargo.toml`, run from
+//!    the context's root (so the template's `.cargo/config.toml` applies, as
+//!    from the Dockerfile's WORKDIR: it maps the handler's `farm-runtime`
+//!    to the context's `runtime/`), with a shared `CARGO_TARGET_DIR` so
+//!    dependencies compile once for all functions. A template without a root manifest but with `main/Cargo.toml`
 //!    gets a small workspace manifest written at the root
 //!    ([`CONTEXT_WORKSPACE`]): otherwise a context under a repository that is
 //!    a Cargo workspace (like `build/` here) would be claimed by that

@@ -366,7 +366,6 @@ impl Function {
 /// The `com.openfaas.scale.min` label, if set.
 pub(crate) fn min_scale(spec: &FunctionDeployment) -> Option<u64> {
     spec.labels
-        .as_ref()?
         .get("com.openfaas.scale.min")?
         .trim()
         .parse()

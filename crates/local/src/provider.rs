@@ -47,10 +47,7 @@ impl Registry {
             return Err(ApiError::InvalidName(spec.service));
         }
         check_namespace(&spec.namespace)?;
-        if let Some(v) = spec
-            .labels
-            .as_ref()
-            .and_then(|l| l.get("com.openfaas.scale.min"))
+        if let Some(v) = spec.labels.get("com.openfaas.scale.min")
             && min_scale(&spec).is_none()
         {
             return Err(ApiError::InvalidLabel {

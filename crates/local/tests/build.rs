@@ -3,9 +3,12 @@
 //! store, deploy it on the provider and see its replica become available
 //! against a real nats-server.
 //!
-//! Ignored by default because it compiles the template and its dependencies
-//! in release mode (minutes on a cold target directory):
-//! `cargo test -p farm-local --test build -- --ignored`.
+//! It builds in release mode, as the Dockerfile does, into the target
+//! directory `target/template-build` that the template's own build-context
+//! test (functions/sleep/tests/template_build.rs) fills with the same
+//! dependencies, same profile, same features: whichever of the two runs
+//! second compiles only the three crates of the context (runtime, handler,
+//! main), not their dependencies.
 
 mod common;
 
@@ -21,7 +24,6 @@ fn workspace_root() -> PathBuf {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "compiles the rust-farm template in release mode (minutes); run with --ignored"]
 async fn builds_the_template_skeleton_and_runs_it() {
     let root = workspace_root();
     let tmp = tempfile::tempdir().unwrap();
@@ -31,8 +33,8 @@ async fn builds_the_template_skeleton_and_runs_it() {
         handler_dir: root.join("template/rust-farm/function"),
         template_dir: root.join("template/rust-farm"),
         build_root: tmp.path().join("build"),
-        // Shared across runs so only the first one is slow.
-        target_dir: Some(root.join("target/farm-local-build-test")),
+        // Shared with the template's build-context test (see the module docs).
+        target_dir: Some(root.join("target/template-build")),
         cargo_args: Vec::new(),
     };
     let built = tokio::task::spawn_blocking(move || build_function(&spec))

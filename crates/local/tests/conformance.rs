@@ -41,11 +41,8 @@ async fn routes_shapes_and_status_codes() {
         ),
     ]);
     d.secrets = vec!["api-key".into()];
-    d.labels = Some(BTreeMap::from([(
-        "com.openfaas.scale.min".to_string(),
-        "1".to_string(),
-    )]));
-    d.annotations = Some(BTreeMap::from([("topic".to_string(), "farm".to_string())]));
+    d.labels = BTreeMap::from([("com.openfaas.scale.min".to_string(), "1".to_string())]);
+    d.annotations = BTreeMap::from([("topic".to_string(), "farm".to_string())]);
     d.limits = Some(FunctionResources {
         memory: "128Mi".into(),
         cpu: String::new(),

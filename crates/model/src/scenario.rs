@@ -147,7 +147,10 @@ pub struct Clip {
 impl ServiceTime {
     /// Draw one service time, seconds (clipped when a clip is set).
     pub fn sample<R: Rng + ?Sized>(&self, rng: &mut R) -> f64 {
-        let x = self.dist.sample(rng);
+        self.clipped(self.dist.sample(rng))
+    }
+
+    fn clipped(&self, x: f64) -> f64 {
         match self.clip {
             Some(c) => x.clamp(c.min, c.max),
             None => x,
@@ -293,6 +296,32 @@ impl From<Dist> for DistRepr {
     }
 }
 
+/// Clamp a draw to a finite, non-negative value.
+fn non_negative(x: f64) -> f64 {
+    if x.is_finite() { x.max(0.0) } else { 0.0 }
+}
+
+/// A [`Dist`] ready for repeated draws: exactly the values, in the same
+/// order, that [`Dist::sample`] gives for the same generator.
+enum Prepared<'a> {
+    /// Sampled through [`Dist::sample`].
+    Plain(&'a Dist),
+    Exp(Exp<f64>),
+    Gamma(Gamma<f64>),
+    LogNormal(LogNormal<f64>),
+}
+
+impl Prepared<'_> {
+    fn sample<R: Rng + ?Sized>(&self, rng: &mut R) -> f64 {
+        match self {
+            Prepared::Plain(d) => d.sample(rng),
+            Prepared::Exp(d) => non_negative(d.sample(rng)),
+            Prepared::Gamma(d) => non_negative(d.sample(rng)),
+            Prepared::LogNormal(d) => non_negative(d.sample(rng)),
+        }
+    }
+}
+
 impl Dist {
     /// Draw one value, seconds, never negative. Parameters are assumed valid
     /// (scenarios are validated on load); an invalid one yields the mean.
@@ -326,7 +355,33 @@ impl Dist {
                 }
             }
         };
-        if x.is_finite() { x.max(0.0) } else { 0.0 }
+        non_negative(x)
+    }
+
+    /// Build the distribution object once for many draws (`generate` draws
+    /// one service time per task; rebuilding a Gamma per draw was about a
+    /// sixth of the sampling cost). Invalid parameters keep the per-draw
+    /// fallback.
+    fn prepared(&self) -> Prepared<'_> {
+        match *self {
+            Dist::Exponential { mean } => match Exp::new(1.0 / mean) {
+                Ok(d) => Prepared::Exp(d),
+                Err(_) => Prepared::Plain(self),
+            },
+            Dist::Gamma { shape, scale } => match Gamma::new(shape, scale) {
+                Ok(d) => Prepared::Gamma(d),
+                Err(_) => Prepared::Plain(self),
+            },
+            Dist::LogNormal { mu, sigma } => match LogNormal::new(mu, sigma) {
+                Ok(d) => Prepared::LogNormal(d),
+                Err(_) => Prepared::Plain(self),
+            },
+            // Uniform stays per draw: `random_range` and a prebuilt
+            // `Uniform` need not draw the same values.
+            Dist::Constant(_) | Dist::Uniform { .. } | Dist::Empirical { .. } => {
+                Prepared::Plain(self)
+            }
+        }
     }
 
     /// Expected value, seconds.
@@ -641,10 +696,11 @@ impl Scenario {
         let mut arr_rng = stream_rng(seed, ARRIVAL_STREAM);
         let mut svc_rng = stream_rng(seed, SERVICE_STREAM);
         let times = self.arrivals.sample_times(&mut arr_rng);
+        let dist = self.service.dist.prepared();
         let tasks = times
             .into_iter()
             .map(|arrival_s| {
-                let service_s = self.service.sample(&mut svc_rng);
+                let service_s = self.service.clipped(dist.sample(&mut svc_rng));
                 TaskSpec {
                     arrival_s,
                     service_s,

@@ -63,6 +63,27 @@ pub struct Signals {
 }
 
 impl Signals {
+    /// The same signals measured on the wall clock of a run compressed `k`
+    /// times (`farmctl run --speedup K`, gateway-ext's time scale),
+    /// expressed on the run's own clock, the one the simulator and the
+    /// policies use: durations are multiplied by `k`, counts stay, so rates
+    /// (count / interval) are divided by `k`. `k = 1` is the identity.
+    pub fn time_scaled(&self, k: f64) -> Signals {
+        let t = |x: Option<f64>| x.map(|v| v * k);
+        Signals {
+            interval_s: self.interval_s * k,
+            service_mean_s: t(self.service_mean_s),
+            service_p95_s: t(self.service_p95_s),
+            latency_mean_s: t(self.latency_mean_s),
+            latency_max_s: t(self.latency_max_s),
+            latency_p95_s: t(self.latency_p95_s),
+            deadline_min_s: t(self.deadline_min_s),
+            deadline_mean_s: t(self.deadline_mean_s),
+            since_last_scale_s: self.since_last_scale_s * k,
+            ..self.clone()
+        }
+    }
+
     /// Arrival rate over the interval, tasks/s.
     pub fn arrival_rate(&self) -> f64 {
         if self.interval_s > 0.0 {

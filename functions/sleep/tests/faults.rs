@@ -157,3 +157,41 @@ async fn drain_timeout_gives_tasks_back_and_exits_nonzero() {
     assert_eq!(rs[0].worker, "worker-h");
     assert_eq!(rs[0].deliveries, 2);
 }
+
+/// A draining replica gives back what its open pull request still receives,
+/// which costs each such task a delivery; on a task's last delivery
+/// (`FARM_MAX_DELIVER`) a give-back would leave it in the queue, never
+/// delivered again. Such a task is run instead.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_task_on_its_last_delivery_is_run_by_a_draining_worker() {
+    let nats = NatsServer::start().unwrap();
+    let (_c, js) = js(&nats).await;
+    let names = FarmNames::new("lastdel").unwrap();
+    // Every delivery is the last; the open pull request outlives the SIGTERM.
+    let env = [
+        ("FARM_CONCURRENCY", "2"),
+        ("FARM_MAX_DELIVER", "1"),
+        ("FARM_FETCH_EXPIRES", "5s"),
+        ("FARM_DRAIN_GRACE", "20s"),
+    ];
+    let mut w = spawn_worker(&nats.url(), "lastdel", "worker-l", &env);
+    wait_bound(&js, &names).await;
+    publish_task(&js, &names, &task("held", 0, r#"{"sleep_ms":1500}"#)).await;
+    eventually(
+        "worker holds the task",
+        WAIT,
+        Duration::from_millis(20),
+        || async { matches!(consumer_counts(&js, &names).await, Some((1, 0))).then_some(()) },
+    )
+    .await
+    .unwrap();
+    w.terminate().unwrap();
+    // Delivered to the still-open pull request of the draining worker.
+    publish_task(&js, &names, &task("late", 1, r#"{"sleep_ms":1}"#)).await;
+    let status = w.wait_timeout(WAIT).unwrap();
+    assert_eq!(status.code(), Some(0), "log:\n{}", w.log_tail());
+    let ids = ["held".to_owned(), "late".to_owned()];
+    let rs = wait_results(&js, &names, &ids).await;
+    assert!(rs.iter().all(|r| r.status == Status::Ok as i32), "{rs:?}");
+    assert_eq!(stream_len(&js, &names.tasks_stream()).await, 0);
+}

@@ -4,8 +4,10 @@
 //! copied to `build/NAME/`, the handler copied into `build/NAME/function/` —
 //! in a temporary directory outside the workspace (so any path reaching
 //! outside the context fails), then runs `cargo build` there, as the
-//! Dockerfile does. The second test starts from a `faas-cli new`-style copy
-//! of `function/` to `./NAME/`.
+//! Dockerfile does. The second test starts from a `faas-cli new` project:
+//! the template pulled to `./template/rust-farm/`, `function/` copied to
+//! `./NAME/`; it runs the developer's `cargo test` in `./NAME/` (offline) and
+//! then builds `./NAME/` the faas-cli way.
 //!
 //! Slow on the first run only: the target directory `target/template-build`
 //! is shared, and the context lives at a stable path under the system temp
@@ -174,11 +176,20 @@ fn template_builds_from_a_faas_cli_build_context() {
 #[test]
 fn faas_cli_new_copy_builds() {
     let project = project_dir("faas-cli-new");
-    // faas-cli new: template/rust-farm/function/* -> ./NAME/
+    // faas-cli template pull: the template lives at ./template/rust-farm/.
+    let pulled = project.join("template/rust-farm");
+    sync_dir(&template_dir(), &pulled);
+    // faas-cli new: template/rust-farm/function/* -> ./NAME/ (dotfiles too).
     let handler = project.join("my-fn");
-    sync_dir(&template_dir().join("function"), &handler);
+    sync_dir(&pulled.join("function"), &handler);
     assert!(handler.join("Cargo.toml").is_file() && handler.join("src/lib.rs").is_file());
+    assert!(handler.join(".cargo/config.toml").is_file());
     // faas-cli build: the template to build/NAME, ./NAME/* to build/NAME/function
     let ctx = assemble(&project, "my-fn", &handler);
     build_release_binary(&ctx);
+    // The developer's first step after `faas-cli new`: `cargo test` inside
+    // ./NAME/, where the runtime resolves to ./template/rust-farm/runtime.
+    // Offline: the build above has fetched every crate it needs, and a
+    // developer's loop must not need the network either.
+    cargo(&handler, &["test", "--offline"]);
 }

@@ -176,6 +176,54 @@ pub fn sleep_worker_bin() -> PathBuf {
     farm_testsupport::bin_path("sleep-worker").expect("sleep-worker built")
 }
 
+/// The collector binary (functions/collector), built on demand.
+pub fn collector_bin() -> PathBuf {
+    if let Ok(p) = farm_testsupport::bin_path("collector") {
+        return p;
+    }
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let st = Command::new(cargo)
+        .args(["build", "-p", "collector"])
+        .current_dir(workspace_root())
+        .status()
+        .expect("run cargo build -p collector");
+    assert!(st.success(), "cargo build -p collector failed");
+    farm_testsupport::bin_path("collector").expect("collector built")
+}
+
+/// Starts the real collector of `farm` as a process (snapshots every
+/// `snapshot_every`), and waits until it answers `/_/health`.
+pub async fn start_collector(
+    nats: &str,
+    farm: &str,
+    snapshot_every: &str,
+) -> farm_testsupport::ChildGuard {
+    let port = farm_testsupport::free_port().unwrap();
+    let mut cmd = Command::new(collector_bin());
+    cmd.env_clear()
+        .env("NATS_URL", nats)
+        .env("FARM_NAME", farm)
+        .env("FARM_HTTP_PORT", port.to_string())
+        .env("COLLECTOR_SNAPSHOT_INTERVAL", snapshot_every)
+        .env("RUST_LOG", "info");
+    let mut child = farm_testsupport::ChildGuard::spawn("collector", cmd).unwrap();
+    let health = format!("http://127.0.0.1:{port}/_/health");
+    let start = Instant::now();
+    loop {
+        if let Ok(r) = reqwest::get(&health).await
+            && r.status().is_success()
+        {
+            return child;
+        }
+        assert!(
+            child.is_running() && start.elapsed() < Duration::from_secs(30),
+            "the collector did not become healthy\n{}",
+            child.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// A running farm-local provider.
 pub struct Local {
     /// Provider base URL.
@@ -256,13 +304,11 @@ impl Local {
         .iter()
         .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
         .collect();
-        let map = |pairs: &[(&str, &str)]| -> Option<BTreeMap<String, String>> {
-            Some(
-                pairs
-                    .iter()
-                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                    .collect(),
-            )
+        let map = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect()
         };
         self.handle
             .apply(FunctionDeployment {
@@ -295,6 +341,17 @@ pub struct Gateway {
     task: Option<JoinHandle<Result<(), gateway_ext::StartError>>>,
 }
 
+/// Logs of the code under test, filtered by `RUST_LOG` (off by default),
+/// captured per test by the test harness.
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("off"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_test_writer()
+        .try_init();
+}
+
 /// The config of a test gateway: `UPSTREAM_URL` plus `extra`.
 pub fn config(upstream: &str, extra: &[(&str, &str)]) -> Config {
     let mut m: HashMap<String, String> = HashMap::new();
@@ -316,6 +373,7 @@ impl Gateway {
         farms: Vec<FarmSpec>,
         provider: Option<Arc<dyn Provider>>,
     ) -> Result<Gateway, gateway_ext::StartError> {
+        init_tracing();
         cfg.farms = farms;
         let service = gateway_ext::Service::start_with_provider(cfg, provider).await?;
         let http = TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -70,18 +70,48 @@ class StepRequest(_message.Message):
     def __init__(self, env_id: _Optional[str] = ..., action: _Optional[int] = ...) -> None: ...
 
 class StepBatchRequest(_message.Message):
-    __slots__ = ("steps", "auto_reset")
+    __slots__ = ("steps", "auto_reset", "env_ids", "actions", "packed", "packed_info")
     STEPS_FIELD_NUMBER: _ClassVar[int]
     AUTO_RESET_FIELD_NUMBER: _ClassVar[int]
+    ENV_IDS_FIELD_NUMBER: _ClassVar[int]
+    ACTIONS_FIELD_NUMBER: _ClassVar[int]
+    PACKED_FIELD_NUMBER: _ClassVar[int]
+    PACKED_INFO_FIELD_NUMBER: _ClassVar[int]
     steps: _containers.RepeatedCompositeFieldContainer[StepRequest]
     auto_reset: bool
-    def __init__(self, steps: _Optional[_Iterable[_Union[StepRequest, _Mapping]]] = ..., auto_reset: _Optional[bool] = ...) -> None: ...
+    env_ids: _containers.RepeatedScalarFieldContainer[str]
+    actions: _containers.RepeatedScalarFieldContainer[int]
+    packed: bool
+    packed_info: bool
+    def __init__(self, steps: _Optional[_Iterable[_Union[StepRequest, _Mapping]]] = ..., auto_reset: _Optional[bool] = ..., env_ids: _Optional[_Iterable[str]] = ..., actions: _Optional[_Iterable[int]] = ..., packed: _Optional[bool] = ..., packed_info: _Optional[bool] = ...) -> None: ...
 
 class StepBatchReply(_message.Message):
-    __slots__ = ("replies",)
+    __slots__ = ("replies", "packed")
     REPLIES_FIELD_NUMBER: _ClassVar[int]
+    PACKED_FIELD_NUMBER: _ClassVar[int]
     replies: _containers.RepeatedCompositeFieldContainer[StepReply]
-    def __init__(self, replies: _Optional[_Iterable[_Union[StepReply, _Mapping]]] = ...) -> None: ...
+    packed: PackedSteps
+    def __init__(self, replies: _Optional[_Iterable[_Union[StepReply, _Mapping]]] = ..., packed: _Optional[_Union[PackedSteps, _Mapping]] = ...) -> None: ...
+
+class PackedSteps(_message.Message):
+    __slots__ = ("obs_dim", "observations", "rewards", "terminated", "truncated", "info", "ended", "ended_replies")
+    OBS_DIM_FIELD_NUMBER: _ClassVar[int]
+    OBSERVATIONS_FIELD_NUMBER: _ClassVar[int]
+    REWARDS_FIELD_NUMBER: _ClassVar[int]
+    TERMINATED_FIELD_NUMBER: _ClassVar[int]
+    TRUNCATED_FIELD_NUMBER: _ClassVar[int]
+    INFO_FIELD_NUMBER: _ClassVar[int]
+    ENDED_FIELD_NUMBER: _ClassVar[int]
+    ENDED_REPLIES_FIELD_NUMBER: _ClassVar[int]
+    obs_dim: int
+    observations: _containers.RepeatedScalarFieldContainer[float]
+    rewards: _containers.RepeatedScalarFieldContainer[float]
+    terminated: _containers.RepeatedScalarFieldContainer[bool]
+    truncated: _containers.RepeatedScalarFieldContainer[bool]
+    info: _containers.RepeatedScalarFieldContainer[float]
+    ended: _containers.RepeatedScalarFieldContainer[int]
+    ended_replies: _containers.RepeatedCompositeFieldContainer[StepReply]
+    def __init__(self, obs_dim: _Optional[int] = ..., observations: _Optional[_Iterable[float]] = ..., rewards: _Optional[_Iterable[float]] = ..., terminated: _Optional[_Iterable[bool]] = ..., truncated: _Optional[_Iterable[bool]] = ..., info: _Optional[_Iterable[float]] = ..., ended: _Optional[_Iterable[int]] = ..., ended_replies: _Optional[_Iterable[_Union[StepReply, _Mapping]]] = ...) -> None: ...
 
 class RunSummary(_message.Message):
     __slots__ = ("tasks", "completed", "unfinished", "qos", "latency_p50_s", "latency_p95_s", "latency_p99_s", "replica_seconds", "mean_replicas", "max_replicas", "scaling_actions", "reversals", "drain_s")

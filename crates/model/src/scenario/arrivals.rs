@@ -201,6 +201,20 @@ impl Phase {
     /// Integral of the multiplier over `[0, t]` (closed form per shape), so
     /// window counts use the exact integrated rate.
     pub fn cumulative(&self, t: f64) -> f64 {
+        self.cumulative_with(t, self.start_cos())
+    }
+
+    /// `cos(2 pi offset)` for a sine phase (0 otherwise): constant per
+    /// phase, so [`RateCurve`] computes it once instead of on every call.
+    fn start_cos(&self) -> f64 {
+        match *self {
+            Phase::Sine { offset, .. } => (std::f64::consts::TAU * offset).cos(),
+            _ => 0.0,
+        }
+    }
+
+    /// [`Phase::cumulative`] given [`Phase::start_cos`], same arithmetic.
+    fn cumulative_with(&self, t: f64, start_cos: f64) -> f64 {
         match *self {
             Phase::Constant { level, .. } => level * t,
             Phase::Ramp {
@@ -224,7 +238,7 @@ impl Phase {
                 let (mid, amp) = ((min + max) / 2.0, (max - min) / 2.0);
                 let w = std::f64::consts::TAU / period_s;
                 let start = std::f64::consts::TAU * offset;
-                mid * t + amp / w * (start.cos() - (w * t + start).cos())
+                mid * t + amp / w * (start_cos - (w * t + start).cos())
             }
             Phase::Square {
                 low,
@@ -261,6 +275,8 @@ struct RateCurve<'a> {
     starts: Vec<f64>,
     /// Integrated rate (tasks) at the start of each phase.
     cum_at_start: Vec<f64>,
+    /// [`Phase::start_cos`] of each phase.
+    start_cos: Vec<f64>,
     duration_s: f64,
 }
 
@@ -268,6 +284,7 @@ impl<'a> RateCurve<'a> {
     fn new(base_rate: f64, phases: &'a [Phase]) -> Self {
         let mut starts = Vec::with_capacity(phases.len());
         let mut cum_at_start = Vec::with_capacity(phases.len());
+        let start_cos: Vec<f64> = phases.iter().map(Phase::start_cos).collect();
         let (mut t, mut cum) = (0.0, 0.0);
         for p in phases {
             starts.push(t);
@@ -280,6 +297,7 @@ impl<'a> RateCurve<'a> {
             phases,
             starts,
             cum_at_start,
+            start_cos,
             duration_s: t,
         }
     }
@@ -308,15 +326,16 @@ impl<'a> RateCurve<'a> {
         }
         let t = t.clamp(0.0, self.duration_s);
         let i = self.phase_at(t);
-        self.cum_at_start[i] + self.base_rate * self.phases[i].cumulative(t - self.starts[i])
+        self.cum_at_start[i]
+            + self.base_rate * self.phases[i].cumulative_with(t - self.starts[i], self.start_cos[i])
     }
 
     /// The time in `[lo, hi]` at which the integrated rate reaches `target`:
     /// safeguarded Newton (the rate is the derivative), bisection fallback.
-    /// Bounded to 60 iterations.
-    fn invert(&self, target: f64, mut lo: f64, mut hi: f64) -> f64 {
+    /// Bounded to 60 iterations. `clo` and `chi` are `cumulative(lo)` and
+    /// `cumulative(hi)`, which the callers already have.
+    fn invert(&self, target: f64, mut lo: f64, mut hi: f64, clo: f64, chi: f64) -> f64 {
         let mut t = lo + 0.5 * (hi - lo);
-        let (clo, chi) = (self.cumulative(lo), self.cumulative(hi));
         if chi > clo {
             t = lo + (hi - lo) * ((target - clo) / (chi - clo)).clamp(0.0, 1.0);
         }
@@ -428,7 +447,15 @@ impl Arrivals {
 
     /// Arrival times in `[0, duration_s)`, sorted, drawn from `rng`.
     pub fn sample_times<R: Rng + ?Sized>(&self, rng: &mut R) -> Vec<f64> {
-        let mut times = Vec::new();
+        // Room for the expected count plus a margin, so the vector rarely
+        // regrows; capped so a huge scenario does not reserve wildly.
+        let expected = self.expected_count(0.0, self.duration_s());
+        let reserve = if expected.is_finite() {
+            (expected * 1.1 + 16.0).clamp(0.0, 1e7) as usize
+        } else {
+            0
+        };
+        let mut times = Vec::with_capacity(reserve);
         let mut fractions = Vec::new();
         match self {
             Arrivals::Phases {
@@ -447,7 +474,7 @@ impl Arrivals {
                             let n = poisson_count(rng, cb - ca) as usize;
                             sorted_fractions(rng, n, &mut fractions);
                             for &u in &fractions {
-                                let t = curve.invert(ca + u * (cb - ca), a, b);
+                                let t = curve.invert(ca + u * (cb - ca), a, b, ca, cb);
                                 times.push(t.clamp(a, next_below(b)));
                             }
                         }
@@ -461,7 +488,7 @@ impl Arrivals {
                             if target >= total {
                                 break;
                             }
-                            let t = curve.invert(target, lo, duration);
+                            let t = curve.invert(target, lo, duration, curve.cumulative(lo), total);
                             times.push(t.clamp(0.0, next_below(duration)));
                             lo = t;
                             n_done += 1;
@@ -503,9 +530,12 @@ impl Arrivals {
                 }
             }
         }
-        // Already sorted by construction; sorting again is cheap insurance
-        // against floating-point ties from the inversion.
-        times.sort_by(f64::total_cmp);
+        // Sorted by construction; the check is insurance against
+        // floating-point ties from the inversion (the sort is stable, so
+        // skipping it on sorted input changes nothing).
+        if !times.is_sorted_by(|a, b| a.total_cmp(b).is_le()) {
+            times.sort_by(f64::total_cmp);
+        }
         times
     }
 
