@@ -195,3 +195,69 @@ async fn a_task_on_its_last_delivery_is_run_by_a_draining_worker() {
     assert!(rs.iter().all(|r| r.status == Status::Ok as i32), "{rs:?}");
     assert_eq!(stream_len(&js, &names.tasks_stream()).await, 0);
 }
+
+/// A task whose replica is killed on its last delivery is never delivered
+/// again by JetStream; the surviving replicas dead-letter it (with an error
+/// result) from the server's max-deliveries advisory instead of leaving it
+/// stuck in the work queue.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_task_killed_on_its_last_delivery_is_dead_lettered() {
+    let nats = NatsServer::start().unwrap();
+    let (_c, js) = js(&nats).await;
+    let names = FarmNames::new("exhaust").unwrap();
+    let env = [
+        ("FARM_CONCURRENCY", "1"),
+        ("FARM_MAX_DELIVER", "1"),
+        ("FARM_ACK_WAIT", "1s"),
+    ];
+    let mut a = spawn_worker(&nats.url(), "exhaust", "worker-a", &env);
+    wait_bound(&js, &names).await;
+    publish_task(&js, &names, &task("doomed", 0, r#"{"sleep_ms":60000}"#)).await;
+    eventually(
+        "worker A holds the task",
+        WAIT,
+        Duration::from_millis(20),
+        || async { matches!(consumer_counts(&js, &names).await, Some((1, 0))).then_some(()) },
+    )
+    .await
+    .unwrap();
+    let _b = spawn_worker(&nats.url(), "exhaust", "worker-b", &env);
+    // B is up and pulling (A, busy, has no pull request open): its pull
+    // request is what makes the server notice the exhausted task once A's
+    // ack wait ran out.
+    eventually(
+        "worker B waits for tasks",
+        WAIT,
+        Duration::from_millis(50),
+        || async {
+            let info = js
+                .get_stream(names.tasks_stream())
+                .await
+                .ok()?
+                .consumer_info(names.workers_consumer())
+                .await
+                .ok()?;
+            (info.num_waiting >= 1).then_some(())
+        },
+    )
+    .await
+    .unwrap();
+    a.kill();
+
+    let rs = wait_results(&js, &names, &["doomed".to_owned()]).await;
+    assert_eq!(rs.len(), 1, "{rs:?}");
+    assert_eq!(rs[0].status, Status::Error as i32, "{rs:?}");
+    assert!(rs[0].error.contains("max deliveries"), "{rs:?}");
+    eventually(
+        "dead letter stored and task removed from the queue",
+        WAIT,
+        Duration::from_millis(50),
+        || async {
+            let dl = dead_letters(&js, &names).await;
+            let gone = stream_len(&js, &names.tasks_stream()).await == 0;
+            (gone && dl.len() == 1 && dl[0].task_id == "doomed").then_some(())
+        },
+    )
+    .await
+    .unwrap();
+}

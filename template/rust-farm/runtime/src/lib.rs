@@ -12,7 +12,10 @@
 //!    or binds the farm's streams and the `workers` consumer ([`topology`]);
 //! 4. pulls tasks and runs the handler on up to `FARM_CONCURRENCY` at once
 //!    ([`worker`]): result published (message id = task id), then the task
-//!    acked; failures retried, then dead-lettered;
+//!    acked; failures retried, then dead-lettered; a task that reached the
+//!    consumer's max deliveries without an ack (its replica killed on the
+//!    last delivery) is dead-lettered from the server's advisory, never left
+//!    stuck in the queue;
 //! 5. on SIGTERM/SIGINT stops pulling, finishes and acks what it holds, and
 //!    exits 0 within `FARM_DRAIN_GRACE` (1 if the grace period ran out).
 //!
@@ -239,6 +242,11 @@ async fn serve_nats(
     });
     let stop = CancellationToken::new();
     let hard_stop = CancellationToken::new();
+    tokio::spawn(worker::dead_letter_exhausted(
+        ctx.clone(),
+        client.clone(),
+        stop.clone(),
+    ));
     let mut pull = tokio::spawn(worker::pull_loop(
         ctx,
         topo.workers,

@@ -23,6 +23,13 @@
 //! collector counts the task as finished-and-failed), then the task is acked.
 //! Bytes that are not a `Task` (or a `Task` without id) are dead-lettered at
 //! once with the decode error.
+//!
+//! Every delivery counts against the consumer's max deliveries, give-backs
+//! included, and JetStream never delivers a task again once they are used
+//! up. So a task on its last delivery is never given back (a draining
+//! replica runs it; at the drain deadline it is dead-lettered), and
+//! [`dead_letter_exhausted`] dead-letters the tasks whose last delivery
+//! ended without an ack (a replica killed while holding it).
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -430,10 +437,30 @@ async fn finish_dead(
     result: Option<TaskResult>,
     hard_stop: &CancellationToken,
 ) {
-    // The stream sequence identifies the stored task even when it has no id.
-    let letter_id = format!("{}:{}", ctx.names.tasks_stream(), d.stream_seq);
+    if let Err(e) = publish_dead(ctx, d.stream_seq, letter, result, hard_stop).await {
+        error!(error = %e, "giving the task back");
+        let _ = msg.ack_with(AckKind::Nak(Some(ctx.worker.nak_delay))).await;
+        return;
+    }
+    if let Err(e) = msg.ack().await {
+        warn!(error = %e, "ack after dead-lettering failed");
+    }
+}
+
+/// Publishes the dead letter of the task stored at `stream_seq`, then the
+/// error result, if any. Both are de-duplicated by message id (the letter by
+/// the task's stream sequence, which identifies it even without an id), so
+/// a retry or a second replica doing the same stores each once.
+async fn publish_dead(
+    ctx: &WorkerContext,
+    stream_seq: u64,
+    letter: DeadLetter,
+    result: Option<TaskResult>,
+    hard_stop: &CancellationToken,
+) -> Result<(), String> {
+    let letter_id = format!("{}:{}", ctx.names.tasks_stream(), stream_seq);
     let body = Bytes::from(letter.encode_to_vec());
-    if let Err(e) = publish_acked(
+    publish_acked(
         &ctx.js,
         ctx.names.dlq_subject(),
         body,
@@ -441,25 +468,112 @@ async fn finish_dead(
         hard_stop,
     )
     .await
-    {
-        error!(error = %e, "cannot publish dead letter; giving the task back");
-        let _ = msg.ack_with(AckKind::Nak(Some(ctx.worker.nak_delay))).await;
-        return;
-    }
+    .map_err(|e| format!("cannot publish dead letter: {e}"))?;
     if let Some(result) = result {
         let id = result.task_id.clone();
         let body = Bytes::from(result.encode_to_vec());
-        if let Err(e) =
-            publish_acked(&ctx.js, ctx.names.results_subject(), body, &id, hard_stop).await
-        {
-            // The dead letter is stored (and de-duplicated on retry).
-            error!(error = %e, "cannot publish error result; giving the task back");
-            let _ = msg.ack_with(AckKind::Nak(Some(ctx.worker.nak_delay))).await;
+        publish_acked(&ctx.js, ctx.names.results_subject(), body, &id, hard_stop)
+            .await
+            .map_err(|e| format!("cannot publish error result: {e}"))?;
+    }
+    Ok(())
+}
+
+/// The JetStream advisory sent when a task of `stream` reached the
+/// consumer's max deliveries without an ack: the server then never delivers
+/// it again, though it stays in the work queue.
+#[derive(Debug, serde::Deserialize)]
+struct MaxDeliveries {
+    stream_seq: u64,
+    deliveries: u64,
+}
+
+/// Dead-letters every task that reaches the consumer's max deliveries
+/// without an ack (its replica crashed or was killed on the last delivery,
+/// or it was given back then), so it is never silently stuck in the work
+/// queue: the dead letter and an `ERROR` result are published (de-duplicated
+/// across the replicas that all receive the advisory), then the task is
+/// deleted from the queue. Runs until `stop`.
+pub async fn dead_letter_exhausted(
+    ctx: Arc<WorkerContext>,
+    client: async_nats::Client,
+    stop: CancellationToken,
+) {
+    let subject = format!(
+        "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{}.{}",
+        ctx.names.tasks_stream(),
+        ctx.names.workers_consumer()
+    );
+    let mut advisories = match client.subscribe(subject.clone()).await {
+        Ok(s) => s,
+        Err(e) => {
+            error!(error = %e, subject, "cannot watch max-deliveries advisories");
             return;
         }
+    };
+    loop {
+        let advisory = tokio::select! {
+            a = advisories.next() => match a { Some(a) => a, None => return },
+            () = stop.cancelled() => return,
+        };
+        let Ok(adv) = serde_json::from_slice::<MaxDeliveries>(&advisory.payload) else {
+            warn!(subject, "unreadable max-deliveries advisory");
+            continue;
+        };
+        if let Err(e) = exhausted(&ctx, &adv, &stop).await {
+            warn!(stream_seq = adv.stream_seq, error = %e, "cannot dead-letter an exhausted task");
+        }
     }
-    if let Err(e) = msg.ack().await {
-        warn!(error = %e, "ack after dead-lettering failed");
+}
+
+async fn exhausted(
+    ctx: &WorkerContext,
+    adv: &MaxDeliveries,
+    stop: &CancellationToken,
+) -> Result<(), String> {
+    let stream = ctx
+        .js
+        .get_stream(ctx.names.tasks_stream())
+        .await
+        .map_err(|e| e.to_string())?;
+    // Gone: acked meanwhile, or another replica handled the advisory.
+    let Ok(stored) = stream.get_raw_message(adv.stream_seq).await else {
+        return Ok(());
+    };
+    let stored_us = i64::try_from(stored.time.unix_timestamp_nanos() / 1_000).unwrap_or(0);
+    let reason = format!(
+        "no result after {} deliveries (max deliveries reached: the replicas holding it crashed, were killed or gave it back)",
+        adv.deliveries
+    );
+    error!(stream_seq = adv.stream_seq, %reason, "dead-lettering an exhausted task");
+    let task = decode_task(&stored.payload).ok();
+    let letter = DeadLetter {
+        task_id: task.as_ref().map(|t| t.id.clone()).unwrap_or_default(),
+        original: stored.payload.clone(),
+        reason: reason.clone(),
+        deliveries: adv.deliveries,
+        worker: ctx.worker.instance.clone(),
+        task_stored_us: stored_us,
+    };
+    let result = task.map(|t| TaskResult {
+        task_id: t.id,
+        seq: t.seq,
+        worker: ctx.worker.instance.clone(),
+        task_stored_us: stored_us,
+        deadline_ms: t.deadline_ms,
+        deliveries: adv.deliveries,
+        status: Status::Error as i32,
+        error: reason,
+        ..Default::default()
+    });
+    publish_dead(ctx, adv.stream_seq, letter, result, stop).await?;
+    match stream.delete_message(adv.stream_seq).await {
+        Ok(_) => Ok(()),
+        // Another replica deleted it first.
+        Err(e) => {
+            debug!(error = %e, "delete of an exhausted task failed");
+            Ok(())
+        }
     }
 }
 
