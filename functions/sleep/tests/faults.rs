@@ -25,14 +25,7 @@ async fn sigkill_redelivers_to_another_worker_and_results_are_deduplicated() {
         publish_task(&js, &names, &task(id, i as u64, r#"{"sleep_ms":5000}"#)).await;
     }
     // Worker A holds all four (progress acks keep them past the ack wait).
-    eventually(
-        "worker A holds 4 tasks",
-        WAIT,
-        Duration::from_millis(50),
-        || async { matches!(consumer_counts(&js, &names).await, Some((4, 0))).then_some(()) },
-    )
-    .await
-    .unwrap();
+    wait_held(&js, &names, 4).await;
     a.kill();
 
     let b = spawn_worker(&nats.url(), "kill", "worker-b", &env);
@@ -95,14 +88,7 @@ async fn sigterm_finishes_held_tasks_and_exits_zero() {
     for (i, id) in ids.iter().enumerate() {
         publish_task(&js, &names, &task(id, i as u64, r#"{"sleep_ms":3000}"#)).await;
     }
-    eventually(
-        "worker holds 3 tasks",
-        WAIT,
-        Duration::from_millis(20),
-        || async { matches!(consumer_counts(&js, &names).await, Some((3, 0))).then_some(()) },
-    )
-    .await
-    .unwrap();
+    wait_held(&js, &names, 3).await;
     // Results must not exist yet, so the drain really finishes them.
     assert!(results(&js, &names).await.is_empty());
     w.terminate().unwrap();
@@ -136,14 +122,7 @@ async fn drain_timeout_gives_tasks_back_and_exits_nonzero() {
     let mut w = spawn_worker(&nats.url(), "grace", "worker-g", &env);
     wait_bound(&js, &names).await;
     publish_task(&js, &names, &task("slow", 0, r#"{"sleep_ms":2000}"#)).await;
-    eventually(
-        "worker holds the task",
-        WAIT,
-        Duration::from_millis(20),
-        || async { matches!(consumer_counts(&js, &names).await, Some((1, 0))).then_some(()) },
-    )
-    .await
-    .unwrap();
+    wait_held(&js, &names, 1).await;
     w.terminate().unwrap();
     let status = w.wait_timeout(WAIT).unwrap();
     assert_eq!(status.code(), Some(1), "log:\n{}", w.log_tail());
@@ -177,14 +156,7 @@ async fn a_task_on_its_last_delivery_is_run_by_a_draining_worker() {
     let mut w = spawn_worker(&nats.url(), "lastdel", "worker-l", &env);
     wait_bound(&js, &names).await;
     publish_task(&js, &names, &task("held", 0, r#"{"sleep_ms":1500}"#)).await;
-    eventually(
-        "worker holds the task",
-        WAIT,
-        Duration::from_millis(20),
-        || async { matches!(consumer_counts(&js, &names).await, Some((1, 0))).then_some(()) },
-    )
-    .await
-    .unwrap();
+    wait_held(&js, &names, 1).await;
     w.terminate().unwrap();
     // Delivered to the still-open pull request of the draining worker.
     publish_task(&js, &names, &task("late", 1, r#"{"sleep_ms":1}"#)).await;
@@ -213,14 +185,7 @@ async fn a_task_killed_on_its_last_delivery_is_dead_lettered() {
     let mut a = spawn_worker(&nats.url(), "exhaust", "worker-a", &env);
     wait_bound(&js, &names).await;
     publish_task(&js, &names, &task("doomed", 0, r#"{"sleep_ms":60000}"#)).await;
-    eventually(
-        "worker A holds the task",
-        WAIT,
-        Duration::from_millis(20),
-        || async { matches!(consumer_counts(&js, &names).await, Some((1, 0))).then_some(()) },
-    )
-    .await
-    .unwrap();
+    wait_held(&js, &names, 1).await;
     let _b = spawn_worker(&nats.url(), "exhaust", "worker-b", &env);
     // B is up and pulling (A, busy, has no pull request open): its pull
     // request is what makes the server notice the exhausted task once A's

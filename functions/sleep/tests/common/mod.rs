@@ -148,6 +148,19 @@ pub async fn consumer_counts(js: &jetstream::Context, names: &FarmNames) -> Opti
     Some((i.num_ack_pending, i.num_pending))
 }
 
+/// Waits until the workers consumer has exactly `n` tasks held by workers
+/// (acked-pending) and none left to deliver.
+pub async fn wait_held(js: &jetstream::Context, names: &FarmNames, n: usize) {
+    eventually(
+        &format!("workers hold {n} task(s), none pending"),
+        WAIT,
+        Duration::from_millis(20),
+        || async { (consumer_counts(js, names).await == Some((n, 0))).then_some(()) },
+    )
+    .await
+    .unwrap();
+}
+
 /// Waits until the workers consumer exists (a worker bound it).
 pub async fn wait_bound(js: &jetstream::Context, names: &FarmNames) {
     eventually(

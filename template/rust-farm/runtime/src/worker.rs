@@ -204,19 +204,15 @@ pub async fn pull_loop(
                 // here whatever the state (one task over the concurrency
                 // at most), never given back.
                 let last = delivery_of(&msg).delivered >= u64::from(ctx.topology.max_deliver);
-                match (stop.is_cancelled() && !last, permit) {
-                    (false, permit) if permit.is_some() || last => {
-                        let ctx = ctx.clone();
-                        let hard = hard_stop.clone();
-                        inflight.spawn(process(ctx, msg, permit, hard));
-                    }
-                    _ => {
-                        // Draining (or more messages than asked for): give
-                        // the task back at once so another replica takes it.
-                        if let Err(e) = msg.ack_with(AckKind::Nak(None)).await {
-                            warn!(error = %e, "nak of a task received while draining failed");
-                        }
-                    }
+                if last || (permit.is_some() && !stop.is_cancelled()) {
+                    let ctx = ctx.clone();
+                    let hard = hard_stop.clone();
+                    inflight.spawn(process(ctx, msg, permit, hard));
+                } else if let Err(e) = msg.ack_with(AckKind::Nak(None)).await {
+                    // Draining (or more messages than asked for): the task
+                    // was given back at once so another replica takes it;
+                    // a failed nak returns it after the ack wait.
+                    warn!(error = %e, "nak of a task received while draining failed");
                 }
             }
             () = stop.cancelled(), if !stopping => {}
