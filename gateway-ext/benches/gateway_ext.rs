@@ -106,7 +106,9 @@ async fn bench_onnx() {
         let s = &sigs[i % 64];
         let o = observe(s);
         let t = Instant::now();
-        let p = policy.decide(i as f64, s, &o, None).await;
+        let p = policy
+            .decide(i as f64, s, &o, &Default::default(), None)
+            .await;
         if i >= 500 {
             h.record(t.elapsed().as_nanos() as u64).unwrap();
         }

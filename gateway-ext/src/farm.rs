@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use farm_model::action::ActionSpace;
-use farm_model::observation::{OBS_DIM, names, observe};
+use farm_model::observation::{Observer, names_of};
 use farm_model::reward::{RewardWeights, reward};
 use farm_model::signals::Signals;
 use farm_runtime::names::FarmNames;
@@ -208,6 +208,9 @@ enum Command {
     Reload {
         reply: oneshot::Sender<Result<bool, String>>,
     },
+    Restart {
+        reply: oneshot::Sender<()>,
+    },
 }
 
 struct Shared {
@@ -314,6 +317,22 @@ impl FarmHandle {
         let (reply, rx) = oneshot::channel();
         self.cmd
             .send(Command::ScaleRequest { replicas, reply })
+            .await
+            .map_err(|_| FarmError::Stopped(self.spec.farm.clone()))?;
+        rx.await
+            .map_err(|_| FarmError::Stopped(self.spec.farm.clone()))
+    }
+
+    /// Starts the farm's control clock now, as a replayed scenario starts
+    /// (`farmctl run` / `compare` call it at scenario time 0): the next
+    /// tick comes one interval from now, the first interval's window and
+    /// counters start here, and the policy's clock reads 0 here. Without
+    /// it the ticks keep the phase of the loop's start, so a live run
+    /// decides at other scenario times than the simulator does.
+    pub async fn restart_clock(&self) -> Result<(), FarmError> {
+        let (reply, rx) = oneshot::channel();
+        self.cmd
+            .send(Command::Restart { reply })
             .await
             .map_err(|_| FarmError::Stopped(self.spec.farm.clone()))?;
         rx.await
@@ -453,6 +472,7 @@ pub fn start(spec: FarmSpec, policy: FarmPolicy, deps: Arc<FarmDeps>) -> Arc<Far
         deps,
         observer,
         builder: SignalsBuilder::default(),
+        obs: Observer::v1(),
         shared,
         ticks,
         started: Instant::now(),
@@ -478,6 +498,9 @@ struct FarmLoop {
     deps: Arc<FarmDeps>,
     observer: Option<Arc<NatsObserver>>,
     builder: SignalsBuilder,
+    /// Builds the observation in the layout the policy takes; its history
+    /// (layout 2) advances on ticks only.
+    obs: Observer,
     shared: Arc<Mutex<Shared>>,
     ticks: broadcast::Sender<TickEvent>,
     started: Instant,
@@ -525,11 +548,41 @@ impl FarmLoop {
                     Some(Command::Reload { reply }) => {
                         let _ = reply.send(self.reload());
                     }
+                    Some(Command::Restart { reply }) => {
+                        self.restart_clock().await;
+                        interval.reset();
+                        let _ = reply.send(());
+                    }
                 },
             }
         }
         self.deps.metrics.forget_farm(&self.spec.farm);
         info!("farm loop stopped");
+    }
+
+    /// Primes the interval counters with the farm as it is now and makes
+    /// now the start of the policy's clock and of the next interval.
+    async fn restart_clock(&mut self) {
+        let now = Instant::now();
+        let sample = self.observe().await;
+        let previous = self
+            .desired
+            .unwrap_or_else(|| self.replicas.as_ref().map_or(self.spec.min, |r| r.replicas));
+        let ctx = BuildContext {
+            interval_s: self.spec.interval.as_secs_f64(),
+            desired: previous,
+            since_last_scale_s: 0.0,
+            min: self.spec.min,
+            max: self.spec.max,
+        };
+        self.builder.build(&sample, &ctx);
+        self.started = now;
+        self.last_tick = Some(now);
+        self.last_change = now;
+        // A new episode: the observation's history starts empty, as in
+        // the simulator.
+        self.obs.reset();
+        info!("control clock restarted");
     }
 
     fn reload(&mut self) -> Result<bool, String> {
@@ -618,7 +671,13 @@ impl FarmLoop {
                 };
                 lock(&self.shared).status.snapshot_age_s =
                     o.snapshot_age().map(|a| a.as_secs_f64());
-                (c, o.snapshot())
+                // A snapshot taken now closes the interval at the tick;
+                // the latest published one when the collector cannot answer.
+                let snap = match o.fresh_snapshot().await {
+                    Some(s) => Some(s),
+                    None => o.snapshot(),
+                };
+                (c, snap)
             }
             None => (None, None),
         };
@@ -670,7 +729,22 @@ impl FarmLoop {
         // the farm's time scale (1 for a run in real time).
         let k = self.spec.time_scale;
         let signals = wall.time_scaled(k);
-        let obs = observe(&signals);
+        let version = self.policy.obs_version();
+        if self.obs.version() != version {
+            // A (re)loaded model of another layout: start its history afresh.
+            self.obs = Observer::new(version).unwrap_or_else(|_| Observer::v1());
+        }
+        // A tick advances the farm's history; an alert or scale request
+        // decides on a copy so the tick schedule's history stays the one
+        // the simulator would build.
+        let (obs, estimates) = if trigger == Trigger::Tick {
+            let obs = self.obs.observe(&signals);
+            (obs, self.obs.estimates())
+        } else {
+            let mut copy = self.obs.clone();
+            let obs = copy.observe(&signals);
+            (obs, copy.estimates())
+        };
         let now_s = now.duration_since(self.started).as_secs_f64() * k;
         let external = if self.policy.is_external() && trigger == Trigger::Tick {
             lock(&self.shared).pending_action.take()
@@ -684,7 +758,10 @@ impl FarmLoop {
                     // The policy decides from the signals instead of the CE
                     // step; the note keeps the alert's state visible in
                     // status, the decision stream and logs.
-                    let mut p = self.policy.decide(now_s, &signals, &obs, None).await;
+                    let mut p = self
+                        .policy
+                        .decide(now_s, &signals, &obs, &estimates, None)
+                        .await;
                     let tag = format!(
                         "alert ({}) decided by the policy",
                         if *firing { "firing" } else { "resolved" }
@@ -696,7 +773,11 @@ impl FarmLoop {
                     p
                 }
             },
-            None => self.policy.decide(now_s, &signals, &obs, external).await,
+            None => {
+                self.policy
+                    .decide(now_s, &signals, &obs, &estimates, external)
+                    .await
+            }
         };
         if let Some((_, Some(via))) = &alert {
             let tag = format!("alerted function {via}");
@@ -753,7 +834,7 @@ impl FarmLoop {
         {
             self.error(
                 "observation",
-                format!("non-finite observation {obs:?}; holding"),
+                format!("non-finite observation {:?}; holding", obs.as_slice()),
             );
         }
         let desired = shielded.desired;
@@ -843,7 +924,8 @@ impl FarmLoop {
         }
     }
 
-    fn record(&self, record: &Arc<DecisionRecord>, obs: &[f32; OBS_DIM], trigger: Trigger) {
+    fn record(&self, record: &Arc<DecisionRecord>, obs: &[f32], trigger: Trigger) {
+        let names = names_of(self.obs.version()).unwrap_or_default();
         let m = &self.deps.metrics;
         let farm = self.spec.farm.as_str();
         m.inc(
@@ -870,7 +952,7 @@ impl FarmLoop {
             &[("farm", farm)],
             record.signals.replicas_ready,
         );
-        for (name, v) in names().iter().zip(obs) {
+        for (name, v) in names.iter().zip(obs) {
             m.set(
                 "gateway_ext_observation",
                 &[("farm", farm), ("feature", name)],
@@ -891,7 +973,7 @@ impl FarmLoop {
                 st.ready = r.available;
                 st.functions = r.per_function.clone();
             }
-            st.last_observation = names()
+            st.last_observation = names
                 .iter()
                 .zip(obs)
                 .map(|(n, v)| ((*n).to_owned(), *v))

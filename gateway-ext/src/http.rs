@@ -6,6 +6,8 @@
 //! | `GET /healthz` | 200 `OK` |
 //! | `GET /metrics` | Prometheus text |
 //! | `GET /system/autoscaler` | JSON status of every farm (auth) |
+//! | `POST /system/autoscaler/restart/{farm}` | restart the farm's control clock: next tick one interval from now, policy time 0 (a replay's start); 204, 404 for an unknown farm (auth) |
+//! | `GET /system/autoscaler/decisions` | JSON: per farm, every decision kept (`RECORD_CAPACITY`), oldest first (auth) |
 //! | `POST /system/alert` | AlertManager payload: managed functions (workers, shards, and companions such as the emitter labelled `com.rust-farm.role` and annotated `com.rust-farm.farm`) decide at once, others are forwarded (auth) |
 //! | `POST /system/scale-function/{name}` | managed: the count becomes a floor for `SCALE_FLOOR_HOLD`; others forwarded (auth) |
 //! | other `/system/*` | proxied (auth; credentials forwarded) |
@@ -115,6 +117,20 @@ pub async fn handle(
         if rest == "autoscaler" && method == Method::GET {
             return Ok(status(&state));
         }
+        if rest == "autoscaler/decisions" && method == Method::GET {
+            return Ok(decisions(&state));
+        }
+        if let Some(farm) = rest.strip_prefix("autoscaler/restart/")
+            && method == Method::POST
+        {
+            return Ok(match state.manager.farm(farm) {
+                Some(f) => match f.restart_clock().await {
+                    Ok(()) => text(StatusCode::NO_CONTENT, ""),
+                    Err(e) => text(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+                },
+                None => text(StatusCode::NOT_FOUND, format!("no farm named {farm}")),
+            });
+        }
         if rest == "alert" && method == Method::POST {
             return Ok(alert(&state, req).await);
         }
@@ -165,6 +181,26 @@ fn status(state: &HttpState) -> Response<OutBody> {
             discovery_errors: state.manager.discovery_errors(),
         },
     )
+}
+
+/// Every decision each farm still holds (up to `RECORD_CAPACITY`), oldest
+/// first, keyed by farm: what `farmctl compare --driver gateway-ext`
+/// reports as the live ticks.
+fn decisions(state: &HttpState) -> Response<OutBody> {
+    let all: std::collections::BTreeMap<String, Vec<crate::farm::DecisionRecord>> = state
+        .manager
+        .farms()
+        .iter()
+        .map(|f| {
+            let records = f
+                .history(usize::MAX)
+                .iter()
+                .map(|r| (**r).clone())
+                .collect();
+            (f.spec().farm.clone(), records)
+        })
+        .collect();
+    json(StatusCode::OK, &all)
 }
 
 const HOP_BY_HOP: &[&str] = &[

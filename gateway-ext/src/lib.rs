@@ -39,6 +39,7 @@ pub mod config;
 pub mod farm;
 pub mod grpc;
 pub mod http;
+pub mod interval;
 pub mod manager;
 pub mod metrics;
 pub mod observe;

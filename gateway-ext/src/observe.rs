@@ -2,15 +2,16 @@
 //! consumer, the collector's latest `MetricsSnapshot`, and replica counts
 //! from the provider, turned into farm-model [`Signals`].
 //!
-//! [`SignalsBuilder`] is the pure part (counter deltas between ticks);
-//! [`NatsObserver`] the I/O part.
+//! [`SignalsBuilder`] is the pure part (counter deltas between ticks, and
+//! the interval window from the collector's cumulative sums, see
+//! [`crate::interval`]); [`NatsObserver`] the I/O part.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use farm_model::signals::Signals;
 use farm_runtime::names::FarmNames;
-use farm_runtime::proto::MetricsSnapshot;
+use farm_runtime::proto::{Cumulative, MetricsSnapshot};
 use futures::StreamExt;
 use prost::Message;
 use tokio::sync::OnceCell;
@@ -55,6 +56,8 @@ struct Totals {
 #[derive(Debug, Clone, Default)]
 pub struct SignalsBuilder {
     prev: Totals,
+    /// The collector's running sums at the previous tick.
+    prev_cumulative: Option<Cumulative>,
 }
 
 fn delta(prev: Option<u64>, now: Option<u64>) -> f64 {
@@ -89,11 +92,18 @@ pub struct BuildContext {
 impl SignalsBuilder {
     /// The signals of the interval ending with `s`.
     ///
-    /// Arrivals are the growth of the task stream's last sequence;
-    /// completions and on-time completions the growth of the collector's
-    /// totals. The snapshot gives no mean end-to-end time, so its median
-    /// stands in for the mean and its p99 for the maximum; service times are
-    /// the workers' own measurements.
+    /// Arrivals are the growth of the task stream's last sequence.
+    /// Completion statistics come from the difference of the collector's
+    /// cumulative sums between this tick and the previous one
+    /// ([`crate::interval::between`]): exactly the successful results of the
+    /// interval, as the simulator computes them. The smallest deadline falls
+    /// back to the collector's window when nothing completed (the simulator
+    /// also counts the interval's arrivals, which the collector cannot see).
+    ///
+    /// Without cumulative sums (a collector from before they existed, or the
+    /// first tick) the counts are the growth of the collector's totals and
+    /// the statistics its sliding window: its median stands in for the mean
+    /// and its p99 for the maximum.
     pub fn build(&mut self, s: &Sample, ctx: &BuildContext) -> Signals {
         let now = Totals {
             arrivals_seq: s.consumer.map(|c| c.delivered_stream_seq + c.num_pending),
@@ -120,7 +130,18 @@ impl SignalsBuilder {
         let in_flight = s.consumer.map_or(0.0, |c| c.num_ack_pending as f64);
         let ready = f64::from(s.available);
         self.prev = now;
-        Signals {
+        let cumulative = s.snapshot.as_ref().and_then(|m| m.cumulative.clone());
+        let interval = match (&self.prev_cumulative, &cumulative) {
+            (Some(p), Some(n)) => Some(crate::interval::between(Some(p), n)),
+            _ => None,
+        };
+        // Keep the last sums seen when a snapshot is missing, so the next
+        // interval still starts where this one ended.
+        if cumulative.is_some() {
+            self.prev_cumulative = cumulative;
+        }
+        let snapshot_deadline_min = s.snapshot.as_ref().and_then(|m| positive(m.deadline_min_s));
+        let signals = Signals {
             interval_s: ctx.interval_s,
             backlog: s.consumer.map_or(0.0, |c| c.num_pending as f64),
             in_flight,
@@ -132,7 +153,7 @@ impl SignalsBuilder {
             latency_mean_s: window(|m| m.latency_p50_s),
             latency_max_s: window(|m| m.latency_p99_s),
             latency_p95_s: window(|m| m.latency_p95_s),
-            deadline_min_s: s.snapshot.as_ref().and_then(|m| positive(m.deadline_min_s)),
+            deadline_min_s: snapshot_deadline_min,
             replicas_desired: f64::from(ctx.desired),
             replicas_ready: ready,
             replicas_starting: f64::from(s.replicas.saturating_sub(s.available)),
@@ -143,6 +164,21 @@ impl SignalsBuilder {
             min_replicas: f64::from(ctx.min),
             max_replicas: f64::from(ctx.max),
             ..Default::default()
+        };
+        match interval {
+            Some(w) => Signals {
+                completions: w.completions as f64,
+                completions_on_time: w.on_time as f64,
+                service_mean_s: w.service.map(|x| x.0),
+                service_p95_s: w.service.map(|x| x.1),
+                latency_mean_s: w.latency.map(|x| x.0),
+                latency_max_s: w.latency.map(|x| x.1),
+                latency_p95_s: w.latency.map(|x| x.2),
+                deadline_min_s: w.deadline.map(|x| x.0).or(snapshot_deadline_min),
+                deadline_mean_s: w.deadline.map(|x| x.1),
+                ..signals
+            },
+            None => signals,
         }
     }
 }
@@ -277,6 +313,30 @@ impl NatsObserver {
         g.as_ref()
             .filter(|(_, at)| at.elapsed() <= self.max_age)
             .map(|(s, _)| s.clone())
+    }
+
+    /// A snapshot as of now, asked of the collector on
+    /// `farm.<f>.metrics.now` (bounded by the observe timeout, at most 1 s),
+    /// so an interval closes at the tick, not up to a publication period
+    /// earlier. `None` when no collector answers (one from before that
+    /// subject existed, or none running): callers fall back to
+    /// [`NatsObserver::snapshot`]. An answer also becomes the latest
+    /// snapshot.
+    pub async fn fresh_snapshot(&self) -> Option<MetricsSnapshot> {
+        let client = self.nats.get()?;
+        let subject = format!("{}.now", self.names.metrics_subject());
+        let wait = self.timeout.min(Duration::from_secs(1));
+        let answer = tokio::time::timeout(wait, client.request(subject, bytes::Bytes::new()))
+            .await
+            .ok()?
+            .ok()?;
+        let snap = MetricsSnapshot::decode(answer.payload.as_ref()).ok()?;
+        *self
+            .latest
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) =
+            Some((snap.clone(), Instant::now()));
+        Some(snap)
     }
 
     /// How long ago the latest snapshot arrived, `None` before the first.
@@ -476,6 +536,52 @@ mod tests {
             (s.min_replicas, s.max_replicas, s.replicas_desired),
             (1.0, 10.0, 3.0)
         );
+    }
+
+    #[test]
+    fn cumulative_sums_give_the_interval_window_not_the_sliding_one() {
+        let hist = |i: u32, n: u64| farm_runtime::proto::Histogram {
+            growth: 1.02,
+            index: vec![i],
+            count: vec![n],
+        };
+        let cum = |n: u64, lat_sum: u64| Cumulative {
+            started_us: 9,
+            completed: n,
+            on_time: n,
+            latency_sum_us: lat_sum,
+            service_sum_us: n * 100_000,
+            deadline_sum_ms: n * 4_000,
+            latency_max_us: 2_000_000,
+            latency: Some(hist(700, n)),
+            service: Some(hist(580, n)),
+            deadline: Some(hist(766, n)),
+        };
+        let with = |c: Cumulative| Sample {
+            snapshot: Some(MetricsSnapshot {
+                cumulative: Some(c),
+                ..snap(0, 0)
+            }),
+            ..Default::default()
+        };
+        let mut b = SignalsBuilder::default();
+        // First tick: no previous sums, the sliding window stands in.
+        let first = b.build(&with(cum(10, 10_000_000)), &ctx());
+        assert_eq!(first.latency_mean_s, Some(1.0));
+        assert_eq!(first.deadline_mean_s, None);
+        // Second: exactly the 4 results between the two snapshots.
+        let s = b.build(&with(cum(14, 14_000_000 + 2_000_000)), &ctx());
+        assert_eq!((s.completions, s.completions_on_time), (4.0, 4.0));
+        assert_eq!(s.latency_mean_s, Some(1.5));
+        assert_eq!(s.service_mean_s, Some(0.1));
+        assert_eq!(s.deadline_mean_s, Some(4.0));
+        let p95 = s.latency_p95_s.unwrap();
+        assert!((p95 - 1.02f64.powf(700.5) / 1e6).abs() < 1e-9, "{p95}");
+        // A tick without a completion: no statistics, the window's deadline.
+        let s = b.build(&with(cum(14, 16_000_000)), &ctx());
+        assert_eq!(s.completions, 0.0);
+        assert_eq!(s.latency_mean_s, None);
+        assert_eq!(s.deadline_min_s, Some(4.0));
     }
 
     #[test]

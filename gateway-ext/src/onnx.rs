@@ -11,11 +11,11 @@
 //! | key | value |
 //! |---|---|
 //! | `rust_farm.format` | `1` (version of this metadata scheme) |
-//! | `rust_farm.obs_version` | the `farm_model::observation::OBS_VERSION` the model was trained on |
-//! | `rust_farm.obs_names` | JSON array of the observation feature names, in order (must equal `observation::names()`) |
+//! | `rust_farm.obs_version` | the observation layout version the model was trained on: `1` or `2` (`farm_model::observation::Observer`) |
+//! | `rust_farm.obs_names` | JSON array of the observation feature names, in order (must equal `observation::names_of(version)`) |
 //! | `rust_farm.normalisation` | JSON: `{"kind":"none"}` or `{"kind":"standard","mean":[..],"std":[..],"clip":10.0}` (`clip` optional); applied to the observation before the graph: `clip((x - mean) / std)` |
 //! | `rust_farm.action_meanings` | JSON array of action meanings (`hold`, `delta:+1`, `estimate:x1.25`, ...) |
-//! | `rust_farm.input_name` | name of the graph input (float32, shape `[batch, OBS_DIM]`) |
+//! | `rust_farm.input_name` | name of the graph input (float32, shape `[batch, dim_of(version)]`) |
 //! | `rust_farm.input_shape` | JSON array, e.g. `[-1, 17]` (`-1` = dynamic); must match the graph |
 //! | `rust_farm.output_name` | name of the graph output (float32, shape `[batch, n_actions]`) |
 //! | `rust_farm.output_shape` | JSON array, e.g. `[-1, 3]`; must match the graph |
@@ -29,7 +29,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use farm_model::action::ActionSpace;
-use farm_model::observation::{OBS_DIM, OBS_VERSION, names};
+use farm_model::observation::{dim_of, names_of};
 use ort::environment::Environment;
 use ort::session::Session;
 use ort::value::{TensorRef, ValueType};
@@ -109,7 +109,7 @@ pub enum OnnxError {
     },
     /// The graph's input does not take an observation of this build.
     #[error(
-        "ONNX model {path}: input {name:?} has shape {found:?}, expected [batch, {expected}] float32 (OBS_DIM of observation v{OBS_VERSION})"
+        "ONNX model {path}: input {name:?} has shape {found:?}, expected [batch, {expected}] float32 (the feature count of the model's observation version)"
     )]
     InputShape {
         /// The model path.
@@ -146,6 +146,18 @@ pub enum OnnxError {
     /// Running the model failed or produced non-finite outputs.
     #[error("ONNX inference failed: {0}")]
     Inference(String),
+    /// The observation given has the length of another layout version.
+    #[error(
+        "observation has {found} features, the model takes {expected} (observation v{version})"
+    )]
+    ObservationLength {
+        /// Features given.
+        found: usize,
+        /// Features the model takes.
+        expected: usize,
+        /// The model's observation version.
+        version: u32,
+    },
 }
 
 static ENVIRONMENT: OnceLock<Result<Environment, OnnxError>> = OnceLock::new();
@@ -193,11 +205,12 @@ pub enum Normalisation {
 }
 
 impl Normalisation {
-    fn apply(&self, obs: &[f32; OBS_DIM], out: &mut [f32; OBS_DIM]) {
+    /// `obs` and `out` have the model's feature count (checked by `infer`).
+    fn apply(&self, obs: &[f32], out: &mut [f32]) {
         match self {
-            Normalisation::None => *out = *obs,
+            Normalisation::None => out.copy_from_slice(obs),
             Normalisation::Standard { mean, std, clip } => {
-                for i in 0..OBS_DIM {
+                for i in 0..obs.len() {
                     out[i] = ((obs[i] - mean[i]) / std[i]).clamp(-clip, *clip);
                 }
             }
@@ -213,7 +226,8 @@ pub struct OnnxModel {
     output: String,
     normalisation: Normalisation,
     actions: ActionSpace,
-    buf: [f32; OBS_DIM],
+    obs_version: u32,
+    buf: Vec<f32>,
 }
 
 impl std::fmt::Debug for OnnxModel {
@@ -298,14 +312,14 @@ impl OnnxModel {
             .trim()
             .parse()
             .map_err(|_| bad(META_OBS_VERSION, &v, "not an integer".into()))?;
-        if version != OBS_VERSION {
+        let (Ok(obs_dim), Ok(want)) = (dim_of(version), names_of(version)) else {
             return Err(OnnxError::Observation {
                 path: path.to_owned(),
                 message: format!(
-                    "model trained on observation v{version}, this build computes v{OBS_VERSION}"
+                    "model trained on observation v{version}, this build computes v1 and v2"
                 ),
             });
-        }
+        };
         let n = get(META_OBS_NAMES)?;
         let obs_names: Vec<String> = serde_json::from_str(&n).map_err(|e| {
             bad(
@@ -314,7 +328,6 @@ impl OnnxModel {
                 format!("not a JSON array of strings: {e}"),
             )
         })?;
-        let want: Vec<&str> = names().to_vec();
         if obs_names != want {
             return Err(OnnxError::Observation {
                 path: path.to_owned(),
@@ -323,7 +336,7 @@ impl OnnxModel {
         }
         let nm = get(META_NORMALISATION)?;
         let normalisation =
-            parse_normalisation(&nm).map_err(|m| bad(META_NORMALISATION, &nm, m))?;
+            parse_normalisation(&nm, obs_dim).map_err(|m| bad(META_NORMALISATION, &nm, m))?;
         let am = get(META_ACTION_MEANINGS)?;
         let meanings: Vec<String> = serde_json::from_str(&am).map_err(|e| {
             bad(
@@ -361,12 +374,12 @@ impl OnnxModel {
                 ),
             })?;
         let in_shape = tensor_shape(graph_in.dtype()).unwrap_or_default();
-        if in_shape.len() != 2 || in_shape[1] != OBS_DIM as i64 {
+        if in_shape.len() != 2 || in_shape[1] != obs_dim as i64 {
             return Err(OnnxError::InputShape {
                 path: path.to_owned(),
                 name: input,
                 found: in_shape,
-                expected: OBS_DIM,
+                expected: obs_dim,
             });
         }
         let graph_out = session.outputs().iter().find(|o| o.name() == output).ok_or_else(|| OnnxError::GraphMismatch {
@@ -401,8 +414,15 @@ impl OnnxModel {
             output,
             normalisation,
             actions,
-            buf: [0.0; OBS_DIM],
+            obs_version: version,
+            buf: vec![0.0; obs_dim],
         })
+    }
+
+    /// The observation layout version the model takes (build its
+    /// observations with `farm_model::observation::Observer::new(version)`).
+    pub fn obs_version(&self) -> u32 {
+        self.obs_version
     }
 
     /// The model file.
@@ -417,9 +437,17 @@ impl OnnxModel {
 
     /// Runs the model on one observation; returns the greedy action and the
     /// raw outputs. Blocking: call it off the async reactor.
-    pub fn infer(&mut self, obs: &[f32; OBS_DIM]) -> Result<Inference, OnnxError> {
+    pub fn infer(&mut self, obs: &[f32]) -> Result<Inference, OnnxError> {
+        let dim = self.buf.len();
+        if obs.len() != dim {
+            return Err(OnnxError::ObservationLength {
+                found: obs.len(),
+                expected: dim,
+                version: self.obs_version,
+            });
+        }
         self.normalisation.apply(obs, &mut self.buf);
-        let tensor = TensorRef::from_array_view(([1usize, OBS_DIM], &self.buf[..]))
+        let tensor = TensorRef::from_array_view(([1usize, dim], &self.buf[..]))
             .map_err(|e| OnnxError::Inference(e.to_string()))?;
         let outputs = self
             .session
@@ -460,7 +488,7 @@ pub fn argmax(xs: &[f32]) -> usize {
     best
 }
 
-fn parse_normalisation(text: &str) -> Result<Normalisation, String> {
+fn parse_normalisation(text: &str, obs_dim: usize) -> Result<Normalisation, String> {
     #[derive(serde::Deserialize)]
     #[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
     enum Raw {
@@ -476,9 +504,9 @@ fn parse_normalisation(text: &str) -> Result<Normalisation, String> {
     match raw {
         Raw::None => Ok(Normalisation::None),
         Raw::Standard { mean, std, clip } => {
-            if mean.len() != OBS_DIM || std.len() != OBS_DIM {
+            if mean.len() != obs_dim || std.len() != obs_dim {
                 return Err(format!(
-                    "mean has {} and std {} values, expected {OBS_DIM} each",
+                    "mean has {} and std {} values, expected {obs_dim} each",
                     mean.len(),
                     std.len()
                 ));
@@ -500,6 +528,7 @@ fn parse_normalisation(text: &str) -> Result<Normalisation, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use farm_model::observation::OBS_DIM;
 
     #[test]
     fn argmax_takes_first_maximum() {
@@ -510,22 +539,24 @@ mod tests {
     #[test]
     fn normalisation_parses_and_applies() {
         assert_eq!(
-            parse_normalisation(r#"{"kind":"none"}"#).unwrap(),
+            parse_normalisation(r#"{"kind":"none"}"#, OBS_DIM).unwrap(),
             Normalisation::None
         );
         let mean = vec![1.0; OBS_DIM];
         let std = vec![2.0; OBS_DIM];
         let text =
             serde_json::json!({"kind":"standard","mean":mean,"std":std,"clip":0.4}).to_string();
-        let n = parse_normalisation(&text).unwrap();
+        let n = parse_normalisation(&text, OBS_DIM).unwrap();
         let mut out = [0.0; OBS_DIM];
         let mut obs = [3.0; OBS_DIM];
         obs[1] = 1.5;
         n.apply(&obs, &mut out);
         assert_eq!(out[0], 0.4, "clipped");
         assert_eq!(out[1], 0.25);
-        assert!(parse_normalisation(r#"{"kind":"standard","mean":[1],"std":[1]}"#).is_err());
-        assert!(parse_normalisation(r#"{"kind":"minmax"}"#).is_err());
+        assert!(
+            parse_normalisation(r#"{"kind":"standard","mean":[1],"std":[1]}"#, OBS_DIM).is_err()
+        );
+        assert!(parse_normalisation(r#"{"kind":"minmax"}"#, OBS_DIM).is_err());
     }
 
     #[test]

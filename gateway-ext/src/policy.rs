@@ -6,8 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use farm_model::action::ActionSpace;
-use farm_model::observation::OBS_DIM;
+use farm_model::action::{ActionSpace, Estimates};
 use farm_model::policy::{Policy, PolicyError, builtin};
 use farm_model::scenario::{Dist, Platform};
 use farm_model::signals::Signals;
@@ -164,6 +163,18 @@ impl FarmPolicy {
         &self.fallback_name
     }
 
+    /// The observation layout version the policy takes: the ONNX model's
+    /// (1 or 2), else 1 (what external controllers see in `GetSpec`).
+    pub fn obs_version(&self) -> u32 {
+        match &self.active {
+            Active::Onnx(m) => m
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .obs_version(),
+            Active::Builtin(_) | Active::External => farm_model::observation::OBS_VERSION,
+        }
+    }
+
     /// The action space of the policy (ONNX metadata, or the external
     /// controller's), `None` for built-ins.
     pub fn action_space(&self) -> Option<ActionSpace> {
@@ -184,13 +195,16 @@ impl FarmPolicy {
         matches!(self.active, Active::External)
     }
 
-    /// Decides from one interval. `external` is the pending action of an
-    /// external controller.
+    /// Decides from one interval. `obs` and `estimates` come from the farm's
+    /// observer that has just seen `signals` (the staffing history decodes
+    /// the `smoothed` / `peak` actions exactly as the simulator does);
+    /// `external` is the pending action of an external controller.
     pub async fn decide(
         &mut self,
         now_s: f64,
         signals: &Signals,
-        obs: &[f32; OBS_DIM],
+        obs: &[f32],
+        estimates: &Estimates,
         external: Option<u32>,
     ) -> Proposal {
         // The fallback sees every tick so its windows are warm when it must
@@ -224,7 +238,8 @@ impl FarmPolicy {
             Active::External => {
                 let (proposed, action, note) = match external {
                     Some(a) => (
-                        self.external_actions.apply(a as usize, signals),
+                        self.external_actions
+                            .apply_with(a as usize, signals, estimates),
                         Some(a as usize),
                         None,
                     ),
@@ -246,7 +261,7 @@ impl FarmPolicy {
             }
             Active::Onnx(model) => {
                 let model = model.clone();
-                let obs = *obs;
+                let obs = obs.to_vec();
                 let started = Instant::now();
                 let r = tokio::task::spawn_blocking(move || {
                     model
@@ -263,7 +278,7 @@ impl FarmPolicy {
                         }
                         let actions = self.action_space().unwrap_or_default();
                         Proposal {
-                            proposed: actions.apply(inf.action, signals),
+                            proposed: actions.apply_with(inf.action, signals, estimates),
                             action: Some(inf.action),
                             outputs: inf.outputs,
                             policy: self.spec.to_string(),
@@ -388,7 +403,9 @@ mod tests {
             )
             .unwrap();
             let mut theirs = builtin(name, &plat()).unwrap();
-            let p = ours.decide(8.0, &s, &obs, None).await;
+            let p = ours
+                .decide(8.0, &s, &obs, &Estimates::default(), None)
+                .await;
             assert_eq!(p.proposed, theirs.decide(8.0, &s).desired, "{name}");
             assert_eq!(p.policy, theirs.name());
         }
@@ -413,14 +430,51 @@ mod tests {
         )
         .unwrap();
         assert!(p.is_external());
-        let held = p.decide(0.0, &s, &obs, None).await;
+        let held = p.decide(0.0, &s, &obs, &Estimates::default(), None).await;
         assert_eq!(held.proposed, 4);
         assert!(held.note.is_some());
         for a in 0..space.len() {
-            let d = p.decide(0.0, &s, &obs, Some(a as u32)).await;
+            let d = p
+                .decide(0.0, &s, &obs, &Estimates::default(), Some(a as u32))
+                .await;
             assert_eq!(d.proposed, space.apply(a, &s));
             assert_eq!(d.action, Some(a));
         }
+    }
+
+    #[tokio::test]
+    async fn history_actions_follow_the_observers_estimates() {
+        let s = Signals {
+            replicas_desired: 4.0,
+            min_replicas: 1.0,
+            max_replicas: 32.0,
+            ..Default::default()
+        };
+        let obs = farm_model::observation::observe(&s);
+        let space =
+            ActionSpace::from_meanings(&["hold".into(), "smoothed:x1".into(), "peak:x1.5".into()])
+                .unwrap();
+        let mut p = FarmPolicy::new(
+            &PolicySpec::External,
+            "reactive-average",
+            &plat(),
+            None,
+            space,
+        )
+        .unwrap();
+        let history = Estimates {
+            smoothed: Some(6.2),
+            peak: Some(9.0),
+        };
+        let smoothed = p.decide(0.0, &s, &obs, &history, Some(1)).await;
+        assert_eq!(smoothed.proposed, 7, "ceil(1 x 6.2)");
+        let peak = p.decide(0.0, &s, &obs, &history, Some(2)).await;
+        assert_eq!(peak.proposed, 14, "ceil(1.5 x 9)");
+        // No history yet (an empty window has no estimate): hold.
+        let none = p
+            .decide(0.0, &s, &obs, &Estimates::default(), Some(1))
+            .await;
+        assert_eq!(none.proposed, 4);
     }
 
     #[test]

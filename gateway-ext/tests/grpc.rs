@@ -61,6 +61,7 @@ async fn external_controller_steps_a_live_farm() {
         .get_spec(SpecRequest {
             farm: "ext".into(),
             action_space: String::new(),
+            ..Default::default()
         })
         .await
         .unwrap()

@@ -69,3 +69,82 @@ async fn the_policy_sees_the_scaled_clock() {
     let mut local = local;
     local.shutdown().await;
 }
+
+/// A replay's start restarts the farm's control clock
+/// (`POST /system/autoscaler/restart/{farm}`): the next tick comes a whole
+/// interval later, and it covers the interval since the restart, on the
+/// scaled clock. Every tick decision is listed by
+/// `GET /system/autoscaler/decisions`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_starts_the_ticks_and_the_decision_log_lists_them() {
+    let local = Local::start(0).await;
+    let spec = farm_spec(
+        "replay",
+        "replay-worker",
+        "fixed:1",
+        &[("interval", "3s"), ("time-scale", "4")],
+    );
+    let gw = Gateway::start(
+        config(&local.url, &[("DISCOVERY_INTERVAL", "off")]),
+        vec![spec],
+        None,
+    )
+    .await
+    .unwrap();
+    // The loop's first tick comes at its start.
+    eventually(Duration::from_secs(20), "first decision", || async {
+        gw.farm("replay")
+            .await
+            .filter(|f| f["decisions"].as_u64().unwrap_or(0) >= 1)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let client = reqwest::Client::new();
+    let restarted_us = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as i64;
+    let r = client
+        .post(format!("{}/system/autoscaler/restart/replay", gw.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let r = client
+        .post(format!("{}/system/autoscaler/restart/nope", gw.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let log = eventually(Duration::from_secs(20), "a tick after the restart", || {
+        let client = client.clone();
+        let url = format!("{}/system/autoscaler/decisions", gw.url);
+        async move {
+            let v: serde_json::Value = client.get(url).send().await.ok()?.json().await.ok()?;
+            let ticks: Vec<serde_json::Value> = v["replay"]
+                .as_array()?
+                .iter()
+                .filter(|d| d["trigger"] == "tick" && d["at_us"].as_i64() > Some(restarted_us))
+                .cloned()
+                .collect();
+            (!ticks.is_empty()).then_some(ticks)
+        }
+    })
+    .await;
+    let first = &log[0];
+    // Without the restart the loop's phase would have ticked about 2 s
+    // after it; with it, a whole 3 s interval passes first.
+    let after_s = (first["at_us"].as_i64().unwrap() - restarted_us) as f64 / 1e6;
+    assert!(after_s >= 2.9, "ticked {after_s} s after the restart");
+    let interval = first["signals"]["interval_s"].as_f64().unwrap();
+    assert!(interval >= 4.0 * 2.9, "the policy's interval {interval} s");
+    assert!(
+        first["policy"]
+            .as_str()
+            .is_some_and(|p| p.starts_with("fixed")),
+        "{first}"
+    );
+    gw.shutdown().await;
+    let mut local = local;
+    local.shutdown().await;
+}

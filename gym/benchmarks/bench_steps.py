@@ -9,10 +9,19 @@ Single env, measured in layers so the cost of each is visible:
   simulation, the floor of any unary call from Python to this server;
 - ``Step (client)``: ``FarmClient.step``, one unary ``Step`` with protobuf
   encoding and decoding (reset when an episode ends);
-- ``FarmEnv.step``: the same plus the numpy observation and the info dict.
+- ``StepStream (client)``: ``FarmClient.step_streamed``, the same steps
+  written and read in lockstep on one bidirectional stream
+  (``FarmControlStream.StepStream``, requests pre-encoded);
+- ``FarmEnv.step``: the numpy observation and the info dict on top, over
+  the stream (the default) and over unary calls (``stream=False``).
 
-Vector: ``FarmVectorEnv.step`` (one packed ``StepBatch`` with auto-reset per
-call); steps/s counts env steps across all envs. Every figure is the best of
+Each single-env line also prints its rate relative to the empty-RPC floor
+of the same run.
+
+Vector: ``FarmVectorEnv.step`` (packed ``StepBatch`` with auto-reset;
+``parts=2``: from 256 envs, also the envs in two calls in flight at once,
+``batch_parts=2``, against the default one call); steps/s counts env steps across all
+envs. Every figure is the best of
 ``--repeat`` runs of ``--seconds`` each (the machine may be shared: the best
 run is the one least disturbed), and the load average is printed before and
 after.
@@ -41,6 +50,9 @@ from pathlib import Path
 import numpy as np
 
 from rustfarm_gym import FarmClient, FarmEnv, FarmVectorEnv, SimServer
+
+#: From this many envs the vector figures also try two calls per step.
+SPLIT_MIN_ENVS = 256
 
 #: The server process being measured (set in main).
 SERVER_PID = 0
@@ -89,16 +101,18 @@ def bench_empty_rpc(address: str, seconds: float) -> Run:
     return rate
 
 
-def bench_client_step(address: str, seconds: float, scenario: str) -> Run:
+def bench_client_step(address: str, seconds: float, scenario: str, *,
+                      stream: bool = False) -> Run:
     client = FarmClient(address)
     client.reset("bench-client", 0, scenario=scenario)
     actions = np.random.default_rng(0).integers(0, 7, size=4096).tolist()
+    step = client.step_streamed if stream else client.step
     k = 0
 
     def batch() -> int:
         nonlocal k
         for _ in range(500):
-            r = client.step("bench-client", actions[k % 4096])
+            r = step("bench-client", actions[k % 4096])
             k += 1
             if r.terminated or r.truncated:
                 client.reset("bench-client", k, scenario=scenario)
@@ -109,8 +123,8 @@ def bench_client_step(address: str, seconds: float, scenario: str) -> Run:
     return rate
 
 
-def bench_single(address: str, seconds: float, scenario: str) -> Run:
-    env = FarmEnv(scenario, address=address)
+def bench_single(address: str, seconds: float, scenario: str, *, stream: bool = True) -> Run:
+    env = FarmEnv(scenario, address=address, stream=stream)
     env.reset(seed=0)
     rng = np.random.default_rng(0)
     actions = rng.integers(0, env.action_space.n, size=100_000).tolist()
@@ -131,8 +145,9 @@ def bench_single(address: str, seconds: float, scenario: str) -> Run:
 
 
 def bench_vector(address: str, seconds: float, scenario: str, num_envs: int,
-                 step_info: bool) -> Run:
-    venv = FarmVectorEnv(num_envs, scenario, address=address, step_info=step_info)
+                 step_info: bool, parts: int) -> Run:
+    venv = FarmVectorEnv(num_envs, scenario, address=address, step_info=step_info,
+                         batch_parts=parts)
     venv.reset(seed=0)
     rng = np.random.default_rng(0)
     acts = rng.integers(0, venv.single_action_space.n, size=(64, num_envs))
@@ -149,15 +164,19 @@ def bench_vector(address: str, seconds: float, scenario: str, num_envs: int,
     return rate
 
 
-def report(label: str, runs: list[Run], *, parallel_server: bool, unit: str = "steps/s") -> None:
-    """Print the best wall rate and the CPU cost per step over all runs."""
+def report(label: str, runs: list[Run], *, parallel_server: bool, unit: str = "steps/s",
+           floor: float | None = None) -> float:
+    """Print the best wall rate and the CPU cost per step over all runs (and
+    the ratio to ``floor`` when given); returns the best rate."""
     best = max(r.steps / r.wall_s for r in runs)
     steps = sum(r.steps for r in runs)
     client_us = sum(r.client_cpu_s for r in runs) / steps * 1e6
     server_us = sum(r.server_cpu_s for r in runs) / steps * 1e6
     bound = 1e6 / (client_us + (server_us / 2 if parallel_server else server_us))
-    print(f"{label:<44} {best:>9,.0f} {unit}  cpu/step client {client_us:6.2f} us "
-          f"server {server_us:6.2f} us  bound {bound:>9,.0f} {unit}", flush=True)
+    print(f"{label:<52} {best:>9,.0f} {unit}  cpu/step client {client_us:6.2f} us "
+          f"server {server_us:6.2f} us  bound {bound:>9,.0f} {unit}"
+          + (f"  x{best / floor:.2f} of floor" if floor else ""), flush=True)
+    return best
 
 
 def main() -> None:
@@ -176,20 +195,28 @@ def main() -> None:
               f"load average before: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
         s, r, sc = a.seconds, a.repeat, a.scenario
         if not a.no_single:
-            report("empty RPC (grpcio floor)",
-                   [bench_empty_rpc(server.address, s) for _ in range(r)],
-                   parallel_server=False, unit="calls/s")
-            report(f"Step via FarmClient ({sc})",
+            floor = report("empty RPC (grpcio floor)",
+                           [bench_empty_rpc(server.address, s) for _ in range(r)],
+                           parallel_server=False, unit="calls/s")
+            report(f"Step via FarmClient, unary ({sc})",
                    [bench_client_step(server.address, s, sc) for _ in range(r)],
-                   parallel_server=False)
-            report(f"FarmEnv.step ({sc})",
+                   parallel_server=False, floor=floor)
+            report(f"Step via FarmClient, StepStream ({sc})",
+                   [bench_client_step(server.address, s, sc, stream=True) for _ in range(r)],
+                   parallel_server=False, floor=floor)
+            report(f"FarmEnv.step, unary ({sc})",
+                   [bench_single(server.address, s, sc, stream=False) for _ in range(r)],
+                   parallel_server=False, floor=floor)
+            report(f"FarmEnv.step, StepStream ({sc})",
                    [bench_single(server.address, s, sc) for _ in range(r)],
-                   parallel_server=False)
+                   parallel_server=False, floor=floor)
         for n in (int(x) for x in a.envs.split(",")):
-            for info in (True, False):
-                report(f"vector x{n} ({sc}, step_info={info})",
-                       [bench_vector(server.address, s, sc, n, info) for _ in range(r)],
-                       parallel_server=True)
+            for parts in (1, 2) if n >= SPLIT_MIN_ENVS else (1,):
+                for info in (True, False):
+                    report(f"vector x{n} ({sc}, parts={parts}, step_info={info})",
+                           [bench_vector(server.address, s, sc, n, info, parts)
+                            for _ in range(r)],
+                           parallel_server=True)
     load = os.getloadavg()
     print(f"load average after: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
 

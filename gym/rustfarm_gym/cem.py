@@ -115,6 +115,29 @@ class PolicyShape:
             i += n
         return out
 
+    def widen(self, theta: np.ndarray, obs_dim: int) -> np.ndarray:
+        """Parameters of this shape computing the same policy as ``theta`` of the
+        same shape over the first ``obs_dim`` features: the weights of the
+        extra features are zero (a warm start for a longer observation layout
+        that extends a shorter one, e.g. v2 = v1 + history)."""
+        narrow = PolicyShape(obs_dim, self.n_actions, self.hidden, self.residual)
+        if obs_dim > self.obs_dim or theta.shape != (narrow.size,):
+            raise ValueError(f"widen needs {narrow.size} parameters over <= {self.obs_dim} "
+                             "features")
+        parts = narrow.unpack(theta)
+        inputs = {0} if self.hidden == 0 or not self.residual else {0, 2}
+        out = [np.vstack([p, np.zeros((self.obs_dim - obs_dim, p.shape[1]))]) if i in inputs
+               else p for i, p in enumerate(parts)]
+        return np.concatenate([p.ravel() for p in out])
+
+    def input_mask(self, features: Sequence[int]) -> np.ndarray:
+        """1 for every parameter, 0 for the input weights of ``features`` (a
+        policy that must not read them keeps them at 0)."""
+        mask = [np.ones(s) for s in self._shapes()]
+        for i in ({0} if self.hidden == 0 or not self.residual else {0, 2}):
+            mask[i][list(features), :] = 0.0
+        return np.concatenate([m.ravel() for m in mask])
+
     def embed(self, linear_theta: np.ndarray) -> np.ndarray:
         """Parameters of this (residual) shape computing the given linear policy."""
         lin = (self.obs_dim + 1) * self.n_actions
@@ -138,6 +161,34 @@ class PolicyShape:
         if self.hidden == 0:
             return "cem-linear"
         return "cem-residual-mlp" if self.residual else "cem-mlp"
+
+
+def extend_actions(theta: np.ndarray, obs_dim: int, old: Sequence[str], new: Sequence[str],
+                   margin: float = 0.1) -> np.ndarray:
+    """Linear parameters over the action space ``new`` computing the same greedy
+    policy as ``theta`` (linear, ``obs_dim`` features) over ``old``.
+
+    An action of ``old`` keeps its column. A new ``smoothed:xM`` or ``peak:xM``
+    copies the column of ``estimate:xM`` with its bias lowered by ``margin``,
+    so it starts just below the action it refines (never chosen at first, one
+    small step of the search away). Any other new action is refused: no
+    bias keeps an unrelated action unchosen for every observation.
+    """
+    w_old = PolicyShape(obs_dim, len(old)).unpack(np.asarray(theta, dtype=np.float64))
+    cols, bias = [], []
+    for m in new:
+        if m in old:
+            j = list(old).index(m)
+        else:
+            kind, _, mult = m.partition(":x")
+            base = f"estimate:x{mult}"
+            if kind not in ("smoothed", "peak") or base not in old:
+                raise ValueError(f"cannot warm-start new action {m!r}: it needs {base!r} "
+                                 "among the old actions")
+            j = list(old).index(base)
+        cols.append(w_old[0][:, j])
+        bias.append(w_old[1][j] - (0.0 if m in old else margin))
+    return np.concatenate([np.stack(cols, axis=1).ravel(), np.asarray(bias)])
 
 
 def policy_graph(shape: PolicyShape, theta: np.ndarray) -> onnx.ModelProto:
@@ -293,11 +344,13 @@ class RunBatch:
     """
 
     def __init__(self, action_space: str, address: str | None = None,
-                 farmctl: str | None = None) -> None:
+                 farmctl: str | None = None, obs_version: int = 1) -> None:
         self._conn = Connection("sim", address, farmctl)
         self.client = self._conn.client
-        self.spec = self.client.get_spec(action_space=action_space)
+        self.spec = self.client.get_spec(action_space=action_space, obs_version=obs_version)
         self.action_space = action_space
+        # Only asked for when not the default, so v1 requests stay as before.
+        self._obs_opts = {} if obs_version == 1 else {"obs_version": str(obs_version)}
         self._tag = f"cem-{os.getpid()}-{next(_ids)}-{uuid.uuid4().hex[:8]}"
 
     def close(self) -> None:
@@ -315,7 +368,8 @@ class RunBatch:
             yaml = sc if "\n" in sc else ""
             name = "" if yaml else sc
             rep = self.client.reset(env_id, seed, scenario=name, scenario_yaml=yaml,
-                                    options={"action_space": self.action_space, **opts})
+                                    options={"action_space": self.action_space, **opts,
+                                             **self._obs_opts})
             obs[k] = rep.observation
         out: list[list[dict[str, Any]]] = [[{} for _ in range(n_e)] for _ in range(n_c)]
         live = np.ones(n_c * n_e, dtype=bool)
@@ -364,6 +418,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--eval-scenarios", default=DEFAULT_HELD_OUT,
                     help="held-out scenarios for eval.csv (never trained on)")
     ap.add_argument("--actions", default=DEFAULT_ACTIONS, help="action meanings (comma list)")
+    ap.add_argument("--obs-version", type=int, default=1,
+                    help="observation layout (2 = v1 plus history features); --init-from "
+                         "may hold a policy over fewer features (extra weights start at 0)")
+    ap.add_argument("--mask-features", default="",
+                    help="comma list of observation feature names the policy must not use "
+                         "(their input weights stay 0)")
     ap.add_argument("--hidden", type=int, default=0, help="MLP hidden units (0 = linear)")
     ap.add_argument("--residual", action="store_true",
                     help="with --hidden: add the hidden layer to a linear scorer (warm-startable "
@@ -386,6 +446,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--init-from", default=None,
                     help="warm start: policy.npz of an earlier run with the same shape (its "
                          "theta becomes the initial mean)")
+    ap.add_argument("--init-actions", default=None,
+                    help="the action meanings of --init-from when they differ from --actions "
+                         "(linear only; see extend_actions)")
     ap.add_argument("--rate", default="0.6,1.3",
                     help="randomize.rate range (arrival-rate factor); the server's default "
                          "reaches loads beyond the farm's capacity")
@@ -416,6 +479,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not a.residual:
         # Added later: left out when off, so earlier runs' config hashes still reproduce.
         del cfg["residual"]
+    if a.obs_version == 1:
+        del cfg["obs_version"]  # likewise
+    if not a.mask_features:
+        del cfg["mask_features"]  # likewise
+    if not a.init_actions:
+        del cfg["init_actions"]  # likewise
     (out / "config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True))
     rng = np.random.default_rng(a.seed)
     pool: list[str] = [s for s in a.scenarios.split(",") if s]
@@ -425,7 +494,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     rand = {"randomize": "true", "randomize.rate": a.rate,
             **(WHOLE_RUN if a.episode_end == "whole" else {})}
     t0 = time.perf_counter()
-    batch = RunBatch(a.actions, a.address)
+    batch = RunBatch(a.actions, a.address, obs_version=a.obs_version)
     try:
         spec = batch.spec
         shape = PolicyShape(len(spec.observation_names), len(spec.action_meanings), a.hidden,
@@ -433,6 +502,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         mu = np.zeros(shape.size)
         if a.init_from:
             mu = np.asarray(np.load(a.init_from)["theta"], dtype=np.float64)
+            if a.init_actions:
+                old = [m for m in a.init_actions.split(",") if m]
+                d_old = mu.shape[0] // len(old) - 1
+                mu = extend_actions(mu, d_old, old, list(spec.action_meanings))
+            for d in range(1, shape.obs_dim):
+                # A policy over an older, shorter layout: the new features start unused.
+                if mu.shape == (PolicyShape(d, shape.n_actions, shape.hidden,
+                                            shape.residual).size,):
+                    mu = shape.widen(mu, d)
+                    break
             if shape.residual and mu.shape == ((shape.obs_dim + 1) * shape.n_actions,):
                 mu = shape.embed(mu)  # a linear policy: start from it, hidden layer off
             if mu.shape != (shape.size,):
@@ -440,6 +519,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                                  f"expected {shape.size}")
         elif a.init_action:
             mu[shape.bias_offset + list(spec.action_meanings).index(a.init_action)] = 1.0
+        free = shape.input_mask([spec.observation_names.index(n)
+                                 for n in a.mask_features.split(",") if n])
+        mu = mu * free
         std = np.full(shape.size, a.init_std)
         n_elite = max(2, round(a.elite * a.pop))
         log = open(out / "train.csv", "w", newline="")  # noqa: SIM115
@@ -458,7 +540,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             eps = [(pool[int(rng.integers(len(pool)))], int(rng.integers(0, 2**62)), rand)
                    for _ in range(a.episodes)]
             extra = a.extra_std * max(0.0, 1.0 - g / max(1, a.generations - 1))
-            cands = [mu + (std + extra) * rng.standard_normal(shape.size)
+            cands = [mu + free * (std + extra) * rng.standard_normal(shape.size)
                      for _ in range(a.pop - 1)] + [mu.copy()]
             runs = batch.run(shape, cands, eps)
             sc = np.array([[obj(r) for r in row]

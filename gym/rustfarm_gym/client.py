@@ -7,15 +7,25 @@ subclass carrying the server's message, so callers never see raw
 
 from __future__ import annotations
 
+import itertools
+import queue
+import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 import numpy as np
 
 from ._proto import control_pb2 as pb
 from ._proto import control_pb2_grpc as pb_grpc
-from .errors import FarmRpcError, InvalidArgumentError, ServerUnreachableError, SpecMismatchError
+from .errors import (
+    FarmError,
+    FarmRpcError,
+    InvalidArgumentError,
+    ServerUnreachableError,
+    SpecMismatchError,
+)
 
 #: Observation layout this package was written for (crates/model OBS_VERSION).
 OBS_VERSION = 1
@@ -29,6 +39,12 @@ PACKED_INFO_FIELDS = ("time_s", "desired", "ready", "starting", "backlog", "in_f
 
 #: Wire tag of ``StepBatchRequest.actions`` (field 4, length-delimited).
 _ACTIONS_TAG = bytes([4 << 3 | 2])
+
+#: Method path of the lockstep stream (service ``FarmControlStream``).
+_STEP_STREAM = "/farm.control.v1.FarmControlStream/StepStream"
+
+#: Most encoded ``StepRequest`` kept by a :class:`StepStream` (env id x action).
+_MAX_CACHED_REQUESTS = 4096
 
 
 @dataclass(frozen=True)
@@ -122,15 +138,36 @@ class BatchStepper:
     appends only the encoded actions. The reply's flat arrays are decoded
     with one numpy call each, so the Python cost per call hardly grows with
     the number of environments. Built by :meth:`FarmClient.batch_stepper`.
+
+    With ``parts`` > 1 the environments are cut into that many consecutive
+    groups, one ``StepBatch`` each, all sent before the first reply is read:
+    the server steps the groups in the order they arrive (all its cores on
+    one group at a time), so this process can decode one group's reply
+    while the server steps the next. Results are the same as one call's, in
+    the same order. The default is one call: on the 2-core machine of
+    BENCHMARKS.md ("Gymnasium") a second call in flight cost more Python
+    CPU (grpcio futures) than the overlap saved.
     """
 
     def __init__(self, client: FarmClient, env_ids: Sequence[str], *, auto_reset: bool = True,
-                 info: bool = False) -> None:
+                 info: bool = False, parts: int = 1) -> None:
         self.client = client
         self.env_ids = tuple(env_ids)
         self.info = info
-        self._prefix = pb.StepBatchRequest(env_ids=self.env_ids, auto_reset=auto_reset,
-                                           packed=True, packed_info=info).SerializeToString()
+        n = len(self.env_ids)
+        parts = max(1, min(int(parts), n))
+        cuts = [n * k // parts for k in range(parts + 1)]
+        #: ``(first, end, encoded request prefix)`` of each group.
+        self._groups = [
+            (lo, hi, pb.StepBatchRequest(env_ids=self.env_ids[lo:hi], auto_reset=auto_reset,
+                                         packed=True, packed_info=info).SerializeToString())
+            for lo, hi in itertools.pairwise(cuts)
+        ]
+
+    @property
+    def parts(self) -> int:
+        """Number of ``StepBatch`` calls per step."""
+        return len(self._groups)
 
     def step(self, actions: Sequence[int] | np.ndarray) -> PackedBatch:
         """One action per environment, in the order of ``env_ids``."""
@@ -140,8 +177,28 @@ class BatchStepper:
             raise ValueError(f"{a.shape[0]} actions for {n} environments")
         if a.dtype.kind not in "iu":
             raise ValueError(f"actions must be integers, got dtype {a.dtype}")
-        reply = self.client._call_step_batch_raw(self._prefix + encode_actions(a))
-        p = reply.packed
+        if len(self._groups) == 1:
+            reply = self.client._call_step_batch_raw(self._groups[0][2] + encode_actions(a))
+            return self._decode(reply.packed, n)
+        # Send every group before reading any reply (see the class docs).
+        calls = [self.client._step_batch_raw.future(prefix + encode_actions(a[lo:hi]))
+                 for lo, hi, prefix in self._groups]
+        parts = [self._decode(self.client._result_of(call).packed, hi - lo)
+                 for call, (lo, hi, _) in zip(calls, self._groups, strict=True)]
+        offsets = [lo for lo, _, _ in self._groups]
+        return PackedBatch(
+            observations=np.concatenate([p.observations for p in parts]),
+            rewards=np.concatenate([p.rewards for p in parts]),
+            terminated=np.concatenate([p.terminated for p in parts]),
+            truncated=np.concatenate([p.truncated for p in parts]),
+            info=(np.concatenate([p.info for p in parts if p.info is not None])
+                  if self.info else None),
+            ended=np.concatenate([p.ended + lo for p, lo in zip(parts, offsets, strict=True)]),
+            ended_replies=[r for p in parts for r in p.ended_replies],
+        )
+
+    def _decode(self, p: pb.PackedSteps, n: int) -> PackedBatch:
+        """The arrays of a packed reply for ``n`` environments, checked."""
         dim = p.obs_dim
         obs = np.asarray(p.observations, dtype=np.float32)
         rewards = np.asarray(p.rewards, dtype=np.float64)
@@ -164,6 +221,57 @@ class BatchStepper:
             ended=np.asarray(p.ended, dtype=np.int64),
             ended_replies=p.ended_replies,
         )
+
+
+class StepStream:
+    """Lockstep ``Step`` calls over one ``FarmControlStream.StepStream``.
+
+    Each :meth:`step` writes one request on the open HTTP/2 stream and reads
+    its reply, which saves the per-call setup of a unary ``Step`` (figures
+    in BENCHMARKS.md "Gymnasium"). grpcio's sync API feeds a stream's
+    requests from an iterator that it reads on a thread of its own, so the
+    requests go through a queue; the encoded request of each (env id,
+    action) is kept and reused. Built and used by :meth:`FarmClient.step_streamed`.
+    """
+
+    _END = object()
+
+    def __init__(self, client: FarmClient) -> None:
+        self._address = client.address
+        self._requests: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._encoded: dict[tuple[str, int], bytes] = {}
+        self._lock = threading.Lock()
+        self._replies = client._step_stream_raw(iter(self._requests.get, self._END))
+
+    def step(self, env_id: str, action: int) -> pb.StepReply:
+        """Apply one action to ``env_id``; its reply.
+
+        Raises:
+            FarmRpcError: the server ended the stream with this status (the
+                stream is then unusable; :meth:`FarmClient.step_streamed`
+                opens a new one on its next call).
+        """
+        key = (env_id, action)
+        data = self._encoded.get(key)
+        if data is None:
+            if len(self._encoded) >= _MAX_CACHED_REQUESTS:
+                self._encoded.clear()
+            data = pb.StepRequest(env_id=env_id, action=action).SerializeToString()
+            self._encoded[key] = data
+        with self._lock:
+            self._requests.put(data)
+            try:
+                return next(self._replies)
+            except grpc.RpcError as e:
+                raise _wrap("StepStream", e, self._address) from None
+            except StopIteration:
+                raise FarmRpcError("StepStream", "UNKNOWN",
+                                   "the server ended the step stream without a reply") from None
+
+    def close(self) -> None:
+        """End the stream (its request thread stops at the end marker)."""
+        self._requests.put(self._END)
+        self._replies.cancel()
 
 
 def _wrap(method: str, e: grpc.RpcError, address: str) -> Exception:
@@ -202,6 +310,17 @@ class FarmClient:
         self._reset = stub.Reset
         self._step = stub.Step
         self._step_batch = stub.StepBatch
+        # The lockstep stream, requests pre-encoded (StepStream).
+        self._step_stream_raw = self._channel.stream_stream(
+            _STEP_STREAM,
+            request_serializer=None,
+            response_deserializer=pb.StepReply.FromString,
+            _registered_method=True,
+        )
+        self._stream: StepStream | None = None
+        #: False once the server answered UNIMPLEMENTED (gateway-ext serves
+        #: no StepStream): step_streamed then uses unary Step calls.
+        self.stream_available = True
         # StepBatch with a pre-encoded request (BatchStepper builds the bytes).
         self._step_batch_raw = self._channel.unary_unary(
             "/farm.control.v1.FarmControl/StepBatch",
@@ -211,21 +330,28 @@ class FarmClient:
         )
 
     def get_spec(self, *, farm: str = "", action_space: str = "",
-                 check_version: bool = True) -> Spec:
+                 check_version: bool = True, obs_version: int = 0) -> Spec:
         """The environment spec; checks the observation layout version.
 
+        ``obs_version`` asks for the names and bounds of another observation
+        layout (``2``: with history; an environment gets it with the reset
+        option ``obs_version``); 0 is the server's default.
+
         Raises:
-            SpecMismatchError: the server's ``obs_version`` is not :data:`OBS_VERSION`.
+            SpecMismatchError: the server's ``obs_version`` is not :data:`OBS_VERSION`
+                (or the one asked for).
         """
         try:
-            m = self._get_spec(pb.SpecRequest(farm=farm, action_space=action_space))
+            m = self._get_spec(pb.SpecRequest(farm=farm, action_space=action_space,
+                                              obs_version=obs_version))
         except grpc.RpcError as e:
             raise _wrap("GetSpec", e, self.address) from None
         spec = Spec.from_proto(m)
-        if check_version and spec.obs_version != OBS_VERSION:
+        if check_version and spec.obs_version != (obs_version or OBS_VERSION):
             raise SpecMismatchError(
                 f"server {self.address} ({spec.server_version}) serves observation layout "
-                f"v{spec.obs_version}, this package expects v{OBS_VERSION}: upgrade the one "
+                f"v{spec.obs_version}, this package expects v{obs_version or OBS_VERSION}: "
+                "upgrade the one "
                 "that is older"
             )
         return spec
@@ -247,6 +373,27 @@ class FarmClient:
         except grpc.RpcError as e:
             raise _wrap("Step", e, self.address) from None
 
+    def step_streamed(self, env_id: str, action: int) -> pb.StepReply:
+        """Apply one action to ``env_id`` over the client's lockstep
+        stream (opened on first use): the same reply as :meth:`step`, at a
+        lower cost per call. Falls back to :meth:`step` for good when the
+        server has no ``StepStream`` (UNIMPLEMENTED, e.g. gateway-ext)."""
+        if not self.stream_available:
+            return self.step(env_id, action)
+        if self._stream is None:
+            self._stream = StepStream(self)
+        try:
+            return self._stream.step(env_id, action)
+        except FarmError as e:
+            # The stream ended with this status: the next call opens a new one.
+            self._stream.close()
+            self._stream = None
+            if getattr(e, "code", None) == grpc.StatusCode.UNIMPLEMENTED.name:
+                # The whole call was refused, so the step was not applied.
+                self.stream_available = False
+                return self.step(env_id, action)
+            raise
+
     def step_batch(self, env_ids: Sequence[str], actions: Iterable[int], *,
                    auto_reset: bool = True) -> Sequence[pb.StepReply]:
         """Step many environments in one call (one action each, in order)."""
@@ -260,10 +407,17 @@ class FarmClient:
             raise _wrap("StepBatch", e, self.address) from None
 
     def batch_stepper(self, env_ids: Sequence[str], *, auto_reset: bool = True,
-                      info: bool = False) -> BatchStepper:
+                      info: bool = False, parts: int = 1) -> BatchStepper:
         """A :class:`BatchStepper` for these environments (packed replies;
-        ``info`` adds the per-step diagnostics)."""
-        return BatchStepper(self, env_ids, auto_reset=auto_reset, info=info)
+        ``info`` adds the per-step diagnostics; ``parts``: calls per step)."""
+        return BatchStepper(self, env_ids, auto_reset=auto_reset, info=info, parts=parts)
+
+    def _result_of(self, call: Any) -> pb.StepBatchReply:
+        """The reply of a ``StepBatch`` future."""
+        try:
+            return call.result()
+        except grpc.RpcError as e:
+            raise _wrap("StepBatch", e, self.address) from None
 
     def _call_step_batch_raw(self, request: bytes) -> pb.StepBatchReply:
         try:
@@ -272,5 +426,8 @@ class FarmClient:
             raise _wrap("StepBatch", e, self.address) from None
 
     def close(self) -> None:
-        """Close the channel."""
+        """Close the step stream, if open, and the channel."""
+        if self._stream is not None:
+            self._stream.close()
+            self._stream = None
         self._channel.close()

@@ -127,6 +127,10 @@ class FarmEnv(gym.Env[np.ndarray, np.int64]):
         step_info: ``False`` leaves out the per-step diagnostics of ``info``
             (``step`` then returns ``{}``, or ``{"summary": ...}`` when the
             episode ends), which saves their decoding on every step.
+        stream: step over one lockstep gRPC stream (``StepStream``, faster
+            than a unary call per step; see BENCHMARKS.md "Gymnasium"), with
+            unary ``Step`` calls when the server has no stream (gateway-ext);
+            ``False``: always unary.
 
     ``reset(seed=..., options=...)``: options ``scenario`` (name, YAML text or
     path), ``episode_seed`` (the simulator seed itself, bypassing the env's
@@ -142,7 +146,7 @@ class FarmEnv(gym.Env[np.ndarray, np.int64]):
                  action_space: str = "default",
                  server_options: Mapping[str, str] | None = None,
                  farmctl: str | None = None, render_mode: str | None = None,
-                 step_info: bool = True) -> None:
+                 step_info: bool = True, stream: bool = True) -> None:
         super().__init__()
         if render_mode is not None:
             raise ValueError("FarmEnv has no render modes")
@@ -167,6 +171,7 @@ class FarmEnv(gym.Env[np.ndarray, np.int64]):
         else:
             self.env_id = f"py-{os.getpid()}-{next(_ids)}-{uuid.uuid4().hex[:8]}"
         self.step_info = step_info
+        self._step = self.client.step_streamed if stream else self.client.step
         self._obs_dim = int(self.observation_space.shape[0])
         self._closed = False
 
@@ -195,7 +200,7 @@ class FarmEnv(gym.Env[np.ndarray, np.int64]):
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         """Apply one action and advance one control interval."""
-        r = self.client.step(self.env_id, int(action))
+        r = self._step(self.env_id, int(action))
         if self.step_info:
             info = info_dict(r)
         elif r.terminated or r.truncated:

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from .env import FarmEnv
+from .env import Connection, summary_dict
 from .onnx_export import read_metadata
 from .server import find_farmctl
 from .train import WHOLE_RUN
@@ -106,33 +106,40 @@ def compare_cli(scenarios: Sequence[str], policies: Sequence[str], seeds: int,
         return json.loads(out.read_text())
 
 
-def onnx_policy(path: str) -> tuple[Callable[[np.ndarray], np.ndarray], str]:
-    """``(obs batch -> outputs, action space)`` of an exported policy."""
+def onnx_policy(path: str) -> tuple[Callable[[np.ndarray], np.ndarray], str, int]:
+    """``(obs batch -> outputs, action space, observation layout version)`` of an
+    exported policy."""
     import onnxruntime as ort
 
     meta = read_metadata(path)
     sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
     meanings = json.loads(meta["action_meanings"])
-    return (lambda obs: sess.run(None, {"obs": obs.astype(np.float32)})[0]), ",".join(meanings)
+    return ((lambda obs: sess.run(None, {"obs": obs.astype(np.float32)})[0]), ",".join(meanings),
+            int(meta.get("rust_farm.obs_version", "1")))
 
 
 def run_onnx_rows(path: str, scenario: str, seeds: Sequence[int], bounds: Sequence[float],
                   target: float, address: str | None) -> Row:
-    """Whole greedy runs of an ONNX policy on one scenario."""
-    fn, space = onnx_policy(path)
-    env = FarmEnv(address=address, action_space=space)
+    """Whole greedy runs of an ONNX policy on one scenario, in the observation
+    layout its metadata names (the reset option ``obs_version`` asks the server
+    for layout 2)."""
+    fn, space, version = onnx_policy(path)
+    conn = Connection("sim", address, None)
+    opts = {"action_space": space, **WHOLE_RUN,
+            **({} if version == 1 else {"obs_version": str(version)})}
+    env_id = f"evaluate-{Path(path).stem}"
     runs = []
     try:
         for seed in seeds:
-            obs, _ = env.reset(options={"scenario": scenario, "episode_seed": seed,
-                                        **WHOLE_RUN})
+            r = conn.client.reset(env_id, seed, scenario=scenario, options=opts)
             while True:
-                obs, _, term, trunc, info = env.step(int(np.argmax(fn(obs[None, :])[0])))
-                if term or trunc:
-                    runs.append(info["summary"])
+                obs = np.asarray(r.observation, dtype=np.float32)
+                r = conn.client.step(env_id, int(np.argmax(fn(obs[None, :])[0])))
+                if r.terminated or r.truncated:
+                    runs.append(summary_dict(r.info.summary))
                     break
     finally:
-        env.close()
+        conn.close()
     mean = lambda k: float(np.mean([r[k] for r in runs]))  # noqa: E731
     return Row(scenario, Path(path).stem, [r["qos"] for r in runs], target,
                mean("latency_p99_s"), mean("replica_seconds"),
@@ -199,8 +206,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     a = ap.parse_args(argv)
     policies = [p for p in a.policies.split(",") if p]
     scenarios = [s for s in a.scenarios.split(",") if s]
-    onnx_files = [p for p in policies if p.endswith(".onnx")]
-    builtins = [p for p in policies if not p.endswith(".onnx")]
+    # `onnx:PATH` runs in the CLI (farmctl's own ONNX policy); a bare PATH here.
+    onnx_files = [p for p in policies if p.endswith(".onnx") and not p.startswith("onnx:")]
+    builtins = [p for p in policies if p not in onnx_files]
     # The oracle always runs: its bound normalises every row.
     if a.cli_json:
         cli = [r for f in a.cli_json.split(",") if f for r in json.loads(Path(f).read_text())

@@ -38,6 +38,8 @@ class FarmVectorEnv(VectorEnv):
     Args mirror :class:`~rustfarm_gym.env.FarmEnv`; ``scenario`` may be a list
     with one entry per sub-environment. ``step_info=False`` skips the
     per-step info arrays (``final_obs``/``final_info`` are still returned).
+    ``batch_parts``: ``StepBatch`` calls per step, all in flight at once
+    (see :class:`~rustfarm_gym.client.BatchStepper`; default 1).
 
     Each ``step`` is one ``StepBatch`` with a packed reply (flat arrays,
     decoded with one numpy call each); only the environments whose episode
@@ -49,7 +51,8 @@ class FarmVectorEnv(VectorEnv):
     def __init__(self, num_envs: int, scenario: str | Sequence[str] = "paper-4phase", *,
                  address: str | None = None, action_space: str = "default",
                  server_options: Mapping[str, str] | None = None,
-                 farmctl: str | None = None, step_info: bool = True) -> None:
+                 farmctl: str | None = None, step_info: bool = True,
+                 batch_parts: int = 1) -> None:
         if num_envs < 1:
             raise ValueError("num_envs must be >= 1")
         self.num_envs = num_envs
@@ -76,7 +79,8 @@ class FarmVectorEnv(VectorEnv):
         self._rngs = [seeding.np_random(None)[0] for _ in range(num_envs)]
         self._dim = self.single_observation_space.shape[0]
         self.step_info = step_info
-        self._stepper = self.client.batch_stepper(self.env_ids, auto_reset=True, info=step_info)
+        self._stepper = self.client.batch_stepper(self.env_ids, auto_reset=True, info=step_info,
+                                                  parts=batch_parts)
         self._closed = False
         self.closed = False
 

@@ -165,3 +165,114 @@ def test_onnx_rows_reproduce_the_cli_on_the_same_seeds(address: str, tmp_path,
     # Every column but /bound@qos (n/a for ONNX rows) agrees.
     del onnx_row[7], cli_row[7]
     assert onnx_row == cli_row
+
+
+@pytest.mark.parametrize("hidden,residual", [(0, False), (4, True), (4, False)])
+def test_widen_keeps_the_policy_on_the_old_features(hidden: int, residual: bool) -> None:
+    rng = np.random.default_rng(5)
+    narrow = cem.PolicyShape(17, 3, hidden, residual)
+    wide = cem.PolicyShape(23, 3, hidden, residual)
+    theta = rng.normal(size=narrow.size)
+    obs = rng.uniform(size=(50, 23))
+    w = wide.widen(theta, 17)
+    assert w.shape == (wide.size,)
+    # The extra features have zero weight, whatever their values.
+    np.testing.assert_allclose(wide.logits(w, obs), narrow.logits(theta, obs[:, :17]))
+    with pytest.raises(ValueError):
+        wide.widen(np.zeros(3), 17)
+
+
+def test_v2_with_unused_history_runs_as_v1(address: str) -> None:
+    """Observation v2 is v1 plus history: a v1 policy widened with zero weights
+    decides exactly as it did (the warm start of a v2 training)."""
+    theta = np.random.default_rng(2).normal(size=cem.PolicyShape(17, 3).size)
+    eps = [("steady", 3, {"randomize": "true"}), ("diurnal", 4, {})]
+    runs, names = [], []
+    for version in (1, 2):
+        batch = cem.RunBatch("hold,estimate:x1,estimate:x1.6", address, obs_version=version)
+        try:
+            spec = batch.spec
+            assert spec.obs_version == version
+            shape = cem.PolicyShape(len(spec.observation_names), 3)
+            th = theta if version == 1 else shape.widen(theta, 17)
+            runs.append(batch.run(shape, [th], eps)[0])
+            names.append(list(spec.observation_names))
+        finally:
+            batch.close()
+    assert (len(names[0]), len(names[1])) == (17, 23)
+    assert names[1][:17] == names[0]
+    assert runs[0] == runs[1]
+
+
+def test_v2_onnx_rows_match_the_trainer(address: str, tmp_path, capsys) -> None:
+    """A v2 policy that uses its history features: ``evaluate`` (ONNX Runtime,
+    observations v2 from the server) gives the runs the trainer's numpy
+    scorer gives on the same seeds."""
+    from rustfarm_gym import evaluate
+    from rustfarm_gym.onnx_export import metadata, read_metadata, save
+    from rustfarm_gym.train import WHOLE_RUN
+
+    space = "hold,delta:-1,delta:+1,estimate:x1,estimate:x1.6"
+    batch = cem.RunBatch(space, address, obs_version=2)
+    try:
+        spec = batch.spec
+        shape = cem.PolicyShape(len(spec.observation_names), 5)
+        theta = np.random.default_rng(9).normal(size=shape.size)
+        runs = batch.run(shape, [theta], [("diurnal", s, WHOLE_RUN) for s in (0, 1)])[0]
+    finally:
+        batch.close()
+    path = save(cem.policy_graph(shape, theta), tmp_path / "v2.onnx",
+                metadata(spec, output="logits", algorithm="cem-linear", config={"test": 2}))
+    assert read_metadata(path)["rust_farm.obs_version"] == "2"
+    assert evaluate.main(["--policies", str(path), "--scenarios", "diurnal", "--seed", "0",
+                          "--seeds", "2", "--address", address]) == 0
+    row = next(ln.split() for ln in capsys.readouterr().out.splitlines()
+               if ln.startswith("diurnal") and ln.split()[1] == "v2")
+    assert float(row[2]) == pytest.approx(100 * np.mean([r["qos"] for r in runs]), abs=0.006)
+    # row: scenario, policy, QoS ± std, met, p99, replica-s, ...
+    assert float(row[7]) == pytest.approx(np.mean([r["replica_seconds"] for r in runs]), abs=0.6)
+
+
+def test_input_mask_zeroes_only_the_masked_input_rows() -> None:
+    shape = cem.PolicyShape(5, 3)
+    mask = shape.input_mask([1, 4])
+    w, b = shape.unpack(mask)
+    assert (w[[1, 4]] == 0).all() and (w[[0, 2, 3]] == 1).all() and (b == 1).all()
+    res = cem.PolicyShape(5, 3, 2, True)
+    parts = res.unpack(res.input_mask([0]))
+    assert (parts[0][0] == 0).all() and (parts[2][0] == 0).all()
+    assert (parts[4] == 1).all()
+
+
+def test_masked_features_stay_unused_in_training(address: str, tmp_path) -> None:
+    assert cem.main(["--generations", "2", "--pop", "4", "--episodes", "2", "--eval-seeds", "0",
+                     "--scenarios", "steady", "--no-extra", "--obs-version", "2",
+                     "--mask-features", "backlog_log,floor_peak_frac", "--address", address,
+                     "--out", str(tmp_path / "m")]) == 0
+    theta = np.load(tmp_path / "m" / "policy.npz")["theta"]
+    w, _ = cem.PolicyShape(23, len(cem.DEFAULT_ACTIONS.split(","))).unpack(theta)
+    assert (w[[0, 21]] == 0).all() and (w[1:21] != 0).any()
+    config = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert config["obs_version"] == 2
+    assert config["mask_features"] == "backlog_log,floor_peak_frac"
+
+
+def test_extend_actions_keeps_the_greedy_policy_and_refines_estimates() -> None:
+    rng = np.random.default_rng(3)
+    old = ["hold", "estimate:x1", "estimate:x1.6"]
+    new = [*old, "smoothed:x1", "peak:x1.6"]
+    d = 5
+    theta = rng.normal(size=(d + 1) * len(old))
+    ext = cem.extend_actions(theta, d, old, new, margin=0.1)
+    obs = rng.uniform(0, 2, size=(500, d))
+    before = cem.PolicyShape(d, len(old)).logits(theta, obs)
+    after = cem.PolicyShape(d, len(new)).logits(ext, obs)
+    assert np.array_equal(after[:, :3], before)
+    # Each new action scores exactly the margin below the action it refines.
+    assert np.allclose(after[:, 3], before[:, 1] - 0.1)
+    assert np.allclose(after[:, 4], before[:, 2] - 0.1)
+    assert np.array_equal(after.argmax(axis=1), before.argmax(axis=1))
+    with pytest.raises(ValueError, match="estimate:x2"):
+        cem.extend_actions(theta, d, old, [*old, "smoothed:x2"])
+    with pytest.raises(ValueError, match="delta"):
+        cem.extend_actions(theta, d, old, [*old, "delta:+1"])

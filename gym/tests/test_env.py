@@ -310,3 +310,106 @@ def test_step_info_off_keeps_the_summary(address: str) -> None:
     assert linfo == {"summary": finfo["summary"]}
     full.close()
     lean.close()
+
+
+def test_streamed_steps_equal_unary_steps(address: str) -> None:
+    # The lockstep stream returns the replies unary Step calls return, bit
+    # for bit, through an episode end; a failing step raises the server's
+    # status and the next streamed step opens a new stream.
+    client = FarmClient(address)
+    for env_id in ("st-stream", "st-unary"):
+        client.reset(env_id, 9, scenario="spike", options=SHORT)
+    for a in [4, 0, 6, 3, 3, 2]:
+        s = client.step_streamed("st-stream", a)
+        u = client.step("st-unary", a)
+        s.env_id = u.env_id
+        assert s.SerializeToString() == u.SerializeToString()
+    assert s.truncated or s.terminated
+    assert s.info.HasField("summary")
+    with pytest.raises(rustfarm_gym.FarmRpcError) as err:
+        client.step_streamed("st-stream", 1)  # the episode has ended
+    assert err.value.code == "FAILED_PRECONDITION"
+    with pytest.raises(rustfarm_gym.FarmRpcError, match="st-nowhere") as err:
+        client.step_streamed("st-nowhere", 1)
+    assert err.value.code == "NOT_FOUND"
+    client.reset("st-stream", 9, scenario="spike", options=SHORT)
+    with pytest.raises(InvalidArgumentError, match="99"):
+        client.step_streamed("st-stream", 99)
+    client.step_streamed("st-stream", 1)
+    assert client.stream_available
+    client.close()
+
+
+def test_env_stream_and_unary_paths_agree(address: str) -> None:
+    streamed = FarmEnv("bursty", address=address, server_options=SHORT)
+    unary = FarmEnv("bursty", address=address, server_options=SHORT, stream=False)
+    for env in (streamed, unary):
+        env.reset(seed=21)
+    for a in [1, 5, 5, 0, 2, 6]:
+        so, sr, ste, s_tr, sinfo = streamed.step(a)
+        uo, ur, ute, u_tr, uinfo = unary.step(a)
+        np.testing.assert_array_equal(_bits(so), _bits(uo))
+        assert (sr, ste, s_tr) == (ur, ute, u_tr)
+        assert sinfo == uinfo
+    assert streamed.client.stream_available
+    streamed.close()
+    unary.close()
+
+
+def test_stream_falls_back_to_unary_without_step_stream() -> None:
+    # A server of FarmControl alone (gateway-ext serves no StepStream): the
+    # first streamed step gets UNIMPLEMENTED and is sent as a unary Step.
+    # The server is an in-process double that answers Step with the action
+    # echoed in the reward, since only the client's fallback is under test.
+    from concurrent import futures
+
+    import grpc
+
+    from rustfarm_gym._proto import control_pb2 as pb
+    from rustfarm_gym._proto import control_pb2_grpc as pb_grpc
+
+    class StepOnly(pb_grpc.FarmControlServicer):
+        def Step(self, request, context):  # noqa: N802 (generated name)
+            return pb.StepReply(env_id=request.env_id, reward=float(request.action))
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    pb_grpc.add_FarmControlServicer_to_server(StepOnly(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        client = FarmClient(f"127.0.0.1:{port}")
+        assert client.step_streamed("live", 3).reward == 3.0
+        assert not client.stream_available
+        assert client.step_streamed("live", 5).reward == 5.0
+        client.close()
+    finally:
+        server.stop(grace=None)
+
+
+def test_split_batches_equal_one_batch(address: str) -> None:
+    # A step cut into three StepBatch calls in flight at once returns what
+    # one call returns, in the same order, episode ends included.
+    client = FarmClient(address)
+    ids = {parts: [f"sp{parts}-{i}" for i in range(40)] for parts in (1, 3)}
+    for env_ids in ids.values():
+        for i, env_id in enumerate(env_ids):
+            client.reset(env_id, 300 + i, scenario="bursty", options=SHORT)
+    one = client.batch_stepper(ids[1], info=True, parts=1)
+    three = client.batch_stepper(ids[3], info=True, parts=3)
+    assert (one.parts, three.parts) == (1, 3)
+    rng = np.random.default_rng(2)
+    ended = 0
+    for _ in range(8):
+        acts = rng.integers(0, 7, size=40)
+        a, b = one.step(acts), three.step(acts)
+        ended += len(a.ended)
+        for field in ("observations", "rewards", "info"):
+            np.testing.assert_array_equal(_bits(getattr(a, field)), _bits(getattr(b, field)))
+        np.testing.assert_array_equal(a.terminated, b.terminated)
+        np.testing.assert_array_equal(a.truncated, b.truncated)
+        assert a.ended.tolist() == b.ended.tolist()
+        for ra, rb in zip(a.ended_replies, b.ended_replies, strict=True):
+            assert ra.info.summary == rb.info.summary
+            assert list(ra.final_observation) == list(rb.final_observation)
+    assert ended == 40
+    client.close()

@@ -20,7 +20,7 @@
 //! Run (release binaries are required; the bench uses `target/release`):
 //!
 //! ```text
-//! cargo build --release --bins -p emitter -p collector -p sleep-worker
+//! cargo build --release --bins -p emitter -p collector -p handler  # handler: functions/sleep, binary sleep-worker
 //! cargo bench -p farm-e2e --bench dataplane
 //! ```
 //!

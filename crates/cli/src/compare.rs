@@ -23,6 +23,16 @@
 //!    development machine ([`Measured::default`]); real seconds are
 //!    multiplied by the speedup.
 //!
+//! With `--driver gateway-ext` step 1 differs: `farmctl up` starts
+//! gateway-ext, the worker's annotations name the policy under test, the
+//! control interval divided by the speedup and the speedup as gateway-ext's
+//! time scale (so its policy sees scenario-time signals, built from the
+//! collector's cumulative snapshots differenced at each tick), with the
+//! queueing-floor shield off as in the simulator; farmctl only replays,
+//! observes and accounts, and the report's live ticks are gateway-ext's own
+//! tick decisions (`GET /system/autoscaler/decisions`). A live run in which
+//! gateway-ext made no decision fails.
+//!
 //! One table (live / sim in each cell), a JSON report (with every control
 //! tick of both sides: the signals the policy saw and its decision), one
 //! PNG with a replica timeline per policy, and `ticks-<policy>.tsv`, the
@@ -43,7 +53,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, anyhow, bail};
 use clap::Args;
 use farm_model::action::ActionSpace;
-use farm_model::observation::observe;
+use farm_model::observation::Observer;
 use farm_model::policy::{self, Decision, Policy, PolicyError};
 use farm_model::scenario::{Dist, Platform, Scenario, Workload};
 use farm_model::signals::Signals;
@@ -103,6 +113,30 @@ pub struct CompareArgs {
     /// Where the live control loop takes an interval's completion statistics from.
     #[arg(long, value_enum, default_value_t = LiveSignals::Interval)]
     pub live_signals: LiveSignals,
+    /// Who runs the policy in the live runs.
+    #[arg(long, value_enum, default_value_t = Driver::Farmctl)]
+    pub driver: Driver,
+}
+
+/// Who runs the policy under test in a live run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Driver {
+    /// farmctl's own control loop (gateway-ext not started).
+    #[default]
+    Farmctl,
+    /// gateway-ext's control loop, time-scaled by the speedup.
+    GatewayExt,
+}
+
+impl Driver {
+    /// Stable label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Driver::Farmctl => "farmctl",
+            Driver::GatewayExt => "gateway-ext",
+        }
+    }
 }
 
 // ---------------------------------------------------------------- policies
@@ -189,6 +223,9 @@ pub struct OnnxPolicy {
     model: OnnxModel,
     actions: ActionSpace,
     errors: u64,
+    /// The model's observation layout; one policy value drives one run, so
+    /// its history (layout 2) is that run's.
+    observer: Observer,
 }
 
 impl OnnxPolicy {
@@ -200,11 +237,14 @@ impl OnnxPolicy {
         let lib = ort_library()?;
         let model = OnnxModel::load(Some(&lib), path)?;
         let actions = model.actions().clone();
+        // The loader accepted the version, so the observer exists for it.
+        let observer = Observer::new(model.obs_version()).unwrap_or_else(|_| Observer::v1());
         Ok(OnnxPolicy {
             name: spec.to_string(),
             model,
             actions,
             errors: 0,
+            observer,
         })
     }
 }
@@ -214,10 +254,16 @@ impl Policy for OnnxPolicy {
         &self.name
     }
 
+    fn reset(&mut self) {
+        self.observer.reset();
+    }
+
     fn decide(&mut self, _now_s: f64, s: &Signals) -> Decision {
-        match self.model.infer(&observe(s)) {
+        match self.model.infer(&self.observer.observe(s)) {
             Ok(inf) => Decision {
-                desired: self.actions.apply(inf.action, s),
+                desired: self
+                    .actions
+                    .apply_with(inf.action, s, &self.observer.estimates()),
                 action: Some(inf.action),
             },
             Err(e) => {
@@ -376,6 +422,11 @@ pub struct LiveSide {
     pub metrics: RunMetrics,
     /// Every control tick: the signals the policy saw and its decision.
     pub ticks: Vec<Tick>,
+    /// Who decided the ticks: `farmctl` or `gateway-ext`.
+    pub driver: String,
+    /// The policies gateway-ext reported for its decisions (empty with
+    /// farmctl): a fallback to a built-in would show here.
+    pub decided_by: Vec<String>,
 }
 
 /// A policy that records what it was shown and what it decided, so the
@@ -515,6 +566,8 @@ pub struct Report {
     pub sim_platform: Platform,
     /// Targets: QoS points and replica-seconds fraction.
     pub tolerance: (f64, f64),
+    /// Who ran the policies live.
+    pub driver: Driver,
     /// One per policy.
     pub rows: Vec<Row>,
 }
@@ -748,8 +801,73 @@ struct Ctx<'a> {
     emulation: String,
 }
 
+/// A live run and, with gateway-ext driving, the policies it reported.
+struct LiveRun {
+    live: run::Live,
+    decided_by: Vec<String>,
+}
+
+/// One of gateway-ext's decision records, as `GET
+/// /system/autoscaler/decisions` serves it (the fields the report uses).
+#[derive(Debug, Deserialize)]
+struct GatewayDecision {
+    at_us: i64,
+    signals: Signals,
+    desired: u32,
+    policy: String,
+    trigger: String,
+}
+
+/// gateway-ext's tick decisions for `farm` since `t0_us`, as report ticks
+/// on the scenario clock (speedup `k`), and the policies that made them.
+async fn gateway_ticks(
+    url: &str,
+    farm: &str,
+    t0_us: i64,
+    k: f64,
+) -> Result<(Vec<Tick>, Vec<String>)> {
+    let all: std::collections::BTreeMap<String, Vec<GatewayDecision>> = reqwest::Client::new()
+        .get(format!("{url}/system/autoscaler/decisions"))
+        .send()
+        .await
+        .context("asking gateway-ext for its decisions")?
+        .error_for_status()?
+        .json()
+        .await
+        .context("gateway-ext's decisions")?;
+    let records = all.get(farm).map(Vec::as_slice).unwrap_or_default();
+    let mut decided_by: Vec<String> = Vec::new();
+    let ticks: Vec<Tick> = records
+        .iter()
+        .filter(|d| d.trigger == "tick" && d.at_us >= t0_us)
+        .map(|d| {
+            if !decided_by.contains(&d.policy) {
+                decided_by.push(d.policy.clone());
+            }
+            Tick {
+                t_s: (d.at_us - t0_us) as f64 / 1e6 * k,
+                signals: d.signals.clone(),
+                desired: d.desired,
+            }
+        })
+        .collect();
+    if ticks.is_empty() {
+        bail!("gateway-ext made no decision for farm {farm} during the run");
+    }
+    Ok((ticks, decided_by))
+}
+
+/// `spec` with an `onnx:` path made absolute: gateway-ext resolves it
+/// from its own working directory.
+fn absolute_spec(spec: &str) -> Result<String> {
+    Ok(match spec.strip_prefix("onnx:") {
+        Some(path) => format!("onnx:{}", std::path::absolute(path)?.display()),
+        None => spec.to_string(),
+    })
+}
+
 /// One live run on a fresh farm.
-fn live_once(c: &Ctx<'_>, policy_spec: &str, build: bool) -> Result<run::Live> {
+fn live_once(c: &Ctx<'_>, policy_spec: &str, build: bool) -> Result<LiveRun> {
     let a = c.a;
     // Armed before `up`: a half-started farm (a deploy that failed) is
     // brought down too.
@@ -760,7 +878,10 @@ fn live_once(c: &Ctx<'_>, policy_spec: &str, build: bool) -> Result<run::Live> {
         nats_port: 0,
         provider_port: 0,
         gateway_port: 0,
-        gateway_ext: GatewayMode::Off,
+        gateway_ext: match a.driver {
+            Driver::Farmctl => GatewayMode::Off,
+            Driver::GatewayExt => GatewayMode::On,
+        },
         cargo_profile: a.cargo_profile.clone(),
         no_build: !build,
         timeout: 120,
@@ -786,16 +907,36 @@ fn live_once(c: &Ctx<'_>, policy_spec: &str, build: bool) -> Result<run::Live> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let live = rt.block_on(run::drive(
-        &run_args,
-        &st,
-        &stack,
-        &farm,
-        c.scenario,
-        c.workload,
-        policy_spec,
-        pol,
-    ));
+    let driven_spec = match a.driver {
+        Driver::Farmctl => policy_spec.to_string(),
+        Driver::GatewayExt => absolute_spec(policy_spec)?,
+    };
+    let live = rt.block_on(async {
+        let mut live = run::drive(
+            &run_args,
+            &st,
+            &stack,
+            &farm,
+            c.scenario,
+            c.workload,
+            &driven_spec,
+            pol,
+        )
+        .await?;
+        let mut decided_by = Vec::new();
+        if a.driver == Driver::GatewayExt {
+            let url = st
+                .gateway_ext
+                .as_ref()
+                .map(|g| g.url.clone())
+                .ok_or_else(|| anyhow!("gateway-ext is not running"))?;
+            // Read before the farm goes down: the decisions live in gateway-ext.
+            let (ticks, by) = gateway_ticks(&url, &farm.name, live.t0_us, a.speedup).await?;
+            live.ticks = ticks;
+            decided_by = by;
+        }
+        Ok::<_, anyhow::Error>(LiveRun { live, decided_by })
+    });
     drop(rt);
     guard.now()?;
     live
@@ -862,9 +1003,10 @@ pub fn run(a: CompareArgs) -> Result<()> {
         emulation: emulation.clone(),
     };
     println!(
-        "compare {} (seed {seed}, {} tasks) at x{k}: provider start-delay emulation {emulation}; live figures from {}",
+        "compare {} (seed {seed}, {} tasks) at x{k}, live policy run by {}: provider start-delay emulation {emulation}; live figures from {}",
         scenario.name,
         workload.tasks.len(),
+        a.driver.label(),
         measured.source
     );
     let mut rows = Vec::new();
@@ -897,17 +1039,19 @@ pub fn run(a: CompareArgs) -> Result<()> {
         )?;
         let row = match live {
             Ok(l) => {
-                let (dq, dr, ok) = fidelity(&l.metrics, &sim);
+                let (dq, dr, ok) = fidelity(&l.live.metrics, &sim);
                 let tsv = out.join(format!("ticks-{}.tsv", file_safe(&p)));
-                std::fs::write(&tsv, ticks_side_by_side(&l.ticks, &sim_ticks))
+                std::fs::write(&tsv, ticks_side_by_side(&l.live.ticks, &sim_ticks))
                     .with_context(|| format!("writing {}", tsv.display()))?;
                 Row {
                     policy: p,
                     status: "ok".into(),
                     live: Some(LiveSide {
-                        accounting: l.accounting,
-                        metrics: l.metrics,
-                        ticks: l.ticks,
+                        accounting: l.live.accounting,
+                        metrics: l.live.metrics,
+                        ticks: l.live.ticks,
+                        driver: a.driver.label().into(),
+                        decided_by: l.decided_by,
                     }),
                     sim: Some(sim),
                     qos_diff_pts: Some(dq),
@@ -946,6 +1090,7 @@ pub fn run(a: CompareArgs) -> Result<()> {
         calibration: measured,
         sim_platform,
         tolerance: (QOS_TOLERANCE_PTS, REPLICA_S_TOLERANCE),
+        driver: a.driver,
         rows,
     };
     let json = out.join("compare.json");
@@ -1078,6 +1223,8 @@ mod tests {
                 accounting: Accounting::default(),
                 metrics: metrics(0.9, 0.0),
                 ticks: Vec::new(),
+                driver: "farmctl".into(),
+                decided_by: Vec::new(),
             }),
             sim: Some(metrics(0.92, 0.0)),
             qos_diff_pts: Some(-2.0),

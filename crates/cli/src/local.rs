@@ -322,7 +322,11 @@ fn build_all(stack: &Stack, images: &ImageStore, state: &Path, profile: &str) ->
                     .or_default()
                     .push((name.clone(), package));
             }
-            BuildPlan::Template { handler, template } => {
+            BuildPlan::Template {
+                handler,
+                template,
+                target_dir,
+            } => {
                 println!(
                     "building {name} (template {}, handler {})",
                     template.display(),
@@ -333,7 +337,7 @@ fn build_all(stack: &Stack, images: &ImageStore, state: &Path, profile: &str) ->
                     handler_dir: handler,
                     template_dir: template,
                     build_root: state.join("build"),
-                    target_dir: Some(state.join("build/target")),
+                    target_dir: Some(target_dir.unwrap_or_else(|| state.join("build/target"))),
                     cargo_args: Vec::new(),
                 })?;
                 let image = &stack.function(name)?.image;
@@ -961,10 +965,19 @@ async fn start_gateway_ext(
         .env("GATEWAY_EXT_GRPC_ADDR", "off")
         .env("NATS_URL", nats_url)
         .env("DISCOVERY_INTERVAL", "2s")
+        // Every decision of a run stays readable for `farmctl compare`.
+        .env("RECORD_CAPACITY", "100000")
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log)
         .kill_on_drop(true);
+    // `onnx:` policies need ONNX Runtime: the repository's venv copy when
+    // the environment names none.
+    if std::env::var_os("ORT_DYLIB_PATH").is_none()
+        && let Ok(lib) = crate::compare::ort_library()
+    {
+        cmd.env("ORT_DYLIB_PATH", lib);
+    }
     let mut child = cmd
         .spawn()
         .with_context(|| format!("starting {}", bin.display()))?;

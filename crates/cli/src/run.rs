@@ -1,8 +1,9 @@
 //! `farmctl run`: replay a scenario on the local farm `farmctl up` started.
 //!
 //! - **Arrivals**: the scenario's tasks for the seed are posted to the
-//!   emitter as NDJSON batches, one batch per small time slice
-//!   (`--slice-ms`), each task a sleep-worker payload `{"sleep_ms": S/K}`
+//!   emitter as NDJSON batches, each task at its own due time and never
+//!   before it ([`PostSchedule`]: a batch holds the tasks already due when
+//!   the replay wakes), each task a sleep-worker payload `{"sleep_ms": S/K}`
 //!   with deadline `D/K` and id `<run>-<index>`. Time is compressed by
 //!   `--speedup K`: arrival times, service times and deadlines are divided
 //!   by K; every figure reported is multiplied back, so the table reads in
@@ -82,7 +83,10 @@ pub struct RunArgs {
     /// After the last arrival, how long to wait for the farm to finish, seconds (wall clock).
     #[arg(long, default_value_t = 120.0)]
     pub drain_timeout: f64,
-    /// Length of one arrival slice, milliseconds (wall clock).
+    /// Longest the replay sleeps between two looks at the clock,
+    /// milliseconds (wall clock). Each task is posted at its own due time
+    /// (never before it) whatever this is; it only sets how often the
+    /// progress display updates during gaps between arrivals.
     #[arg(long, default_value_t = 25)]
     pub slice_ms: u64,
     /// Where farmctl's control loop takes the completion statistics of an
@@ -396,12 +400,79 @@ pub(crate) struct Live {
     pub(crate) controller: &'static str,
     /// Every control tick.
     pub(crate) ticks: Vec<Tick>,
+    /// Wall clock (Unix µs) of the replay's start, scenario time 0.
+    pub(crate) t0_us: i64,
 }
 
 fn now_us() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+}
+
+/// When a replay posts each task: at its own due time (scenario arrival
+/// divided by the speedup, seconds of wall clock after the replay's
+/// start), never before it, together with every other task already due.
+///
+/// Why not earlier: the emitter stamps a task when JetStream stores it,
+/// and that stamp starts the task's deadline, so a task posted ahead of
+/// its time would get a head start on its deadline. Why not later: the
+/// simulator queues a task at exactly its arrival time, and a task posted
+/// late is missing from the backlog a policy sees at a tick (keda, which
+/// sizes from the backlog and never scales down within its cooldown,
+/// kept one step fewer replicas for the whole run when farmctl posted
+/// each 25 ms slice of arrivals at the slice's end). How late a task can
+/// be is then the timer's wake-up delay plus the previous post's round
+/// trip, both a few milliseconds.
+///
+/// Pure: the caller owns the clock and passes the time it read.
+#[derive(Debug, Clone)]
+pub struct PostSchedule {
+    /// Due times, seconds after the replay's start, in posting order.
+    due_s: Vec<f64>,
+    /// Tasks posted so far (the next one to post).
+    next: usize,
+}
+
+impl PostSchedule {
+    /// The schedule of tasks arriving at `arrivals_s` (scenario seconds, in
+    /// arrival order, as `Workload::tasks` holds them) replayed `speedup`
+    /// times faster.
+    #[must_use]
+    pub fn new(arrivals_s: &[f64], speedup: f64) -> Self {
+        Self {
+            due_s: arrivals_s.iter().map(|a| a / speedup).collect(),
+            next: 0,
+        }
+    }
+
+    /// Tasks handed out by [`Self::take_due`] so far.
+    #[must_use]
+    pub fn posted(&self) -> usize {
+        self.next
+    }
+
+    /// When to look at the clock next: the next task's due time, or
+    /// `now_s + max_nap_s` if that comes first (the replay wakes that often
+    /// to show progress); `None` once every task has been handed out.
+    #[must_use]
+    pub fn wake_s(&self, now_s: f64, max_nap_s: f64) -> Option<f64> {
+        self.due_s
+            .get(self.next)
+            .map(|&due| due.min(now_s + max_nap_s.max(0.0)))
+    }
+
+    /// The tasks (indices) due at `now_s` and not handed out yet; they
+    /// count as posted from now on. Empty when the next task is not due.
+    pub fn take_due(&mut self, now_s: f64) -> std::ops::Range<usize> {
+        let from = self.next;
+        // A task due later stops the batch even if one after it (out of
+        // order) is due: the order of the workload is kept.
+        while self.next < self.due_s.len() && self.due_s[self.next] <= now_s {
+            self.next += 1;
+        }
+        from..self.next
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -478,6 +549,10 @@ pub(crate) async fn drive(
         );
         ann.insert("com.rust-farm.min".into(), min.to_string());
         ann.insert("com.rust-farm.max".into(), max.to_string());
+        // gateway-ext tells the policy durations on the scenario clock
+        // (wall x K), and decides unshielded like the simulator.
+        ann.insert("com.rust-farm.time-scale".into(), k.to_string());
+        ann.insert("com.rust-farm.queueing-floor".into(), "false".into());
         let r = client
             .put(format!("{}/system/functions", st.provider_url))
             .json(&dep)
@@ -490,6 +565,39 @@ pub(crate) async fn drive(
             "gateway-ext sizes {} with policy {policy_name} (every {:?})",
             farm.worker, interval_real
         );
+        // gateway-ext sees the new annotations at its next discovery; the
+        // replay must not start while its old loop still decides.
+        if let Some(g) = &st.gateway_ext {
+            let until = Instant::now() + Duration::from_secs(60);
+            loop {
+                let adopted = async {
+                    let v: serde_json::Value = client
+                        .get(format!("{}/system/autoscaler", g.url))
+                        .send()
+                        .await
+                        .ok()?
+                        .json()
+                        .await
+                        .ok()?;
+                    v["farms"].as_array()?.iter().find(|f| {
+                        f["farm"] == farm.name.as_str()
+                            && f["policy"] == policy_name
+                            && f["time_scale"].as_f64() == Some(k)
+                    })?;
+                    Some(())
+                };
+                if adopted.await.is_some() {
+                    break;
+                }
+                if Instant::now() > until {
+                    bail!(
+                        "gateway-ext did not take up policy {policy_name} for {} within 60 s",
+                        farm.name
+                    );
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
     }
     scale(&client, &st.provider_url, &farm.worker, initial).await?;
     wait_ready(
@@ -624,6 +732,16 @@ pub(crate) async fn drive(
     lock(&fresh).clear();
     let t0 = Instant::now();
     let t0_us = now_us();
+    if let (true, Some(g)) = (gateway, &st.gateway_ext) {
+        // gateway-ext's ticks and policy clock start with the replay, as
+        // the simulator's do (else they keep the phase of its farm loop).
+        let url = format!("{}/system/autoscaler/restart/{}", g.url, farm.name);
+        match client.post(&url).send().await {
+            Ok(r) if r.status().is_success() => {}
+            Ok(r) => warn!(status = %r.status(), "gateway-ext did not restart its control clock"),
+            Err(e) => warn!(error = %e, "gateway-ext did not restart its control clock"),
+        }
+    }
     let sampler = {
         let stop = stop.clone();
         let client = client.clone();
@@ -640,6 +758,7 @@ pub(crate) async fn drive(
         tokio::spawn(async move {
             let mut alerts = AlertRule::default();
             let mut next_alert = t0 + alert_every;
+            let mut alert_evals = 0u32;
             let mut last_signals: Option<Signals> = None;
             let mut desired = initial;
             let mut last_change = Instant::now();
@@ -677,10 +796,19 @@ pub(crate) async fn drive(
                 // see the same notifications live as in simulation.
                 if !gateway && now >= next_alert {
                     next_alert += alert_every;
+                    alert_evals += 1;
                     let now_s = now.duration_since(t0).as_secs_f64() * k;
-                    let arrived = arrivals_s.partition_point(|&t| t <= now_s) as u64;
+                    // The rule is evaluated at its nominal time (every 5
+                    // scenario seconds, as in the simulator), not at the
+                    // moment this loop woke: the rate compares a 10 s count
+                    // with a threshold, and with arrivals near 5/s a wake-up
+                    // 0.1-0.4 scenario s late moves one arrival into the
+                    // window and fires (or resolves) where the simulator
+                    // does not (spike, openfaas-ce: +28 % replica-seconds).
+                    let eval_s = f64::from(alert_evals) * AlertRule::EVAL_INTERVAL_S;
+                    let arrived = arrivals_s.partition_point(|&t| t <= eval_s) as u64;
                     if let (Some(firing), Some(s)) =
-                        (alerts.evaluate(now_s, arrived), &last_signals)
+                        (alerts.evaluate(eval_s, arrived), &last_signals)
                     {
                         let s = Signals {
                             replicas_desired: f64::from(desired),
@@ -807,30 +935,48 @@ pub(crate) async fn drive(
         .progress_chars("=> "),
     );
     let emitter_url = format!("{}/function/{}", st.gateway_url(), farm.emitter);
-    let slice = Duration::from_millis(a.slice_ms);
+    // Each task is posted at its own due time, never before (see
+    // `PostSchedule`); the replay wakes at least every `--slice-ms` to
+    // show progress during gaps between arrivals.
+    let max_nap_s = Duration::from_millis(a.slice_ms).as_secs_f64();
     let mut accepted = 0u64;
-    let mut next = 0usize;
     let tasks: &[TaskSpec] = &workload.tasks;
-    let mut slice_end = Duration::ZERO;
-    while next < tasks.len() {
-        slice_end += slice;
-        tokio::time::sleep_until((t0 + slice_end).into()).await;
-        let limit = slice_end.as_secs_f64() * k;
-        let from = next;
-        while next < tasks.len() && tasks[next].arrival_s < limit {
-            next += 1;
-        }
-        if from < next {
-            accepted +=
-                post_batch(&client, &emitter_url, &prefix, from, &tasks[from..next], k).await?;
-            posted.store(next, std::sync::atomic::Ordering::Release);
+    let arrivals: Vec<f64> = tasks.iter().map(|t| t.arrival_s).collect();
+    let mut schedule = PostSchedule::new(&arrivals, k);
+    // How far behind its due time each task was handed to the emitter
+    // (wall seconds): the replay's own fidelity, logged at the end.
+    let mut late_s: Vec<f64> = Vec::with_capacity(arrivals.len());
+    while let Some(wake_s) = schedule.wake_s(t0.elapsed().as_secs_f64(), max_nap_s) {
+        tokio::time::sleep_until((t0 + Duration::from_secs_f64(wake_s)).into()).await;
+        let now_s = t0.elapsed().as_secs_f64();
+        let due = schedule.take_due(now_s);
+        late_s.extend(due.clone().map(|i| now_s - arrivals[i] / k));
+        if !due.is_empty() {
+            accepted += post_batch(
+                &client,
+                &emitter_url,
+                &prefix,
+                due.start,
+                &tasks[due.clone()],
+                k,
+            )
+            .await?;
+            posted.store(due.end, std::sync::atomic::Ordering::Release);
         }
         let finished = lock(&done).len() as u64;
         bar.set_position(finished);
-        bar.set_message(format!("sent {next}"));
+        bar.set_message(format!("sent {}", schedule.posted()));
     }
     let last_arrival = Instant::now();
-    info!(accepted, "all arrivals sent");
+    late_s.sort_by(f64::total_cmp);
+    let late_ms = |q: f64| percentile(&late_s, q) * 1e3;
+    info!(
+        accepted,
+        late_p50_ms = late_ms(0.5),
+        late_p99_ms = late_ms(0.99),
+        late_max_ms = late_ms(1.0),
+        "all arrivals sent (posting delay behind schedule, wall clock)"
+    );
 
     // ---- Drain: until every accepted task is in OUTPUT, or the timeout.
     // The run lasts at least the scenario's arrival window, as in the
@@ -929,6 +1075,7 @@ pub(crate) async fn drive(
         accounting,
         controller,
         ticks,
+        t0_us,
     })
 }
 
@@ -1165,6 +1312,95 @@ fn live_metrics(i: LiveInputs<'_>) -> RunMetrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A tiny seeded generator (splitmix64) for the replay tests: uniform
+    /// in `[0, 1)`.
+    struct Uniform01(u64);
+
+    impl Uniform01 {
+        fn next(&mut self) -> f64 {
+            self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = self.0;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^= z >> 31;
+            (z >> 11) as f64 / (1u64 << 53) as f64
+        }
+    }
+
+    /// Replays `arrivals` against a simulated clock: every wake-up is late
+    /// by up to `jitter_s` and every post takes up to `post_s`. Returns each
+    /// task's post time (seconds after the start), by task index.
+    fn replay(arrivals: &[f64], k: f64, jitter_s: f64, post_s: f64, seed: u64) -> Vec<f64> {
+        let mut rng = Uniform01(seed);
+        let mut schedule = PostSchedule::new(arrivals, k);
+        let mut posted_at = vec![f64::NAN; arrivals.len()];
+        let mut now = 0.0f64;
+        let mut wakes = 0usize;
+        while let Some(wake) = schedule.wake_s(now, 0.025) {
+            wakes += 1;
+            assert!(wakes < 100 * arrivals.len() + 10_000, "the replay must end");
+            // The timer never fires early, and may fire late.
+            now = now.max(wake) + rng.next() * jitter_s;
+            let due = schedule.take_due(now);
+            for i in due.clone() {
+                posted_at[i] = now;
+            }
+            if !due.is_empty() {
+                now += rng.next() * post_s;
+            }
+        }
+        posted_at
+    }
+
+    #[test]
+    fn every_task_is_posted_once_at_or_after_its_due_time_and_soon_after() {
+        let k = 4.0;
+        for seed in 0..20u64 {
+            // Poisson-like arrivals with bursts (gaps down to 0) over 240 s.
+            let mut rng = Uniform01(seed.wrapping_add(99));
+            let mut t = 0.0;
+            let arrivals: Vec<f64> = (0..1500)
+                .map(|_| {
+                    t += if rng.next() < 0.2 {
+                        0.0
+                    } else {
+                        rng.next() * 0.3
+                    };
+                    t
+                })
+                .collect();
+            let (jitter, post) = (0.002, 0.005);
+            let at = replay(&arrivals, k, jitter, post, seed);
+            for (i, (&a, &p)) in arrivals.iter().zip(&at).enumerate() {
+                let due = a / k;
+                assert!(!p.is_nan(), "task {i} never posted");
+                assert!(p >= due, "task {i} posted at {p} before its due time {due}");
+                // At worst: the previous post was still running when it fell
+                // due, then the timer woke late.
+                assert!(
+                    p <= due + post + jitter + 1e-9,
+                    "task {i} posted {} s late",
+                    p - due
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn schedule_waits_for_the_next_due_task_and_naps_at_most_the_given_time() {
+        let mut s = PostSchedule::new(&[0.4, 0.4, 2.0], 4.0);
+        assert_eq!(s.wake_s(0.0, 1.0), Some(0.1));
+        assert_eq!(s.take_due(0.099), 0..0, "not due yet");
+        assert_eq!(s.take_due(0.1), 0..2, "both tasks due at 0.1 s");
+        assert_eq!(s.posted(), 2);
+        assert_eq!(s.wake_s(0.1, 0.025), Some(0.125), "a nap, not the due time");
+        assert_eq!(s.wake_s(0.49, 0.025), Some(0.5));
+        assert_eq!(s.take_due(0.3), 2..2);
+        assert_eq!(s.take_due(0.7), 2..3, "a late wake-up posts what is due");
+        assert_eq!(s.wake_s(0.7, 0.025), None, "all posted");
+        assert_eq!(s.take_due(9.0), 3..3);
+    }
 
     #[test]
     fn signals_are_rescaled_to_scenario_time() {

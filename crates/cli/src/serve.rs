@@ -9,7 +9,12 @@
 //! `StepBatch` can reply with flat arrays (`packed`, built with
 //! [`farm_proto::batch::PackedBuilder`]) instead of one `StepReply` per env.
 //! Accepted sockets get `TCP_NODELAY`, since a step is
-//! one small request and one small reply.
+//! one small request and one small reply. The same environments are also
+//! served by `FarmControlStream.StepStream`: lockstep `Step`s over one
+//! bidirectional stream, cheaper per step for a client stepping a single
+//! environment than a unary call each (figures in BENCHMARKS.md
+//! "Gymnasium"). Batch work holds one of two permits per thread, granted in
+//! arrival order, so concurrent batches are stepped one after the other.
 //!
 //! The first line on stdout is `listening ADDR` (the bound address, useful
 //! with port 0); logs go to stderr.
@@ -29,6 +34,7 @@
 //! | `randomize.shape` | `lo,hi`: gamma shape multiplier (lognormal: 1/sigma^2), mean kept | `0.5,2.0` |
 //! | `randomize.startup` | `lo,hi`: start-up delay multiplier range | `0.5,2.0` |
 //! | `episode_steps` | override of `platform.episode_steps` | scenario's |
+//! | `obs_version` | observation layout: `1`, or `2` (v1 plus history features; `farm_model::observation::Observer`) | `1` |
 //! | `reward.qos`, `reward.cost`, `reward.backlog`, `reward.churn` | reward weights | `farm_model::reward::RewardWeights::default()` |
 //!
 //! Each factor is drawn uniformly in its range from a random stream derived
@@ -54,11 +60,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use farm_model::action::ActionSpace;
-use farm_model::observation::{self, OBS_DIM, OBS_VERSION};
+use farm_model::observation::{self, OBS_DIM, OBS_VERSION, Observer};
 use farm_model::reward::RewardWeights;
 use farm_model::scenario::{Arrivals, Dist, Scenario, ScenarioError, stream_rng};
 use farm_proto::batch::{self, PackedBuilder};
 use farm_proto::control::farm_control_server::{FarmControl, FarmControlServer};
+use farm_proto::control::farm_control_stream_server::{FarmControlStream, FarmControlStreamServer};
 use farm_proto::control::{
     Decision, EnvSpec, ResetRequest, RunSummary, SpecRequest, StepBatchReply, StepBatchRequest,
     StepReply, StepRequest, WatchRequest,
@@ -118,6 +125,7 @@ const KNOWN_OPTIONS: &[&str] = &[
     "randomize.shape",
     "randomize.startup",
     "episode_steps",
+    "obs_version",
     "reward.qos",
     "reward.cost",
     "reward.backlog",
@@ -184,6 +192,8 @@ pub struct EpisodeConfig {
     pub weights: RewardWeights,
     /// Override of the episode length in steps.
     pub episode_steps: Option<u32>,
+    /// Observation layout version (1 or 2).
+    pub obs_version: u32,
 }
 
 impl EpisodeConfig {
@@ -219,6 +229,7 @@ impl EpisodeConfig {
             actions: ActionSpace::default(),
             weights: RewardWeights::default(),
             episode_steps: None,
+            obs_version: OBS_VERSION,
         };
         let mut ranges = Randomization::default();
         let mut randomize = false;
@@ -273,6 +284,14 @@ impl EpisodeConfig {
                         .filter(|n| *n >= 1)
                         .ok_or_else(|| invalid(bad("an integer >= 1")))?;
                     cfg.episode_steps = Some(n);
+                }
+                "obs_version" => {
+                    cfg.obs_version = value
+                        .trim()
+                        .parse::<u32>()
+                        .ok()
+                        .filter(|v| observation::dim_of(*v).is_ok())
+                        .ok_or_else(|| invalid(bad("1 or 2")))?;
                 }
                 "reward.qos" => cfg.weights.qos = weight(value).map_err(invalid)?,
                 "reward.cost" => cfg.weights.cost = weight(value).map_err(invalid)?,
@@ -511,7 +530,7 @@ fn summary(m: &RunMetrics) -> RunSummary {
 
 fn reply(
     env_id: &str,
-    obs: &[f32; OBS_DIM],
+    obs: &[f32],
     reward: f64,
     terminated: bool,
     truncated: bool,
@@ -567,6 +586,8 @@ struct BatchWork {
     slots: Vec<Arc<Mutex<Slot>>>,
     /// The next chunk to take.
     next: AtomicUsize,
+    /// Observation length of every environment of a packed batch.
+    obs_dim: usize,
 }
 
 impl BatchWork {
@@ -584,7 +605,8 @@ impl BatchWork {
             let last = (first + BATCH_CHUNK).min(steps.len());
             let pairs = self.slots[first..last].iter().zip(&steps[first..last]);
             let chunk = if self.req.packed {
-                let mut packed = PackedBuilder::new(last - first, OBS_DIM, self.req.packed_info);
+                let mut packed =
+                    PackedBuilder::new(last - first, self.obs_dim, self.req.packed_info);
                 for (slot, (env_id, action)) in pairs {
                     lock(slot)?.step_packed(env_id, *action, auto_reset, &mut packed)?;
                 }
@@ -603,10 +625,33 @@ impl BatchWork {
     }
 }
 
-/// The simulator-backed `FarmControl` service.
-#[derive(Debug, Default)]
+/// The environments of a server, by id.
+type EnvTable = Mutex<HashMap<String, Arc<Mutex<Slot>>>>;
+
+/// Threads stepping `StepBatch` work at once: the cores of the machine this
+/// targets (two).
+const BATCH_THREADS: usize = 2;
+
+/// The simulator-backed `FarmControl` service (and `FarmControlStream`,
+/// which shares its environments).
+#[derive(Debug, Clone)]
 pub struct SimControl {
-    envs: Mutex<HashMap<String, Arc<Mutex<Slot>>>>,
+    envs: Arc<EnvTable>,
+    /// Permits to step batch work, one per thread, granted first come first
+    /// served (tokio's semaphore is fair): of two batches in flight (a client
+    /// that splits its environments to decode one reply while the server
+    /// steps the next), the first gets every core and is answered first,
+    /// instead of both sharing the cores and finishing together.
+    batch_permits: Arc<tokio::sync::Semaphore>,
+}
+
+impl Default for SimControl {
+    fn default() -> Self {
+        SimControl {
+            envs: Arc::default(),
+            batch_permits: Arc::new(tokio::sync::Semaphore::new(BATCH_THREADS)),
+        }
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> Result<MutexGuard<'_, T>, Status> {
@@ -619,6 +664,15 @@ impl SimControl {
         lock(&self.envs)?.get(env_id).cloned().ok_or_else(|| {
             Status::not_found(format!("unknown env_id `{env_id}`: call Reset first"))
         })
+    }
+
+    /// One `Step`, inline: one step simulates one control interval
+    /// (microseconds; see BENCHMARKS.md "Gymnasium"), less than a hand-off
+    /// to a blocking thread and back costs. Batches and resets (workload
+    /// generation) still go to the blocking pool.
+    fn step_one(&self, req: &StepRequest) -> Result<StepReply, Status> {
+        let slot = self.slot(&req.env_id)?;
+        lock(&slot)?.step(&req.env_id, req.action, false)
     }
 }
 
@@ -643,11 +697,23 @@ impl FarmControl for SimControl {
         })?;
         let default =
             Scenario::builtin("paper-4phase").map_err(|e| Status::internal(e.to_string()))?;
+        let version = if req.obs_version == 0 {
+            OBS_VERSION
+        } else {
+            req.obs_version
+        };
+        let bad_version = |e: observation::ObservationError| {
+            Status::invalid_argument(format!("obs_version {}: {e}", req.obs_version))
+        };
         Ok(Response::new(EnvSpec {
-            obs_version: OBS_VERSION,
-            observation_names: observation::names().iter().map(|s| s.to_string()).collect(),
-            observation_low: observation::low().to_vec(),
-            observation_high: observation::high().to_vec(),
+            obs_version: version,
+            observation_names: observation::names_of(version)
+                .map_err(bad_version)?
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            observation_low: observation::low_of(version).map_err(bad_version)?.to_vec(),
+            observation_high: observation::high_of(version).map_err(bad_version)?.to_vec(),
             action_meanings: actions.meanings(),
             control_interval_s: default.platform.control_interval_s,
             episode_steps: default.platform.episode_steps,
@@ -673,7 +739,9 @@ impl FarmControl for SimControl {
         let seed = req.seed;
         debug!(env_id, seed, scenarios = cfg.scenarios.len(), "reset");
         let (slot, reply) = blocking(move || {
-            let env = Env::new(cfg.actions.clone(), cfg.weights);
+            let observer = Observer::new(cfg.obs_version)
+                .map_err(|e| Status::invalid_argument(e.to_string()))?;
+            let env = Env::new(cfg.actions.clone(), cfg.weights).with_observer(observer);
             let mut slot = Slot {
                 env,
                 cfg,
@@ -689,14 +757,7 @@ impl FarmControl for SimControl {
     }
 
     async fn step(&self, request: Request<StepRequest>) -> Result<Response<StepReply>, Status> {
-        let req = request.into_inner();
-        let slot = self.slot(&req.env_id)?;
-        // Inline, not on the blocking pool: one step simulates one control
-        // interval (microseconds; see BENCHMARKS.md "Gymnasium"), less than
-        // the hand-off to a blocking thread and back costs. Batches and
-        // resets (workload generation) still go to the blocking pool.
-        let reply = lock(&slot)?.step(&req.env_id, req.action, false)?;
-        Ok(Response::new(reply))
+        Ok(Response::new(self.step_one(&request.into_inner())?))
     }
 
     async fn step_batch(
@@ -706,22 +767,37 @@ impl FarmControl for SimControl {
         let req = Arc::new(request.into_inner());
         // One pass under the table lock: check the form, refuse duplicate
         // ids (two steps of one env in a batch would race), find the slots.
-        let slots = {
+        let (slots, obs_dim) = {
             let steps = batch::steps(&req).map_err(|e| Status::invalid_argument(e.to_string()))?;
             let envs = lock(&self.envs)?;
             let mut seen = HashSet::with_capacity(steps.len());
             let mut slots = Vec::with_capacity(steps.len());
+            let mut obs_dim = None;
             for (env_id, _) in &steps {
                 if !seen.insert(*env_id) {
                     return Err(Status::invalid_argument(format!(
                         "env_id `{env_id}` appears twice in one StepBatch"
                     )));
                 }
-                slots.push(envs.get(*env_id).cloned().ok_or_else(|| {
+                let slot = envs.get(*env_id).cloned().ok_or_else(|| {
                     Status::not_found(format!("unknown env_id `{env_id}`: call Reset first"))
-                })?);
+                })?;
+                if req.packed {
+                    // Packed rows share one length: refuse environments of
+                    // different observation versions in one packed batch.
+                    let dim = observation::dim_of(lock(&slot)?.env.obs_version())
+                        .map_err(|e| Status::internal(e.to_string()))?;
+                    if *obs_dim.get_or_insert(dim) != dim {
+                        return Err(Status::invalid_argument(format!(
+                            "env_id `{env_id}` has {dim} observation features, other environments \
+                             of this packed StepBatch have {}: use one obs_version per packed batch",
+                            obs_dim.unwrap_or(dim)
+                        )));
+                    }
+                }
+                slots.push(slot);
             }
-            slots
+            (slots, obs_dim.unwrap_or(OBS_DIM))
         };
         let n = slots.len();
         if n == 0 {
@@ -741,10 +817,23 @@ impl FarmControl for SimControl {
             req: Arc::clone(&req),
             slots,
             next: AtomicUsize::new(0),
+            obs_dim,
         });
         let run = || {
             let work = Arc::clone(&work);
-            blocking(move || work.run())
+            let permits = Arc::clone(&self.batch_permits);
+            async move {
+                let permit = permits
+                    .acquire_owned()
+                    .await
+                    .map_err(|_| Status::internal("batch permits closed"))?;
+                blocking(move || {
+                    let out = work.run();
+                    drop(permit);
+                    out
+                })
+                .await
+            }
         };
         let mut done = if n > BATCH_CHUNK {
             let (a, b) = tokio::join!(run(), run());
@@ -756,7 +845,7 @@ impl FarmControl for SimControl {
         };
         done.sort_unstable_by_key(|(index, _)| *index);
         let reply = if req.packed {
-            let mut packed = PackedBuilder::new(0, OBS_DIM, req.packed_info);
+            let mut packed = PackedBuilder::new(0, obs_dim, req.packed_info);
             for (_, chunk) in done {
                 if let Chunk::Packed(p) = chunk {
                     packed.append(p);
@@ -793,17 +882,51 @@ impl FarmControl for SimControl {
     }
 }
 
+/// Replies of a `StepStream`, in request order.
+type StepReplies = std::pin::Pin<
+    Box<dyn tonic::codegen::tokio_stream::Stream<Item = Result<StepReply, Status>> + Send>,
+>;
+
+#[tonic::async_trait]
+impl FarmControlStream for SimControl {
+    type StepStreamStream = StepReplies;
+
+    async fn step_stream(
+        &self,
+        request: Request<tonic::Streaming<StepRequest>>,
+    ) -> Result<Response<StepReplies>, Status> {
+        use tonic::codegen::tokio_stream::StreamExt;
+        let ctl = self.clone();
+        // Each request is stepped inline as it arrives (like a unary Step);
+        // the first error is sent and ends the stream, so a client never
+        // reads a reply that belongs to another request.
+        let mut failed = false;
+        let replies = request
+            .into_inner()
+            .map(move |req| ctl.step_one(&req?))
+            .take_while(move |r| {
+                let go = !failed;
+                failed |= r.is_err();
+                go
+            });
+        Ok(Response::new(Box::pin(replies)))
+    }
+}
+
 /// Serve `FarmControl` on `listener` until `shutdown` completes.
 pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-    let svc = FarmControlServer::new(SimControl::default())
+    let control = SimControl::default();
+    let stream = FarmControlStreamServer::new(control.clone());
+    let svc = FarmControlServer::new(control)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
     tonic::transport::Server::builder()
         .add_service(svc)
+        .add_service(stream)
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await
 }
@@ -904,6 +1027,18 @@ mod tests {
     }
 
     #[test]
+    fn obs_version_option_is_parsed_and_checked() {
+        let cfg = EpisodeConfig::from_request(&req(&[])).unwrap();
+        assert_eq!(cfg.obs_version, 1);
+        let cfg = EpisodeConfig::from_request(&req(&[("obs_version", "2")])).unwrap();
+        assert_eq!(cfg.obs_version, 2);
+        for v in ["0", "3", "v2", ""] {
+            let e = EpisodeConfig::from_request(&req(&[("obs_version", v)])).unwrap_err();
+            assert_eq!(e.code(), tonic::Code::InvalidArgument, "{v}");
+        }
+    }
+
+    #[test]
     fn bad_range_is_refused() {
         for v in ["2,1", "0,1", "a,b", "1", "1,11"] {
             let e = EpisodeConfig::from_request(&req(&[("randomize.rate", v)])).unwrap_err();
@@ -964,5 +1099,81 @@ mod tests {
         let cfg = EpisodeConfig::from_request(&req(&[("scenarios", "steady,spike")])).unwrap();
         let names: HashSet<String> = (0..32).map(|s| cfg.scenario_for(s).name).collect();
         assert_eq!(names.len(), 2);
+    }
+
+    /// Resets `n` environments `{prefix}{i}` with seed `i` (a mix of
+    /// scenarios, short episodes so that batches cross episode ends).
+    async fn reset_all(ctl: &SimControl, prefix: &str, n: usize) -> Vec<String> {
+        let mut ids = Vec::new();
+        for i in 0..n {
+            let id = format!("{prefix}{i}");
+            let mut r = req(&[
+                ("scenarios", "paper-4phase,bursty,spike"),
+                ("randomize", "true"),
+                ("episode_steps", "5"),
+            ]);
+            r.env_id = id.clone();
+            r.seed = i as u64;
+            ctl.reset(Request::new(r)).await.unwrap();
+            ids.push(id);
+        }
+        ids
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn parallel_batches_equal_serial_steps_bit_for_bit() {
+        // A packed StepBatch over many chunks, stepped by two threads, and
+        // concurrent batches, against the same environments stepped one by
+        // one in request order on this thread.
+        let n = 5 * BATCH_CHUNK + 7;
+        let ctl = SimControl::default();
+        let batched = reset_all(&ctl, "b", n).await;
+        let serial = reset_all(&ctl, "s", n).await;
+        let half = n / 2;
+        let mut ended = 0;
+        for k in 0..12u32 {
+            let actions: Vec<u32> = (0..n as u32).map(|i| (i * 5 + k * 3) % 7).collect();
+            let batch = |range: std::ops::Range<usize>| StepBatchRequest {
+                env_ids: batched[range.clone()].to_vec(),
+                actions: actions[range].to_vec(),
+                auto_reset: true,
+                packed: true,
+                packed_info: true,
+                ..Default::default()
+            };
+            // Odd steps: the batch split in two calls in flight at once.
+            let packed = if k % 2 == 0 {
+                vec![ctl.step_batch(Request::new(batch(0..n))).await.unwrap()]
+            } else {
+                let (a, b) = tokio::join!(
+                    ctl.step_batch(Request::new(batch(0..half))),
+                    ctl.step_batch(Request::new(batch(half..n)))
+                );
+                vec![a.unwrap(), b.unwrap()]
+            };
+            let packed: Vec<_> = packed
+                .into_iter()
+                .map(|r| r.into_inner().packed.unwrap())
+                .collect();
+            let obs: Vec<f32> = packed.iter().flat_map(|p| p.observations.clone()).collect();
+            let rewards: Vec<f64> = packed.iter().flat_map(|p| p.rewards.clone()).collect();
+            let info: Vec<f64> = packed.iter().flat_map(|p| p.info.clone()).collect();
+            let flags: Vec<(bool, bool)> = packed
+                .iter()
+                .flat_map(|p| p.terminated.iter().copied().zip(p.truncated.clone()))
+                .collect();
+            for (i, id) in serial.iter().enumerate() {
+                let slot = ctl.slot(id).unwrap();
+                let r = lock(&slot).unwrap().step(id, actions[i], true).unwrap();
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&r.observation), bits(&obs[i * OBS_DIM..][..OBS_DIM]));
+                assert_eq!(r.reward.to_bits(), rewards[i].to_bits(), "env {i} step {k}");
+                assert_eq!((r.terminated, r.truncated), flags[i]);
+                let step_info = r.info.unwrap();
+                assert_eq!(step_info.time_s.to_bits(), info[i * 9].to_bits());
+                ended += usize::from(r.terminated || r.truncated);
+            }
+        }
+        assert!(ended >= 2 * n, "{ended} episode ends");
     }
 }

@@ -198,7 +198,9 @@ pub struct Farm {
 /// How farmctl builds a function locally.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BuildPlan {
-    /// The handler folder is a package of the surrounding cargo workspace:
+    /// A `lang: dockerfile` function: its handler folder is the Docker
+    /// context of an image built elsewhere (`skip_build`); locally it is the
+    /// package of the surrounding cargo workspace that image holds:
     /// `cargo build -p <package>`, binary `<package>`.
     Workspace {
         /// The workspace root (where cargo runs).
@@ -206,15 +208,32 @@ pub enum BuildPlan {
         /// The package (and binary) name.
         package: String,
     },
-    /// A handler in the template's `function/` shape, assembled with the
-    /// template like `faas-cli build --shrinkwrap` does.
+    /// A function on a template language (`lang: rust-farm`): the handler is
+    /// assembled with the template like `faas-cli build --shrinkwrap` does
+    /// and built there ([`farm_local::build_function`]).
     Template {
         /// The handler folder.
         handler: PathBuf,
         /// The template folder (`<templates>/<lang>`).
         template: PathBuf,
+        /// The cargo target directory to share, when the handler lies in a
+        /// cargo workspace: `<workspace>/target/template-build`, where the
+        /// repository's own build-context tests compile the template's
+        /// dependencies too, so they compile once; the build context itself
+        /// is kept there, content-addressed (`contexts/<name>-<hash>`), so
+        /// rebuilding an unchanged function (every `farmctl up`) compiles
+        /// nothing. `None`: the caller's choice.
+        target_dir: Option<PathBuf>,
     },
 }
+
+/// `lang` of functions whose handler folder is a Docker context, not a
+/// template handler (faas-cli's built-in).
+pub const LANG_DOCKERFILE: &str = "dockerfile";
+
+/// Target directory, under a workspace's `target/`, shared by every
+/// template build of that workspace (see [`BuildPlan::Template`]).
+pub const TEMPLATE_TARGET_DIR: &str = "target/template-build";
 
 fn scalar_text(v: &serde_yaml::Value) -> Option<String> {
     match v {
@@ -490,19 +509,19 @@ impl Stack {
         self.dir.join("template").join(lang)
     }
 
-    /// How farmctl builds `name`: a handler whose Cargo.toml inherits from a
-    /// workspace (`*.workspace = true`) cannot build from a faas-cli build
-    /// context, so it is built as a workspace package; any other handler goes
-    /// through the template.
+    /// How farmctl builds `name`, following its `lang` as faas-cli does: a
+    /// `lang: dockerfile` function is the cargo workspace package in its
+    /// handler folder; any other language is a template, and the handler is
+    /// built through it exactly as `faas-cli build --shrinkwrap` assembles it.
     pub fn build_plan(&self, name: &str) -> Result<BuildPlan, StackError> {
         let f = self.function(name)?;
         let handler = self.dir.join(&f.handler);
         let manifest = handler.join("Cargo.toml");
-        let text = std::fs::read_to_string(&manifest).map_err(|source| StackError::Read {
-            path: manifest.clone(),
-            source,
-        })?;
-        if text.contains("workspace = true") {
+        if f.lang.trim() == LANG_DOCKERFILE {
+            let text = std::fs::read_to_string(&manifest).map_err(|source| StackError::Read {
+                path: manifest.clone(),
+                source,
+            })?;
             let package = package_name(&text).ok_or_else(|| StackError::Invalid {
                 field: format!("functions.{name}.handler"),
                 message: format!("{} has no [package] name", manifest.display()),
@@ -510,7 +529,7 @@ impl Stack {
             let workspace = find_workspace(&handler).ok_or_else(|| StackError::Invalid {
                 field: format!("functions.{name}.handler"),
                 message: format!(
-                    "{} inherits from a workspace, but no enclosing workspace Cargo.toml was found",
+                    "{} is built as a workspace package (lang: {LANG_DOCKERFILE}), but no enclosing workspace Cargo.toml was found",
                     manifest.display()
                 ),
             })?;
@@ -527,7 +546,31 @@ impl Stack {
                 ),
             });
         }
-        Ok(BuildPlan::Template { handler, template })
+        let text = std::fs::read_to_string(&manifest).map_err(|source| StackError::Read {
+            path: manifest.clone(),
+            source,
+        })?;
+        // The template's main names the handler package it links: a handler
+        // named otherwise fails deep inside cargo; say so here instead.
+        if let Some(want) = function_dependency(&template)
+            && package_name(&text).as_deref() != Some(want.as_str())
+        {
+            return Err(StackError::Invalid {
+                field: format!("functions.{name}.handler"),
+                message: format!(
+                    "{} must be a package named {want:?}: the {} template's main depends on `{want} = {{ path = \"../function\" }}` (as `faas-cli new --lang {}` creates it)",
+                    manifest.display(),
+                    f.lang,
+                    f.lang
+                ),
+            });
+        }
+        let target_dir = find_workspace(&handler).map(|w| w.join(TEMPLATE_TARGET_DIR));
+        Ok(BuildPlan::Template {
+            handler,
+            template,
+            target_dir,
+        })
     }
 
     /// The deployment farmctl sends to the provider for `name`, with `extra`
@@ -600,6 +643,19 @@ fn package_name(manifest: &str) -> Option<String> {
     None
 }
 
+/// The package a template's `main/Cargo.toml` expects in the handler folder:
+/// the dependency whose `path` is `../function` (a line scan of the
+/// `name = { path = "../function" }` form), if the template has such a main.
+fn function_dependency(template: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(template.join("main").join("Cargo.toml")).ok()?;
+    text.lines().find_map(|line| {
+        let (name, spec) = line.split_once('=')?;
+        let spec: String = spec.chars().filter(|c| !c.is_whitespace()).collect();
+        spec.contains("path=\"../function\"")
+            .then(|| name.trim().to_string())
+    })
+}
+
 /// The nearest folder above `from` whose Cargo.toml has a `[workspace]`.
 fn find_workspace(from: &Path) -> Option<PathBuf> {
     let abs = std::path::absolute(from).ok()?;
@@ -637,12 +693,9 @@ mod tests {
         );
         assert_eq!(stack.function("demo-worker").unwrap().lang, "rust-farm");
         assert_eq!(stack.scale_bounds("demo-worker"), (1, 32));
-        // Every function builds from this workspace.
-        for (name, package) in [
-            ("demo-emitter", "emitter"),
-            ("demo-worker", "sleep-worker"),
-            ("demo-collector", "collector"),
-        ] {
+        // The emitter and the collector (lang: dockerfile, prebuilt images)
+        // build as workspace packages; the worker through its template.
+        for (name, package) in [("demo-emitter", "emitter"), ("demo-collector", "collector")] {
             match stack.build_plan(name).unwrap() {
                 BuildPlan::Workspace {
                     package: p,
@@ -653,6 +706,19 @@ mod tests {
                 }
                 other => panic!("{name}: {other:?}"),
             }
+        }
+        match stack.build_plan("demo-worker").unwrap() {
+            BuildPlan::Template {
+                handler,
+                template,
+                target_dir,
+            } => {
+                assert!(handler.ends_with("functions/sleep"), "{handler:?}");
+                assert!(template.ends_with("template/rust-farm"), "{template:?}");
+                let target_dir = target_dir.expect("the handler lies in this workspace");
+                assert!(target_dir.ends_with(TEMPLATE_TARGET_DIR), "{target_dir:?}");
+            }
+            other => panic!("demo-worker: {other:?}"),
         }
         // The template the worker's lang names exists where configuration.templates says.
         assert!(
@@ -712,6 +778,42 @@ mod tests {
     }
 
     #[test]
+    fn a_template_handler_must_be_the_package_main_links() {
+        let dir = tempfile::tempdir().unwrap();
+        let handler = dir.path().join("w");
+        std::fs::create_dir_all(&handler).unwrap();
+        std::fs::write(
+            handler.join("Cargo.toml"),
+            "[package]\nname = \"sleep-worker\"\n",
+        )
+        .unwrap();
+        let text = format!(
+            "version: 1.0\nfunctions:\n  w:\n    lang: rust-farm\n    handler: ./w\n    image: w:1\n  d:\n    lang: dockerfile\n    handler: ./w\n    image: d:1\nconfiguration:\n  templates:\n    - name: rust-farm\n      source: {}\n",
+            root().join("template").display()
+        );
+        let stack = Stack::parse(&text, dir.path()).unwrap();
+        match stack.build_plan("w") {
+            Err(StackError::Invalid { field, .. }) => assert_eq!(field, "functions.w.handler"),
+            other => panic!("{other:?}"),
+        }
+        // The same folder as a dockerfile function needs an enclosing workspace.
+        match stack.build_plan("d") {
+            Err(StackError::Invalid { field, .. }) => assert_eq!(field, "functions.d.handler"),
+            other => panic!("{other:?}"),
+        }
+        // A handler folder without Cargo.toml cannot be read.
+        std::fs::remove_file(handler.join("Cargo.toml")).unwrap();
+        assert!(matches!(
+            stack.build_plan("w"),
+            Err(StackError::Read { .. })
+        ));
+        assert_eq!(
+            function_dependency(&root().join("template/rust-farm")).as_deref(),
+            Some("handler")
+        );
+    }
+
+    #[test]
     fn bad_stacks_name_the_field() {
         let dir = Path::new(".");
         let cases = [
@@ -755,6 +857,142 @@ mod tests {
             Stack::parse("version: [", dir),
             Err(StackError::Parse { .. })
         ));
+    }
+
+    /// The root stack.yml's worker, built the way `farmctl up` builds it
+    /// (its build plan, then the faas-cli build-context assembly of
+    /// [`farm_local::build_function`]: the template copied, functions/sleep
+    /// copied in as `function/`, cargo on the context), then run against a
+    /// real nats-server: it becomes healthy (NATS connected, the workers
+    /// consumer bound), and it is the sleep handler that answers, over HTTP
+    /// and from the work queue.
+    ///
+    /// The build shares `target/template-build` with the template's other
+    /// build-context tests (see [`BuildPlan::Template`]), so only the
+    /// context's own crates compile once those have run, and nothing once
+    /// this context has been built.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn demo_worker_builds_through_the_template_and_serves() {
+        use std::time::Duration;
+
+        use farm_runtime::names::FarmNames;
+        use farm_runtime::proto::{Status, Task, TaskResult};
+        use farm_testsupport::{ChildGuard, NatsServer, eventually};
+        use prost::Message as _;
+
+        const WAIT: Duration = Duration::from_secs(30);
+
+        let stack = Stack::load(&root().join("stack.yml")).unwrap();
+        let BuildPlan::Template {
+            handler,
+            template,
+            target_dir,
+        } = stack.build_plan("demo-worker").unwrap()
+        else {
+            panic!("demo-worker is a template function");
+        };
+        let tmp = tempfile::tempdir().unwrap();
+        let spec = farm_local::BuildSpec {
+            name: "demo-worker".into(),
+            handler_dir: handler.clone(),
+            template_dir: template,
+            build_root: tmp.path().join("build"),
+            target_dir,
+            cargo_args: Vec::new(),
+        };
+        let built = tokio::task::spawn_blocking(move || farm_local::build_function(&spec))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            built.binary,
+            tmp.path().join("build/demo-worker/demo-worker")
+        );
+        // The context's function/ is the stack's handler folder.
+        assert_eq!(
+            std::fs::read(built.context.join("function/src/lib.rs")).unwrap(),
+            std::fs::read(handler.join("src/lib.rs")).unwrap()
+        );
+
+        let nats = NatsServer::start().unwrap();
+        let port = farm_testsupport::free_port().unwrap();
+        let extra = BTreeMap::from([("NATS_URL".to_string(), nats.url())]);
+        let d = stack.deployment("demo-worker", &extra).unwrap();
+        let mut cmd = std::process::Command::new(&built.binary);
+        cmd.env_clear()
+            .envs(&d.env_vars)
+            .env("FARM_INSTANCE", "demo-worker-0")
+            .env("FARM_HTTP_ADDR", "127.0.0.1")
+            .env("FARM_HTTP_PORT", port.to_string());
+        let mut worker = ChildGuard::spawn("demo-worker", cmd).unwrap();
+
+        let http = reqwest::Client::new();
+        let base = format!("http://127.0.0.1:{port}");
+        let healthy = eventually(
+            "demo-worker healthy",
+            WAIT,
+            Duration::from_millis(100),
+            || async {
+                let r = http.get(format!("{base}/_/health")).send().await.ok()?;
+                r.status().is_success().then_some(())
+            },
+        )
+        .await;
+        assert!(healthy.is_ok(), "{healthy:?}\n{}", worker.log_tail());
+
+        // Over HTTP (of-watchdog's path): the sleep handler's reply, not the
+        // template skeleton's.
+        let r = http
+            .post(format!("{base}/"))
+            .header("content-type", "application/json")
+            .body(r#"{"sleep_ms": 5, "output": "http"}"#)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{}", worker.log_tail());
+        let reply: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(reply["output"], "http", "{reply}");
+        assert!(reply["slept_ms"].as_u64().unwrap() >= 5, "{reply}");
+
+        // From the farm's work queue to its results stream.
+        let names = FarmNames::new("demo").unwrap();
+        let client = async_nats::connect(nats.url()).await.unwrap();
+        let js = async_nats::jetstream::new(client.clone());
+        let task = Task {
+            id: "t-1".into(),
+            seq: 1,
+            payload: br#"{"sleep_ms": 5, "output": "queue"}"#.to_vec().into(),
+            content_type: "application/json".into(),
+            ..Default::default()
+        };
+        js.publish(names.tasks_subject(), task.encode_to_vec().into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        let result = eventually(
+            "the task's result",
+            WAIT,
+            Duration::from_millis(100),
+            || async {
+                let mut s = js.get_stream(names.results_stream()).await.ok()?;
+                let last = s.info().await.ok()?.state.last_sequence;
+                let m = s.get_raw_message(last).await.ok()?;
+                TaskResult::decode(m.payload).ok()
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!(result.task_id, "t-1");
+        assert_eq!(result.status, Status::Ok as i32, "{}", result.error);
+        let out: serde_json::Value = serde_json::from_slice(&result.output).unwrap();
+        assert_eq!(out["output"], "queue", "{out}");
+        client.flush().await.unwrap();
+
+        // SIGTERM drains and exits 0, as under of-watchdog.
+        worker.terminate().unwrap();
+        let status = worker.wait_timeout(WAIT).unwrap();
+        assert!(status.success(), "{status:?}\n{}", worker.log_tail());
     }
 
     #[test]

@@ -14,8 +14,14 @@
 //! aggregate over about 440 tasks per policy, not a timing check; the exact
 //! figures of the shipped model do not enter it (it may be retrained).
 //!
+//! A second, shorter test drives the same scenario (one seed, `queueing`)
+//! with `--driver gateway-ext`: gateway-ext's own loop sizes the pool
+//! (time-scaled by the speedup), and the report's ticks are its decisions.
+//!
 //! Functions are built with the `dev` profile so the workspace's debug
-//! artifacts are reused. About a minute per seed on 2 cores.
+//! artifacts are reused. About a minute per seed on 2 cores. The tests run
+//! one at a time ([`ONE_FARM`]): two live farms at once on 2 cores would
+//! disturb each other's timings.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -32,6 +38,9 @@ const SEEDS: [u64; 3] = [7, 8, 9];
 /// two policies' means varies by about 2.5 points, so 5 points flags a
 /// learned policy that is really worse, not noise.
 const QOS_TOLERANCE_PTS: f64 = 5.0;
+
+/// Held by each test for its whole run.
+static ONE_FARM: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// Runs `farmctl compare` for one seed and checks its outputs; returns the
 /// live (on time, tasks) of the learned policy and of queueing. `build`:
@@ -154,6 +163,9 @@ fn compare_one(root: &Path, onnx: &str, seed: u64, out: &Path, build: bool) -> [
 
 #[test]
 fn learned_policy_and_queueing_live_over_seeds_lose_nothing_and_compare() {
+    let _one = ONE_FARM
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let root = farm_testsupport::workspace_root();
     let model = root.join("models/farm-policy.onnx");
     assert!(
@@ -183,4 +195,81 @@ fn learned_policy_and_queueing_live_over_seeds_lose_nothing_and_compare() {
         learned >= queueing - QOS_TOLERANCE_PTS,
         "the learned policy's live QoS {learned:.2} % is more than {QOS_TOLERANCE_PTS} points below queueing's {queueing:.2} % over seeds {SEEDS:?}"
     );
+}
+
+#[test]
+fn gateway_ext_drives_the_live_run_and_loses_nothing() {
+    let _one = ONE_FARM
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let root = farm_testsupport::workspace_root();
+    let gateway = farm_testsupport::bin_path("gateway-ext")
+        .expect("gateway-ext binary (cargo build -p gateway-ext)");
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("cmp");
+    let output = Command::new(env!("CARGO_BIN_EXE_farmctl"))
+        .env(
+            "NATS_SERVER",
+            farm_testsupport::nats_server_binary()
+                .expect("nats-server >= 2.10 (run scripts/setup.sh)"),
+        )
+        .env("GATEWAY_EXT", &gateway)
+        .env_remove("RUST_LOG")
+        .current_dir(tmp.path())
+        .arg("compare")
+        .arg("-f")
+        .arg(root.join("stack.yml"))
+        .arg("--scenario")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/steady-short.yaml"))
+        .args(["--policies", "queueing", "--speedup", "4", "--seed", "7"])
+        .args(["--driver", "gateway-ext"])
+        .args(["--cargo-profile", "dev", "--drain-timeout", "60"])
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "farmctl compare --driver gateway-ext failed ({}):\nstdout:\n{text}\nstderr:\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    eprintln!("{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("queueing") && l.contains(" / ")),
+        "{text}"
+    );
+    let rep: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("compare.json")).unwrap()).unwrap();
+    assert_eq!(rep["driver"], "gateway-ext", "{rep}");
+    let tasks = rep["tasks"].as_u64().unwrap();
+    let row = &rep["rows"][0];
+    assert_eq!(row["status"], "ok", "{row}");
+    let acc = &row["live"]["accounting"];
+    let n = |k: &str| acc[k].as_u64().unwrap_or_else(|| panic!("{k} in {acc}"));
+    assert_eq!(n("accepted"), tasks, "{acc}");
+    assert_eq!(n("lost"), 0, "{acc}");
+    assert_eq!(
+        n("completed") + n("dead_lettered") + n("unfinished"),
+        tasks,
+        "{acc}"
+    );
+    // gateway-ext decided, with the policy under test (no fallback), at
+    // every control tick of the 40 s run (8 s interval, scenario time).
+    assert_eq!(row["live"]["driver"], "gateway-ext", "{row}");
+    assert_eq!(
+        row["live"]["decided_by"],
+        serde_json::json!(["queueing"]),
+        "{row}"
+    );
+    let ticks = row["live"]["ticks"].as_array().unwrap();
+    assert!(ticks.len() >= 4, "{} gateway-ext ticks: {row}", ticks.len());
+    // Its signals are on the scenario clock: an interval of about 8 s, not
+    // the 2 s of wall clock it ran.
+    let iv = ticks[1]["signals"]["interval_s"].as_f64().unwrap();
+    assert!((6.0..=10.0).contains(&iv), "interval {iv} s: {}", ticks[1]);
+    // The farm was brought down.
+    assert!(!out.join("farm/state.json").exists());
 }

@@ -2,7 +2,7 @@
 //! and scale-call latency, printed as p50/p99/max.
 //!
 //! ```text
-//! cargo build --release -p farm-local --bins && cargo build --release -p sleep-worker
+//! cargo build --release -p farm-local --bins && cargo build --release -p handler  # functions/sleep, binary sleep-worker
 //! cargo run --release -p farm-local --example bench [-- ROUNDS]
 //! FARM_LOCAL_STARTUP_PROBE=5ms cargo run --release -p farm-local --example bench
 //! ```

@@ -87,6 +87,7 @@ pub mod types;
 pub use auth::{Credentials, PASSWORD_FILE, USER_FILE};
 pub use builder::{
     BuildError, BuildSpec, BuiltFunction, CONTEXT_WORKSPACE, assemble_context, build_function,
+    cached_context, cargo_command,
 };
 pub use clock::{format_rfc3339, parse_rfc3339};
 pub use config::{Config, ConfigError, ConfigErrors, StartDelay};

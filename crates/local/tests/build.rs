@@ -9,6 +9,10 @@
 //! dependencies, same profile, same features: whichever of the two runs
 //! second compiles only the three crates of the context (runtime, handler,
 //! main), not their dependencies.
+//!
+//! The context is content-addressed under the target directory, so building
+//! the same function again, from another build root (as each `farmctl up`
+//! uses a fresh state directory), reuses it and cargo compiles nothing.
 
 mod common;
 
@@ -23,26 +27,66 @@ fn workspace_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn builds_the_template_skeleton_and_runs_it() {
+fn skeleton_spec(build_root: PathBuf) -> BuildSpec {
     let root = workspace_root();
-    let tmp = tempfile::tempdir().unwrap();
-    let spec = BuildSpec {
+    BuildSpec {
         name: "skeleton".into(),
         // The handler skeleton `faas-cli new --lang rust-farm` would copy.
         handler_dir: root.join("template/rust-farm/function"),
         template_dir: root.join("template/rust-farm"),
-        build_root: tmp.path().join("build"),
+        build_root,
         // Shared with the template's build-context test (see the module docs).
         target_dir: Some(root.join("target/template-build")),
         cargo_args: Vec::new(),
-    };
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn builds_the_template_skeleton_and_runs_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = skeleton_spec(tmp.path().join("build"));
     let built = tokio::task::spawn_blocking(move || build_function(&spec))
         .await
         .unwrap()
         .unwrap();
     assert_eq!(built.binary, tmp.path().join("build/skeleton/skeleton"));
     assert!(built.binary.is_file());
+    assert!(
+        built
+            .context
+            .starts_with(workspace_root().join("target/template-build/contexts")),
+        "{:?}",
+        built.context
+    );
+
+    // Again from a fresh build root, as the next `farmctl up` does: the
+    // same context, and cargo finds all of its crates fresh. cargo keys a
+    // path crate's fingerprint by its path relative to its workspace root,
+    // the same in every context of this template, so another process
+    // building another context into this shared target directory in between
+    // (a parallel test) makes one rebuild legitimate; a second retry is not.
+    let tmp2 = tempfile::tempdir().unwrap();
+    let mut again = None;
+    for _ in 0..3 {
+        let spec2 = skeleton_spec(tmp2.path().join("build"));
+        let b = tokio::task::spawn_blocking(move || build_function(&spec2))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(b.context, built.context);
+        let fresh = b.compiled.is_empty();
+        again = Some(b);
+        if fresh {
+            break;
+        }
+    }
+    let again = again.unwrap();
+    assert_eq!(again.compiled, Vec::<String>::new(), "nothing recompiled");
+    assert_eq!(again.binary, tmp2.path().join("build/skeleton/skeleton"));
+    assert_eq!(
+        std::fs::read(&again.binary).unwrap(),
+        std::fs::read(&built.binary).unwrap()
+    );
 
     let nats = NatsServer::start().unwrap();
     let p = TestProvider::start(|_, _| {}).await;

@@ -1,5 +1,5 @@
 //! A real farm on the local provider: sleep-worker replicas (the real
-//! binary, `cargo build -p sleep-worker` first) pulling from a real
+//! binary, `cargo build -p handler` first) pulling from a real
 //! nats-server. Scaling down under load drains replicas with SIGTERM and
 //! loses no task.
 
@@ -23,8 +23,7 @@ const TASKS: usize = 200;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scale_down_under_load_loses_no_task() {
     let nats = NatsServer::start().expect("nats-server");
-    let worker =
-        bin_path("sleep-worker").expect("run `cargo build -p sleep-worker` before this test");
+    let worker = bin_path("sleep-worker").expect("run `cargo build -p handler` before this test");
     let p = TestProvider::start(|c, _| c.termination_grace = Duration::from_secs(30)).await;
     ImageStore::new(p.tmp.path().join("images"))
         .install("sleep-worker:latest", &worker)

@@ -7,7 +7,17 @@
 //!
 //! Meanings: `hold`, `delta:-4` / `delta:+2` (change the desired replica
 //! count), `estimate:x1.25` (set it to 1.25 x the queueing model's staffing
-//! estimate, [`crate::queueing::staffing_estimate`]).
+//! estimate, [`crate::queueing::staffing_estimate`]), `smoothed:x1.2` /
+//! `peak:x1.2` (1.2 x the EWMA / the recent peak of that estimate, as the
+//! [`crate::observation::Observer`] keeps them: [`Estimates`]).
+//!
+//! The `smoothed` and `peak` actions need the history of the intervals
+//! before: decode them with [`ActionSpace::apply_with`] and the observer's
+//! [`crate::observation::Observer::estimates`]. A decoder without that
+//! history ([`ActionSpace::apply`]) treats the current interval as the only
+//! one, i.e. decodes them like `estimate:xM`. Spaces that use neither are
+//! decoded exactly as before, and a build that does not know them refuses
+//! such a model's meanings with [`ActionError::BadMeaning`].
 
 use crate::queueing::{DEFAULT_EPS, staffing_estimate};
 use crate::signals::Signals;
@@ -23,6 +33,27 @@ pub enum Action {
     /// estimate is the queueing model's staffing for the current signals;
     /// holds when no estimate is available (no service-time sample yet).
     ScaleToEstimate(f64),
+    /// Set the desired count to `ceil(multiplier * smoothed)`, the EWMA of
+    /// the staffing estimate over the non-empty windows so far
+    /// ([`Estimates::smoothed`]): follows the level without chasing one
+    /// window's Poisson noise down.
+    ScaleToSmoothed(f64),
+    /// Set the desired count to `ceil(multiplier * peak)`, the largest
+    /// staffing estimate of the last few non-empty windows
+    /// ([`Estimates::peak`]): releases replicas only once the load stayed
+    /// low for that long.
+    ScaleToPeak(f64),
+}
+
+/// The staffing history the `smoothed` and `peak` actions follow, in
+/// replicas (`None` before the first non-empty window); built by
+/// [`crate::observation::Observer::estimates`].
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Estimates {
+    /// EWMA of the staffing estimate.
+    pub smoothed: Option<f64>,
+    /// Peak of the staffing estimate over the last few non-empty windows.
+    pub peak: Option<f64>,
 }
 
 impl Action {
@@ -34,6 +65,8 @@ impl Action {
             Action::Delta(d) => format!("delta:{d}"),
             Action::Hold => "hold".into(),
             Action::ScaleToEstimate(m) => format!("estimate:x{m}"),
+            Action::ScaleToSmoothed(m) => format!("smoothed:x{m}"),
+            Action::ScaleToPeak(m) => format!("peak:x{m}"),
         }
     }
 
@@ -48,10 +81,19 @@ impl Action {
             let d = d.strip_prefix('+').unwrap_or(d);
             return d.parse::<i32>().map(Action::Delta).map_err(|_| bad());
         }
-        if let Some(m) = t.strip_prefix("estimate:x") {
-            let m: f64 = m.parse().map_err(|_| bad())?;
-            if m.is_finite() && m > 0.0 {
-                return Ok(Action::ScaleToEstimate(m));
+        type Make = fn(f64) -> Action;
+        let scaled: [(&str, Make); 3] = [
+            ("estimate:x", Action::ScaleToEstimate),
+            ("smoothed:x", Action::ScaleToSmoothed),
+            ("peak:x", Action::ScaleToPeak),
+        ];
+        for (prefix, make) in scaled {
+            if let Some(m) = t.strip_prefix(prefix) {
+                let m: f64 = m.parse().map_err(|_| bad())?;
+                if m.is_finite() && m > 0.0 {
+                    return Ok(make(m));
+                }
+                return Err(bad());
             }
         }
         Err(bad())
@@ -61,9 +103,11 @@ impl Action {
 /// Why an action space or index was refused.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ActionError {
-    /// A meaning string is not one of `hold`, `delta:<int>`, `estimate:x<number>`.
+    /// A meaning string is not one of `hold`, `delta:<int>`, `estimate:x<number>`,
+    /// `smoothed:x<number>`, `peak:x<number>` (numbers finite and positive).
     #[error(
-        "unknown action meaning `{0}` (expected `hold`, `delta:<int>` or `estimate:x<number>`)"
+        "unknown action meaning `{0}` (expected `hold`, `delta:<int>`, `estimate:x<number>`, \
+         `smoothed:x<number>` or `peak:x<number>`)"
     )]
     BadMeaning(String),
     /// An action space must have at least one action.
@@ -179,19 +223,45 @@ impl ActionSpace {
         Self::new(actions)
     }
 
+    /// Whether some action needs the staffing history ([`ActionSpace::apply_with`]).
+    pub fn uses_history(&self) -> bool {
+        self.actions
+            .iter()
+            .any(|a| matches!(a, Action::ScaleToSmoothed(_) | Action::ScaleToPeak(_)))
+    }
+
     /// The desired replica count after action `index`, from the current
     /// desired count in `signals`, clamped to `[min_replicas, max_replicas]`
-    /// of the signals. An out-of-range index holds.
+    /// of the signals. An out-of-range index holds. Without a history, the
+    /// `smoothed` and `peak` actions follow this interval's estimate; use
+    /// [`ActionSpace::apply_with`] where the history is kept.
     pub fn apply(&self, index: usize, signals: &Signals) -> u32 {
+        let now = staffing_estimate(signals, DEFAULT_EPS);
+        self.apply_with(
+            index,
+            signals,
+            &Estimates {
+                smoothed: now,
+                peak: now,
+            },
+        )
+    }
+
+    /// As [`ActionSpace::apply`], with the staffing history `estimates`
+    /// (from the [`crate::observation::Observer`] that has just observed
+    /// `signals`) for the `smoothed` and `peak` actions; they hold when the
+    /// history has no estimate yet, as `estimate:xM` does without a service
+    /// sample.
+    pub fn apply_with(&self, index: usize, signals: &Signals, estimates: &Estimates) -> u32 {
         let lo = signals.min_replicas.max(0.0);
         let hi = signals.max_replicas.max(lo);
         let current = signals.replicas_desired;
+        let scaled = |m: f64, e: Option<f64>| e.map_or(current, |e| (m * e).ceil());
         let target = match self.actions.get(index) {
             Some(Action::Delta(d)) => current + f64::from(*d),
-            Some(Action::ScaleToEstimate(m)) => match staffing_estimate(signals, DEFAULT_EPS) {
-                Some(e) => (m * e).ceil(),
-                None => current,
-            },
+            Some(Action::ScaleToEstimate(m)) => scaled(*m, staffing_estimate(signals, DEFAULT_EPS)),
+            Some(Action::ScaleToSmoothed(m)) => scaled(*m, estimates.smoothed),
+            Some(Action::ScaleToPeak(m)) => scaled(*m, estimates.peak),
             Some(Action::Hold) | None => current,
         };
         let v = target.clamp(lo, hi);
@@ -290,5 +360,130 @@ mod tests {
         assert!(e > 5.0); // more than the offered load of 5 replicas
         // No service measurement: hold.
         assert_eq!(space.apply(4, &sig(3.0)), 3);
+    }
+
+    fn history_space() -> ActionSpace {
+        ActionSpace::from_meanings(&[
+            "hold".into(),
+            "smoothed:x1.2".into(),
+            "peak:x1".into(),
+            "estimate:x1".into(),
+        ])
+        .unwrap()
+    }
+
+    #[test]
+    fn history_meanings_parse_and_round_trip() {
+        let space = history_space();
+        assert_eq!(
+            space.actions(),
+            [
+                Action::Hold,
+                Action::ScaleToSmoothed(1.2),
+                Action::ScaleToPeak(1.0),
+                Action::ScaleToEstimate(1.0)
+            ]
+        );
+        assert_eq!(
+            space.meanings(),
+            ["hold", "smoothed:x1.2", "peak:x1", "estimate:x1"]
+        );
+        assert!(space.uses_history());
+        assert!(!ActionSpace::with_estimates().uses_history());
+        for bad in [
+            "smoothed:x0",
+            "peak:x-2",
+            "peak:xnan",
+            "smoothed:1",
+            "peak:xinf",
+        ] {
+            assert_eq!(
+                Action::parse(bad),
+                Err(ActionError::BadMeaning(bad.into())),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn history_actions_follow_the_given_estimates() {
+        let space = history_space();
+        let s = sig(3.0);
+        let est = Estimates {
+            smoothed: Some(10.0),
+            peak: Some(14.2),
+        };
+        // ceil(1.2 * 10) = 12; ceil(14.2) = 15.
+        assert_eq!(space.apply_with(1, &s, &est), 12);
+        assert_eq!(space.apply_with(2, &s, &est), 15);
+        // Clamped to max_replicas.
+        let big = Estimates {
+            smoothed: Some(100.0),
+            peak: Some(100.0),
+        };
+        assert_eq!(space.apply_with(1, &s, &big), 32);
+        // No history yet: hold.
+        assert_eq!(space.apply_with(1, &s, &Estimates::default()), 3);
+        assert_eq!(space.apply_with(2, &s, &Estimates::default()), 3);
+        // The other actions ignore the history.
+        assert_eq!(space.apply_with(0, &s, &est), 3);
+        assert_eq!(space.apply_with(3, &s, &est), 3); // no service sample: hold
+    }
+
+    #[test]
+    fn without_history_they_follow_this_interval() {
+        let s = Signals {
+            interval_s: 8.0,
+            arrivals: 40.0,
+            completions: 40.0,
+            completions_on_time: 40.0,
+            service_mean_s: Some(1.0),
+            service_p95_s: Some(1.0),
+            deadline_mean_s: Some(2.0),
+            ..sig(3.0)
+        };
+        let e = staffing_estimate(&s, DEFAULT_EPS).unwrap();
+        let space = history_space();
+        assert_eq!(space.apply(1, &s), (1.2 * e).ceil() as u32);
+        assert_eq!(space.apply(2, &s), space.apply(3, &s));
+    }
+
+    #[test]
+    fn observer_history_drives_smoothed_and_peak() {
+        use crate::observation::Observer;
+        let window = |arrivals: f64| Signals {
+            interval_s: 8.0,
+            arrivals,
+            completions: arrivals,
+            completions_on_time: arrivals,
+            service_mean_s: Some(1.0),
+            service_p95_s: Some(1.0),
+            deadline_mean_s: Some(2.0),
+            ..sig(3.0)
+        };
+        let (high, low) = (window(160.0), window(40.0));
+        let (e_high, e_low) = (
+            staffing_estimate(&high, DEFAULT_EPS).unwrap(),
+            staffing_estimate(&low, DEFAULT_EPS).unwrap(),
+        );
+        // A v1 observer keeps the history too (its vectors do not show it).
+        let mut obs = Observer::v1();
+        assert_eq!(obs.estimates(), Estimates::default());
+        obs.observe(&high);
+        obs.observe(&low);
+        let est = obs.estimates();
+        let close = |a: Option<f64>, b: f64| (a.unwrap() - b).abs() < 1e-9;
+        assert!(close(est.smoothed, 0.5 * e_low + 0.5 * e_high));
+        assert!(close(est.peak, e_high));
+        let space = history_space();
+        assert_eq!(
+            space.apply_with(1, &low, &est),
+            (1.2 * (0.5 * e_low + 0.5 * e_high)).ceil() as u32
+        );
+        assert_eq!(space.apply_with(2, &low, &est), e_high.ceil() as u32);
+        // The one-window decode would have dropped to the low estimate.
+        assert_eq!(space.apply(2, &low), e_low.ceil() as u32);
+        obs.reset();
+        assert_eq!(obs.estimates(), Estimates::default());
     }
 }

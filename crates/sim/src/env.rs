@@ -19,7 +19,7 @@
 //! emulated in the step API: the agent is the only decision maker.
 
 use farm_model::action::ActionSpace;
-use farm_model::observation::{OBS_DIM, observe};
+use farm_model::observation::{Obs, Observer};
 use farm_model::reward::{RewardWeights, reward};
 use farm_model::scenario::Scenario;
 use farm_model::signals::Signals;
@@ -66,8 +66,9 @@ pub struct StepInfo {
 /// What a step returns.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StepOut {
-    /// Observation after the step (`farm_model::observation`).
-    pub obs: [f32; OBS_DIM],
+    /// Observation after the step (`farm_model::observation`, the
+    /// environment's layout version).
+    pub obs: Obs,
     /// Reward of the step.
     pub reward: f64,
     /// The run is over (all work done, or the drain bound hit).
@@ -88,6 +89,7 @@ pub struct Env {
     signals: Signals,
     steps: u32,
     max_steps: u32,
+    observer: Observer,
 }
 
 impl Env {
@@ -104,7 +106,21 @@ impl Env {
             signals: Signals::default(),
             steps: 0,
             max_steps: 0,
+            observer: Observer::v1(),
         }
+    }
+
+    /// The same environment building observations with `observer` (e.g.
+    /// `Observer::new(2)` for the layout with history); takes effect at the
+    /// next reset, which resets it.
+    pub fn with_observer(mut self, observer: Observer) -> Env {
+        self.observer = observer;
+        self
+    }
+
+    /// The observation layout version of this environment.
+    pub fn obs_version(&self) -> u32 {
+        self.observer.version()
     }
 
     /// The action space.
@@ -114,11 +130,7 @@ impl Env {
 
     /// Start an episode of `scenario` with `seed`; returns the observation
     /// of the first interval (initial replicas, no decision yet).
-    pub fn reset(
-        &mut self,
-        scenario: &Scenario,
-        seed: u64,
-    ) -> Result<([f32; OBS_DIM], StepInfo), EnvError> {
+    pub fn reset(&mut self, scenario: &Scenario, seed: u64) -> Result<(Obs, StepInfo), EnvError> {
         let workload = scenario.generate(seed);
         validate(&workload, &scenario.platform)?;
         let mut engine = Engine::new(
@@ -140,7 +152,8 @@ impl Env {
             metrics: finished.then(|| engine.metrics()),
         };
         self.engine = if finished { None } else { Some(engine) };
-        Ok((observe(&self.signals), info))
+        self.observer.reset();
+        Ok((self.observer.observe(&self.signals), info))
     }
 
     /// Apply action `action` and run one control interval.
@@ -153,7 +166,11 @@ impl Env {
             return Err(EnvError::NotRunning);
         };
         let prev = engine.desired();
-        let wanted = self.actions.apply(action, &self.signals);
+        // The observer has just observed `self.signals`: its staffing history
+        // is what the `smoothed` / `peak` actions follow.
+        let wanted = self
+            .actions
+            .apply_with(action, &self.signals, &self.observer.estimates());
         let desired = engine.set_desired(wanted);
         let (signals, terminated) = advance(engine);
         self.steps += 1;
@@ -172,7 +189,7 @@ impl Env {
             self.engine = None;
         }
         Ok(StepOut {
-            obs: observe(&self.signals),
+            obs: self.observer.observe(&self.signals),
             reward: r,
             terminated,
             truncated,

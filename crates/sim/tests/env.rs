@@ -1,12 +1,12 @@
 //! The step API: episodes, truncation, rewards and errors.
 
 use farm_model::action::ActionSpace;
-use farm_model::observation::OBS_DIM;
+use farm_model::observation::{OBS_DIM, OBS_DIM_V2, Obs, Observer};
 use farm_model::reward::RewardWeights;
 use farm_model::scenario::Scenario;
 use farm_sim::{Env, EnvError};
 
-fn episode(seed: u64, action: usize) -> (Vec<[f32; OBS_DIM]>, Vec<f64>, bool, bool) {
+fn episode(seed: u64, action: usize) -> (Vec<Obs>, Vec<f64>, bool, bool) {
     let scenario = Scenario::builtin("paper-4phase").unwrap();
     let mut env = Env::new(ActionSpace::default(), RewardWeights::default());
     let (obs, info) = env.reset(&scenario, seed).unwrap();
@@ -79,4 +79,35 @@ fn actions_change_the_desired_count_and_bad_ones_are_refused() {
             len: space.len()
         }
     );
+}
+
+#[test]
+fn observation_v2_extends_v1_and_resets_with_the_episode() {
+    let scenario = Scenario::builtin("paper-4phase").unwrap();
+    let space = ActionSpace::default();
+    let up = space
+        .meanings()
+        .iter()
+        .position(|m| m == "delta:+4")
+        .unwrap();
+    let mut v1 = Env::new(space.clone(), RewardWeights::default());
+    let mut v2 = Env::new(space, RewardWeights::default()).with_observer(Observer::new(2).unwrap());
+    assert_eq!((v1.obs_version(), v2.obs_version()), (1, 2));
+    let mut first = None;
+    for _ in 0..2 {
+        let (a, _) = v1.reset(&scenario, 5).unwrap();
+        let (b, _) = v2.reset(&scenario, 5).unwrap();
+        assert_eq!((a.len(), b.len()), (OBS_DIM, OBS_DIM_V2));
+        assert_eq!(a.as_slice(), &b[..OBS_DIM]);
+        // A reset starts the history afresh: the same seed, the same vector.
+        assert_eq!(*first.get_or_insert(b), b);
+        let mut changed = false;
+        for _ in 0..5 {
+            let (x, y) = (v1.step(up).unwrap(), v2.step(up).unwrap());
+            assert_eq!(x.obs.as_slice(), &y.obs[..OBS_DIM]);
+            // desired_change_frac sees the +4 the previous step asked for.
+            changed |= y.obs[OBS_DIM_V2 - 1] > 0.0;
+        }
+        assert!(changed);
+    }
 }

@@ -212,6 +212,7 @@ impl Collector {
         let service_us = u64::try_from(result.finished_us - result.started_us).unwrap_or(0);
         let status = Status::try_from(result.status).unwrap_or(Status::Unspecified);
         let completion = Completion {
+            ok: status == Status::Ok,
             latency_us,
             service_us,
             deadline_ms: result.deadline_ms,

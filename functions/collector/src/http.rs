@@ -47,7 +47,23 @@ pub fn snapshot_json(s: &MetricsSnapshot) -> Value {
         "service_p95_s": s.service_p95_s,
         "window_arrivals": s.window_arrivals,
         "deadline_min_s": s.deadline_min_s,
+        "cumulative": s.cumulative.as_ref().map(|c| json!({
+            "started_us": c.started_us,
+            "completed": c.completed,
+            "on_time": c.on_time,
+            "latency_sum_us": c.latency_sum_us,
+            "service_sum_us": c.service_sum_us,
+            "deadline_sum_ms": c.deadline_sum_ms,
+            "latency_max_us": c.latency_max_us,
+            "latency": c.latency.as_ref().map(hist_json),
+            "service": c.service.as_ref().map(hist_json),
+            "deadline": c.deadline.as_ref().map(hist_json),
+        })),
     })
+}
+
+fn hist_json(h: &farm_runtime::proto::Histogram) -> Value {
+    json!({ "growth": h.growth, "index": h.index, "count": h.count })
 }
 
 /// The router.

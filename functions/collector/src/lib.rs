@@ -16,7 +16,10 @@
 //!   the number of OUTPUT entries written.
 //! - **Snapshots**: a protobuf `MetricsSnapshot` every
 //!   `COLLECTOR_SNAPSHOT_INTERVAL` on `farm.<f>.metrics` (core NATS), and as
-//!   JSON on `GET /metrics/snapshot` ([`http`]).
+//!   JSON on `GET /metrics/snapshot` ([`http`]); a fresh one on request
+//!   at `farm.<f>.metrics.now` (NATS request-reply), so a control loop can
+//!   close its interval exactly at its tick. Each carries the running sums
+//!   of [`cumulative`], from which two snapshots give one interval's window.
 //! - **Order**: completion order, or `seq` order with `COLLECTOR_ORDERED`
 //!   ([`reorder`]: bounded buffer, gaps skipped after a timeout).
 //! - **Crash safety**: a result is acked only after its output is stored
@@ -32,6 +35,7 @@
 
 pub mod collect;
 pub mod config;
+pub mod cumulative;
 pub mod dedup;
 pub mod http;
 pub mod output;
@@ -118,7 +122,7 @@ pub async fn run(
     for id in &recovered.ids {
         ids.insert(id);
     }
-    let mut stats = Stats::new(names.farm(), cfg.window);
+    let mut stats = Stats::new(names.farm(), cfg.window).started_at(collect::unix_us());
     stats.restore(recovered.totals);
     let shared = Arc::new(Mutex::new(Shared::new(stats)));
 
@@ -149,6 +153,13 @@ pub async fn run(
         names.clone(),
         cfg.snapshot_interval,
         cfg.window,
+        shared.clone(),
+        stop.clone(),
+    ));
+
+    let responder = tokio::spawn(answer_snapshot_requests(
+        client.clone(),
+        names.clone(),
         shared.clone(),
         stop.clone(),
     ));
@@ -223,6 +234,7 @@ pub async fn run(
     collector.finish_writes().await;
     stop.cancel();
     let _ = ticker.await;
+    let _ = responder.await;
     let served = match http_task.await {
         Ok(r) => r.map_err(CollectorError::Serve),
         Err(e) => Err(CollectorError::Serve(std::io::Error::other(e))),
@@ -275,6 +287,42 @@ async fn snapshot_loop(
             tracing::debug!(error = %e, "snapshot publish failed");
         }
     }
+}
+
+/// The subject on which the collector answers with a fresh snapshot.
+pub fn snapshot_request_subject(names: &farm_runtime::names::FarmNames) -> String {
+    format!("{}.now", names.metrics_subject())
+}
+
+/// Answers every request on [`snapshot_request_subject`] with the snapshot
+/// as of now (protobuf), until `stop`.
+async fn answer_snapshot_requests(
+    client: async_nats::Client,
+    names: farm_runtime::names::FarmNames,
+    shared: Arc<Mutex<Shared>>,
+    stop: CancellationToken,
+) {
+    let subject = snapshot_request_subject(&names);
+    let mut sub = match client.subscribe(subject.clone()).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, subject, "cannot answer snapshot requests");
+            return;
+        }
+    };
+    loop {
+        let msg = tokio::select! {
+            () = stop.cancelled() => break,
+            m = sub.next() => m,
+        };
+        let Some(msg) = msg else { break };
+        let Some(reply) = msg.reply else { continue };
+        let snap = lock(&shared).snapshot();
+        if let Err(e) = client.publish(reply, snap.encode_to_vec().into()).await {
+            tracing::debug!(error = %e, "snapshot reply failed");
+        }
+    }
+    let _ = sub.unsubscribe().await;
 }
 
 /// A stream's last sequence, or `None` if it cannot be read right now.

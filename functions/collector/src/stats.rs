@@ -13,9 +13,13 @@ use std::time::Duration;
 use farm_runtime::proto::MetricsSnapshot;
 use hdrhistogram::Histogram;
 
+use crate::cumulative::Cumulative;
+
 /// One unique result, as the statistics need it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Completion {
+    /// Whether the handler succeeded.
+    pub ok: bool,
     /// Result stored time minus task stored time, microseconds (server clock).
     pub latency_us: u64,
     /// Handler end minus start, microseconds (worker clock).
@@ -52,6 +56,8 @@ pub struct Stats {
     window: Duration,
     totals: Totals,
     events: VecDeque<(Duration, Completion)>,
+    /// Running sums of this process, for interval windows by differencing.
+    cumulative: Cumulative,
     /// Latency and service-time histograms of the last snapshot, reused:
     /// allocating two fresh ones (hundreds of KiB each) per snapshot cost
     /// more than filling them when snapshots are polled often.
@@ -86,8 +92,16 @@ impl Stats {
             window,
             totals: Totals::default(),
             events: VecDeque::new(),
+            cumulative: Cumulative::default(),
             scratch: (hist(), hist()),
         }
+    }
+
+    /// Stamps the running sums with the process start (Unix µs), which
+    /// tells a reader that a restarted collector began them again.
+    pub fn started_at(mut self, started_us: i64) -> Self {
+        self.cumulative = Cumulative::new(started_us);
+        self
     }
 
     /// Starts from totals recovered from the output stream.
@@ -106,6 +120,7 @@ impl Stats {
         if c.hit {
             self.totals.qos_hits += 1;
         }
+        self.cumulative.record(&c);
         self.events.push_back((now, c));
         self.prune(now);
     }
@@ -180,6 +195,7 @@ impl Stats {
             service_p95_s: pct(svc, 0.95),
             window_arrivals: arrivals.window,
             deadline_min_s: deadline_min_ms as f64 / 1e3,
+            cumulative: Some(self.cumulative.to_proto()),
         }
     }
 }
@@ -225,6 +241,7 @@ mod tests {
 
     fn done(latency_ms: u64, deadline_ms: u64) -> Completion {
         Completion {
+            ok: true,
             latency_us: latency_ms * 1000,
             service_us: latency_ms * 500,
             deadline_ms,
@@ -296,6 +313,11 @@ mod tests {
         assert_eq!(snap.window_completed, 1);
         assert_eq!(snap.window_qos, Some(1.0));
         assert_eq!(snap.deadline_min_s, 0.0);
+        // The running sums never slide: 101 successes, 51 on time.
+        let cum = snap.cumulative.unwrap_or_default();
+        assert_eq!((cum.completed, cum.on_time), (101, 51));
+        assert_eq!(cum.latency_sum_us, (5050 + 1) * 1000);
+        assert_eq!(cum.latency_max_us, 100_000);
     }
 
     #[test]

@@ -16,7 +16,6 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 fn template_dir() -> PathBuf {
     farm_testsupport::workspace_root().join("template/rust-farm")
@@ -100,13 +99,13 @@ fn assemble(project: &Path, name: &str, handler: &Path) -> PathBuf {
 
 fn cargo(ctx: &Path, args: &[&str]) {
     let target = farm_testsupport::workspace_root().join("target/template-build");
-    let out = Command::new(env!("CARGO"))
+    // The test's own cargo environment must not leak into the nested build
+    // (it would invalidate the shared target directory's build scripts).
+    let out = farm_local::cargo_command()
         .args(args)
         .current_dir(ctx)
         .env("CARGO_TARGET_DIR", &target)
-        // The test's own cargo environment must not leak into the nested build.
         .env_remove("RUSTFLAGS")
-        .env_remove("CARGO_MANIFEST_DIR")
         .output()
         .expect("run cargo");
     assert!(

@@ -161,18 +161,21 @@ fn run_python(script: &str, args: &[&str]) {
     );
 }
 
-/// The sleep-worker binary, built on demand.
+/// The sleep-worker binary (package `handler`, functions/sleep), built on demand.
 pub fn sleep_worker_bin() -> PathBuf {
     if let Ok(p) = farm_testsupport::bin_path("sleep-worker") {
         return p;
     }
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let st = Command::new(cargo)
-        .args(["build", "-p", "sleep-worker"])
+        .args(["build", "-p", "handler", "--bin", "sleep-worker"])
         .current_dir(workspace_root())
         .status()
-        .expect("run cargo build -p sleep-worker");
-    assert!(st.success(), "cargo build -p sleep-worker failed");
+        .expect("run cargo build -p handler --bin sleep-worker");
+    assert!(
+        st.success(),
+        "cargo build -p handler --bin sleep-worker failed"
+    );
     farm_testsupport::bin_path("sleep-worker").expect("sleep-worker built")
 }
 

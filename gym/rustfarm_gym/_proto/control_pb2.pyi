@@ -7,12 +7,14 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class SpecRequest(_message.Message):
-    __slots__ = ("farm", "action_space")
+    __slots__ = ("farm", "action_space", "obs_version")
     FARM_FIELD_NUMBER: _ClassVar[int]
     ACTION_SPACE_FIELD_NUMBER: _ClassVar[int]
+    OBS_VERSION_FIELD_NUMBER: _ClassVar[int]
     farm: str
     action_space: str
-    def __init__(self, farm: _Optional[str] = ..., action_space: _Optional[str] = ...) -> None: ...
+    obs_version: int
+    def __init__(self, farm: _Optional[str] = ..., action_space: _Optional[str] = ..., obs_version: _Optional[int] = ...) -> None: ...
 
 class EnvSpec(_message.Message):
     __slots__ = ("obs_version", "observation_names", "observation_low", "observation_high", "action_meanings", "control_interval_s", "episode_steps", "backend", "server_version", "scenarios", "policies")

@@ -275,3 +275,99 @@ class FarmControl:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class FarmControlStreamStub:
+    """Lockstep stepping of single environments over one HTTP/2 stream, for a
+    client that steps one environment at a time as fast as it can: it writes
+    a StepRequest, reads its StepReply, and so on, without the per-call setup
+    of a unary Step. Replies come in request order, one per request, with the
+    same content as `FarmControl.Step` (no auto-reset). The first failing
+    step ends the stream with its status. A separate service, so that servers
+    of FarmControl (gateway-ext) need not implement it: a client that gets
+    UNIMPLEMENTED falls back to the unary Step.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.StepStream = channel.stream_stream(
+                '/farm.control.v1.FarmControlStream/StepStream',
+                request_serializer=rustfarm__gym_dot___proto_dot_control__pb2.StepRequest.SerializeToString,
+                response_deserializer=rustfarm__gym_dot___proto_dot_control__pb2.StepReply.FromString,
+                _registered_method=True)
+
+
+class FarmControlStreamServicer:
+    """Lockstep stepping of single environments over one HTTP/2 stream, for a
+    client that steps one environment at a time as fast as it can: it writes
+    a StepRequest, reads its StepReply, and so on, without the per-call setup
+    of a unary Step. Replies come in request order, one per request, with the
+    same content as `FarmControl.Step` (no auto-reset). The first failing
+    step ends the stream with its status. A separate service, so that servers
+    of FarmControl (gateway-ext) need not implement it: a client that gets
+    UNIMPLEMENTED falls back to the unary Step.
+    """
+
+    def StepStream(self, request_iterator, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_FarmControlStreamServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'StepStream': grpc.stream_stream_rpc_method_handler(
+                    servicer.StepStream,
+                    request_deserializer=rustfarm__gym_dot___proto_dot_control__pb2.StepRequest.FromString,
+                    response_serializer=rustfarm__gym_dot___proto_dot_control__pb2.StepReply.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'farm.control.v1.FarmControlStream', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('farm.control.v1.FarmControlStream', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class FarmControlStream:
+    """Lockstep stepping of single environments over one HTTP/2 stream, for a
+    client that steps one environment at a time as fast as it can: it writes
+    a StepRequest, reads its StepReply, and so on, without the per-call setup
+    of a unary Step. Replies come in request order, one per request, with the
+    same content as `FarmControl.Step` (no auto-reset). The first failing
+    step ends the stream with its status. A separate service, so that servers
+    of FarmControl (gateway-ext) need not implement it: a client that gets
+    UNIMPLEMENTED falls back to the unary Step.
+    """
+
+    @staticmethod
+    def StepStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/farm.control.v1.FarmControlStream/StepStream',
+            rustfarm__gym_dot___proto_dot_control__pb2.StepRequest.SerializeToString,
+            rustfarm__gym_dot___proto_dot_control__pb2.StepReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

@@ -267,7 +267,71 @@ impl Phase {
     }
 }
 
+/// Constants of a sine phase that [`Phase::multiplier`] and
+/// [`Phase::cumulative`] recompute on every call (two divisions among
+/// them), computed once per curve with the same operations, so results are
+/// bit for bit the ones of the per-call formulas.
+#[derive(Debug, Clone, Copy)]
+struct SineConsts {
+    mid: f64,
+    amp: f64,
+    period_s: f64,
+    offset: f64,
+    /// `TAU / period_s`.
+    w: f64,
+    /// `TAU * offset`.
+    start: f64,
+    /// `amp / w`.
+    amp_w: f64,
+    /// `cos(start)`.
+    start_cos: f64,
+}
+
+impl SineConsts {
+    fn of(p: &Phase) -> Option<SineConsts> {
+        let Phase::Sine {
+            min,
+            max,
+            period_s,
+            offset,
+            ..
+        } = *p
+        else {
+            return None;
+        };
+        let (mid, amp) = ((min + max) / 2.0, (max - min) / 2.0);
+        let w = std::f64::consts::TAU / period_s;
+        Some(SineConsts {
+            mid,
+            amp,
+            period_s,
+            offset,
+            w,
+            start: std::f64::consts::TAU * offset,
+            amp_w: amp / w,
+            start_cos: p.start_cos(),
+        })
+    }
+
+    /// [`Phase::multiplier`] of the sine phase, same arithmetic.
+    fn multiplier(&self, t: f64) -> f64 {
+        self.mid + self.amp * (std::f64::consts::TAU * (t / self.period_s + self.offset)).sin()
+    }
+
+    /// [`Phase::cumulative_with`] of the sine phase, same arithmetic.
+    fn cumulative(&self, t: f64) -> f64 {
+        self.mid * t + self.amp_w * (self.start_cos - (self.w * t + self.start).cos())
+    }
+}
+
 /// A piecewise rate function over the whole workload, built from phases.
+///
+/// Workload generation inverts it once per arrival (Newton steps, each one
+/// [`RateCurve::cumulative`] and one [`RateCurve::rate`]), so the hot path
+/// caches what the phase formulas would recompute (see [`SineConsts`]) and
+/// finds a time's phase once per Newton step, with results bit for bit
+/// those of the plain formulas (`cargo bench -p farm-model --bench
+/// generate` prints a fingerprint of every generated bit).
 struct RateCurve<'a> {
     base_rate: f64,
     phases: &'a [Phase],
@@ -277,6 +341,12 @@ struct RateCurve<'a> {
     cum_at_start: Vec<f64>,
     /// [`Phase::start_cos`] of each phase.
     start_cos: Vec<f64>,
+    /// [`SineConsts`] of each sine phase.
+    sine: Vec<Option<SineConsts>>,
+    /// Whether `starts` strictly increases (every duration positive, as
+    /// validation demands), which the interval test of
+    /// [`RateCurve::phase_near`] relies on.
+    increasing: bool,
     duration_s: f64,
 }
 
@@ -285,6 +355,7 @@ impl<'a> RateCurve<'a> {
         let mut starts = Vec::with_capacity(phases.len());
         let mut cum_at_start = Vec::with_capacity(phases.len());
         let start_cos: Vec<f64> = phases.iter().map(Phase::start_cos).collect();
+        let sine = phases.iter().map(SineConsts::of).collect();
         let (mut t, mut cum) = (0.0, 0.0);
         for p in phases {
             starts.push(t);
@@ -292,12 +363,15 @@ impl<'a> RateCurve<'a> {
             t += p.duration_s();
             cum += base_rate * p.cumulative(p.duration_s());
         }
+        let increasing = starts.windows(2).all(|w| w[0] < w[1]);
         RateCurve {
             base_rate,
             phases,
             starts,
             cum_at_start,
             start_cos,
+            sine,
+            increasing,
             duration_s: t,
         }
     }
@@ -310,13 +384,39 @@ impl<'a> RateCurve<'a> {
             .unwrap_or_default()
     }
 
-    /// Rate at `t`, tasks per second (never negative).
-    fn rate(&self, t: f64) -> f64 {
-        if self.phases.is_empty() {
-            return 0.0;
+    /// [`RateCurve::phase_at`], trying phase `hint` first: with increasing
+    /// starts, `hint` is the answer when `t` lies in its interval.
+    fn phase_near(&self, t: f64, hint: usize) -> usize {
+        if self.increasing
+            && hint < self.starts.len()
+            && self.starts[hint] <= t
+            && self.starts.get(hint + 1).is_none_or(|&next| t < next)
+        {
+            hint
+        } else {
+            self.phase_at(t)
         }
-        let i = self.phase_at(t);
-        (self.base_rate * self.phases[i].multiplier(t - self.starts[i])).max(0.0)
+    }
+
+    /// Rate at `t` (in phase `i`, see [`RateCurve::phase_at`]), tasks per
+    /// second (never negative).
+    fn rate_in(&self, i: usize, t: f64) -> f64 {
+        let local = t - self.starts[i];
+        let m = match &self.sine[i] {
+            Some(c) => c.multiplier(local),
+            None => self.phases[i].multiplier(local),
+        };
+        (self.base_rate * m).max(0.0)
+    }
+
+    /// Expected tasks in `[0, t]` for `t` in `[0, duration_s]` in phase `i`.
+    fn cumulative_in(&self, i: usize, t: f64) -> f64 {
+        let local = t - self.starts[i];
+        let c = match &self.sine[i] {
+            Some(c) => c.cumulative(local),
+            None => self.phases[i].cumulative_with(local, self.start_cos[i]),
+        };
+        self.cum_at_start[i] + self.base_rate * c
     }
 
     /// Expected tasks in `[0, t]`.
@@ -325,22 +425,30 @@ impl<'a> RateCurve<'a> {
             return 0.0;
         }
         let t = t.clamp(0.0, self.duration_s);
-        let i = self.phase_at(t);
-        self.cum_at_start[i]
-            + self.base_rate * self.phases[i].cumulative_with(t - self.starts[i], self.start_cos[i])
+        self.cumulative_in(self.phase_at(t), t)
     }
 
     /// The time in `[lo, hi]` at which the integrated rate reaches `target`:
     /// safeguarded Newton (the rate is the derivative), bisection fallback.
     /// Bounded to 60 iterations. `clo` and `chi` are `cumulative(lo)` and
-    /// `cumulative(hi)`, which the callers already have.
+    /// `cumulative(hi)`, which the callers already have. The curve has at
+    /// least one phase.
     fn invert(&self, target: f64, mut lo: f64, mut hi: f64, clo: f64, chi: f64) -> f64 {
         let mut t = lo + 0.5 * (hi - lo);
+        if self.phases.is_empty() {
+            // Not reached: a curve without phases has no arrivals to place.
+            return t;
+        }
         if chi > clo {
             t = lo + (hi - lo) * ((target - clo) / (chi - clo)).clamp(0.0, 1.0);
         }
+        let mut phase = self.phase_at(t);
         for _ in 0..60 {
-            let f = self.cumulative(t) - target;
+            // The cumulative is taken at t clamped to the curve, the rate at
+            // t itself; both in the same phase unless the clamp moved t.
+            let tc = t.clamp(0.0, self.duration_s);
+            phase = self.phase_near(tc, phase);
+            let f = self.cumulative_in(phase, tc) - target;
             if f.abs() < 1e-12 * (1.0 + target.abs()) {
                 break;
             }
@@ -349,7 +457,8 @@ impl<'a> RateCurve<'a> {
             } else {
                 lo = t;
             }
-            let r = self.rate(t);
+            let rate_phase = if tc == t { phase } else { self.phase_at(t) };
+            let r = self.rate_in(rate_phase, t);
             let newton = if r > 0.0 { t - f / r } else { f64::NAN };
             t = if newton > lo && newton < hi {
                 newton
@@ -468,15 +577,19 @@ impl Arrivals {
                 match process {
                     Process::Poisson => {
                         let windows = duration.ceil() as usize;
+                        // Window k ends where window k + 1 starts (at k + 1),
+                        // so its integrated rate there is the next one's start.
+                        let mut ca = curve.cumulative(0.0);
                         for k in 0..windows {
                             let (a, b) = (k as f64, (k as f64 + 1.0).min(duration));
-                            let (ca, cb) = (curve.cumulative(a), curve.cumulative(b));
+                            let cb = curve.cumulative(b);
                             let n = poisson_count(rng, cb - ca) as usize;
                             sorted_fractions(rng, n, &mut fractions);
                             for &u in &fractions {
                                 let t = curve.invert(ca + u * (cb - ca), a, b, ca, cb);
                                 times.push(t.clamp(a, next_below(b)));
                             }
+                            ca = cb;
                         }
                     }
                     Process::Deterministic => {
@@ -718,5 +831,127 @@ fn next_below(x: f64) -> f64 {
         f64::from_bits(x.to_bits() - 1)
     } else {
         x
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    /// The inversion written with the plain per-phase formulas (no cached
+    /// constants, phase looked up on every call): the reference the fast
+    /// [`RateCurve::invert`] must match bit for bit.
+    fn plain_invert(
+        c: &RateCurve,
+        target: f64,
+        mut lo: f64,
+        mut hi: f64,
+        clo: f64,
+        chi: f64,
+    ) -> f64 {
+        let cumulative = |t: f64| {
+            let t = t.clamp(0.0, c.duration_s);
+            let i = c.phase_at(t);
+            c.cum_at_start[i] + c.base_rate * c.phases[i].cumulative(t - c.starts[i])
+        };
+        let rate = |t: f64| {
+            let i = c.phase_at(t);
+            (c.base_rate * c.phases[i].multiplier(t - c.starts[i])).max(0.0)
+        };
+        let mut t = lo + 0.5 * (hi - lo);
+        if chi > clo {
+            t = lo + (hi - lo) * ((target - clo) / (chi - clo)).clamp(0.0, 1.0);
+        }
+        for _ in 0..60 {
+            let f = cumulative(t) - target;
+            if f.abs() < 1e-12 * (1.0 + target.abs()) {
+                break;
+            }
+            if f > 0.0 {
+                hi = t;
+            } else {
+                lo = t;
+            }
+            let r = rate(t);
+            let newton = if r > 0.0 { t - f / r } else { f64::NAN };
+            t = if newton > lo && newton < hi {
+                newton
+            } else {
+                0.5 * (lo + hi)
+            };
+            if hi - lo < 1e-12 {
+                break;
+            }
+        }
+        t
+    }
+
+    #[test]
+    fn fast_inversion_equals_the_plain_formulas_bit_for_bit() {
+        // Every shape, sines reaching zero rate, phase boundaries inside
+        // one-second windows, and windows spanning several phases.
+        let phases = vec![
+            Phase::Constant {
+                duration_s: 7.3,
+                level: 0.4,
+            },
+            Phase::Sine {
+                duration_s: 20.5,
+                min: 0.0,
+                max: 2.0,
+                period_s: 6.1,
+                offset: 0.3,
+            },
+            Phase::Ramp {
+                duration_s: 11.2,
+                from: 2.0,
+                to: 0.1,
+            },
+            Phase::Square {
+                duration_s: 9.7,
+                low: 0.2,
+                high: 1.9,
+                period_s: 2.3,
+                duty: 0.4,
+            },
+            Phase::Spike {
+                duration_s: 0.4,
+                level: 1.0,
+                peak: 3.0,
+                start_s: 0.1,
+                length_s: 0.2,
+            },
+            Phase::Sine {
+                duration_s: 30.0,
+                min: 0.3,
+                max: 1.7,
+                period_s: 15.0,
+                offset: 0.0,
+            },
+        ];
+        let curve = RateCurve::new(7.0, &phases);
+        let mut rng = rand_pcg::Pcg64::seed_from_u64(3);
+        let mut checked = 0;
+        for width in [1.0, 0.05, 4.0, curve.duration_s] {
+            let mut a = 0.0;
+            while a < curve.duration_s {
+                let b = (a + width).min(curve.duration_s);
+                let (ca, cb) = (curve.cumulative(a), curve.cumulative(b));
+                for _ in 0..40 {
+                    let target = ca + rng.random::<f64>() * (cb - ca);
+                    let fast = curve.invert(target, a, b, ca, cb);
+                    let plain = plain_invert(&curve, target, a, b, ca, cb);
+                    assert_eq!(
+                        fast.to_bits(),
+                        plain.to_bits(),
+                        "target {target} in [{a}, {b}]"
+                    );
+                    checked += 1;
+                }
+                a = b;
+            }
+        }
+        assert!(checked > 4000, "{checked}");
     }
 }
