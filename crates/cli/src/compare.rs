@@ -33,12 +33,23 @@
 //! tick decisions (`GET /system/autoscaler/decisions`). A live run in which
 //! gateway-ext made no decision fails.
 //!
-//! One table (live / sim in each cell), a JSON report (with every control
-//! tick of both sides: the signals the policy saw and its decision), one
-//! PNG with a replica timeline per policy, and `ticks-<policy>.tsv`, the
-//! two sides' ticks line by line ([`ticks_side_by_side`]), which is where
-//! a live/sim difference shows its cause. The run fails if any task was
-//! lost. The simulated run ends `--drain-timeout x speedup` scenario
+//! 3. **Simulated, replaying the live start-up delays** (`sim-replay`):
+//!    step 2 with every replica start-up delay taken, in start order, from
+//!    the live run (the provider's `GET /system/function/{name}/starts`:
+//!    scale call -> health answers, real seconds x speedup), then from the
+//!    step-2 distribution once the live ones run out
+//!    ([`farm_model::scenario::DelaySequence`]). Live and step 2 draw their
+//!    delays independently, and with policies that keep their last
+//!    scale-up (keda, hpa) one different draw changes the whole run; the
+//!    replay compares the same draws, so what is left is the model's error.
+//!
+//! One table (live / sim / sim-replay in each cell), a JSON report (with
+//! every control tick of both sides: the signals the policy saw and its
+//! decision), one PNG with a replica timeline per policy, and
+//! `ticks-<policy>.tsv` (and `ticks-<policy>-replay.tsv`), the live and
+//! simulated ticks line by line ([`ticks_side_by_side`]), which is where a
+//! live/sim difference shows its cause. The run fails if any task was
+//! lost. The simulated runs end `--drain-timeout x speedup` scenario
 //! seconds after the arrival window, as the live one does.
 //!
 //! Policies are built-in names (`farm_model::policy::builtin_names`) or
@@ -55,9 +66,9 @@ use clap::Args;
 use farm_model::action::ActionSpace;
 use farm_model::observation::Observer;
 use farm_model::policy::{self, Decision, Policy, PolicyError};
-use farm_model::scenario::{Dist, Platform, Scenario, Workload};
+use farm_model::scenario::{DelaySequence, Dist, Platform, Scenario, Workload};
 use farm_model::signals::Signals;
-use farm_sim::{RunMetrics, SimOptions, simulate_workload};
+use farm_sim::{RunMetrics, SimOptions, simulate_workload, simulate_workload_replay};
 use gateway_ext::onnx::{OnnxError, OnnxModel};
 use plotters::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -471,6 +482,35 @@ pub fn simulate_recorded(
     pol: &mut dyn Policy,
     max_drain_s: f64,
 ) -> Result<(RunMetrics, Vec<Tick>)> {
+    recorded(pol, max_drain_s, |rec, opts| {
+        simulate_workload(workload, platform, seed, rec, opts)
+    })
+}
+
+/// [`simulate_recorded`] with the start-up delays replayed from `replay`
+/// (then its fallback); also returns the sequence, whose counters say how
+/// many delays were replayed.
+pub fn simulate_replayed(
+    workload: &Workload,
+    platform: &Platform,
+    seed: u64,
+    pol: &mut dyn Policy,
+    max_drain_s: f64,
+    replay: DelaySequence,
+) -> Result<(RunMetrics, Vec<Tick>, DelaySequence)> {
+    let ((m, seq), ticks) = recorded(pol, max_drain_s, |rec, opts| {
+        simulate_workload_replay(workload, platform, seed, rec, opts, replay)
+    })?;
+    Ok((m, ticks, seq))
+}
+
+/// Runs `sim` with `pol` wrapped so every tick is recorded, the run ending
+/// at most `max_drain_s` after the arrival window.
+fn recorded<T>(
+    pol: &mut dyn Policy,
+    max_drain_s: f64,
+    sim: impl FnOnce(&mut dyn Policy, &SimOptions) -> Result<T, farm_sim::SimError>,
+) -> Result<(T, Vec<Tick>)> {
     let mut rec = Recording {
         inner: pol,
         ticks: Vec::new(),
@@ -479,8 +519,41 @@ pub fn simulate_recorded(
         max_drain_s,
         ..SimOptions::default()
     };
-    let m = simulate_workload(workload, platform, seed, &mut rec, &opts)?;
-    Ok((m, rec.ticks))
+    let out = sim(&mut rec, &opts)?;
+    Ok((out, rec.ticks))
+}
+
+/// The start-up delays the live run's replicas had, in start order and
+/// scenario seconds (speedup `k`): every replica asked for at or after the
+/// replay's start `t0_us` (the initial replicas are up before it, as the
+/// simulator's are at time 0), asked-for -> first healthy. A replica
+/// stopped before it became available counts its emulated delay plus the
+/// mean live process start `start_s` (real seconds), which is what it
+/// would have had.
+pub fn live_startup_delays(
+    starts: &[farm_local::ReplicaStart],
+    t0_us: i64,
+    k: f64,
+    start_s: f64,
+) -> Vec<f64> {
+    let mut picked: Vec<&farm_local::ReplicaStart> =
+        starts.iter().filter(|s| s.requested_us >= t0_us).collect();
+    picked.sort_by_key(|s| s.requested_us);
+    picked
+        .into_iter()
+        .map(|s| s.available_after_s.unwrap_or(s.emulated_delay_s + start_s) * k)
+        .collect()
+}
+
+/// How the `sim-replay` run used the live start-up delays.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReplayInfo {
+    /// The live delays, scenario seconds, in start order.
+    pub live_delays_s: Vec<f64>,
+    /// Delays the simulator took from them.
+    pub replayed: usize,
+    /// Delays it drew from the fallback after they ran out.
+    pub fallbacks: usize,
 }
 
 /// Live and simulated ticks side by side, one line per control interval
@@ -545,6 +618,16 @@ pub struct Row {
     pub replica_s_diff_pct: Option<f64>,
     /// Both differences within the targets.
     pub within_target: Option<bool>,
+    /// The simulated run replaying the live start-up delays.
+    pub sim_replay: Option<RunMetrics>,
+    /// How the replay used the live delays.
+    pub replay: Option<ReplayInfo>,
+    /// Live QoS minus `sim-replay` QoS, percentage points.
+    pub replay_qos_diff_pts: Option<f64>,
+    /// Live replica-seconds relative to `sim-replay`'s, percent.
+    pub replay_replica_s_diff_pct: Option<f64>,
+    /// Both `sim-replay` differences within the targets.
+    pub replay_within_target: Option<bool>,
 }
 
 /// The JSON report.
@@ -583,11 +666,14 @@ fn fidelity(live: &RunMetrics, sim: &RunMetrics) -> (f64, f64, bool) {
     (dq, dr, ok)
 }
 
-/// The comparison table: one line per policy, `live / sim` in each cell.
+/// The comparison table: one line per policy, `live / sim / sim-replay`
+/// in each cell (`sim`: independent start-up delay draws; `sim-replay`:
+/// the live run's delays replayed, `-` when they could not be read), and
+/// the live-minus-simulated differences against each.
 pub fn table(rows: &[Row]) -> String {
     let head = [
         "policy",
-        "QoS % live/sim",
+        "QoS % live/sim/sim-replay",
         "p50 s",
         "p99 s",
         "replica-s",
@@ -596,29 +682,42 @@ pub fn table(rows: &[Row]) -> String {
         "actions",
         "reversals",
         "lost",
-        "dQoS pts",
-        "d rep-s %",
+        "dQoS pts sim",
+        "d rep-s % sim",
+        "dQoS pts replay",
+        "d rep-s % replay",
     ];
     let mut body: Vec<Vec<String>> = Vec::new();
     for r in rows {
         match (&r.live, &r.sim) {
             (Some(l), Some(s)) => {
                 let m = &l.metrics;
-                let pair = |a: f64, b: f64, d: usize| format!("{a:.d$} / {b:.d$}");
+                let rp = r.sim_replay.as_ref();
+                let three = |f: fn(&RunMetrics) -> f64, d: usize| {
+                    let third = rp.map_or("-".to_string(), |x| format!("{:.d$}", f(x)));
+                    format!("{:.d$} / {:.d$} / {third}", f(m), f(s))
+                };
+                let count = |f: fn(&RunMetrics) -> u32| {
+                    let third = rp.map_or("-".to_string(), |x| f(x).to_string());
+                    format!("{} / {} / {third}", f(m), f(s))
+                };
+                let pts = |d: Option<f64>| d.map_or("-".into(), |d| format!("{d:+.2}"));
+                let pct = |d: Option<f64>| d.map_or("-".into(), |d| format!("{d:+.1}"));
                 body.push(vec![
                     r.policy.clone(),
-                    pair(m.qos * 100.0, s.qos * 100.0, 2),
-                    pair(m.latency_p50_s, s.latency_p50_s, 2),
-                    pair(m.latency_p99_s, s.latency_p99_s, 2),
-                    pair(m.replica_seconds, s.replica_seconds, 0),
-                    pair(m.mean_replicas, s.mean_replicas, 2),
-                    format!("{} / {}", m.max_replicas, s.max_replicas),
-                    format!("{} / {}", m.scaling_actions, s.scaling_actions),
-                    format!("{} / {}", m.reversals, s.reversals),
+                    three(|x| x.qos * 100.0, 2),
+                    three(|x| x.latency_p50_s, 2),
+                    three(|x| x.latency_p99_s, 2),
+                    three(|x| x.replica_seconds, 0),
+                    three(|x| x.mean_replicas, 2),
+                    count(|x| x.max_replicas),
+                    count(|x| x.scaling_actions),
+                    count(|x| x.reversals),
                     l.accounting.lost.to_string(),
-                    r.qos_diff_pts.map_or("-".into(), |d| format!("{d:+.2}")),
-                    r.replica_s_diff_pct
-                        .map_or("-".into(), |d| format!("{d:+.1}")),
+                    pts(r.qos_diff_pts),
+                    pct(r.replica_s_diff_pct),
+                    pts(r.replay_qos_diff_pts),
+                    pct(r.replay_replica_s_diff_pct),
                 ]);
             }
             _ => {
@@ -691,11 +790,13 @@ fn timelines(path: &Path, title: &str, rows: &[Row]) -> Result<()> {
             .metrics
             .end_s
             .max(sim.end_s)
+            .max(row.sim_replay.as_ref().map_or(0.0, |m| m.end_s))
             .max(lt.last().map_or(0.0, |p| p.t_s))
             .max(1.0);
         let y_max = lt
             .iter()
             .chain(st)
+            .chain(row.sim_replay.iter().flat_map(|m| &m.timeline))
             .map(|p| p.alive.max(p.desired))
             .max()
             .unwrap_or(1)
@@ -709,8 +810,16 @@ fn timelines(path: &Path, title: &str, rows: &[Row]) -> Result<()> {
             }
             v
         };
+        let rt: &[farm_sim::TimelinePoint] = row.sim_replay.as_ref().map_or(&[], |m| &m.timeline);
+        let replay_caption = row.sim_replay.as_ref().map_or(String::new(), |m| {
+            format!(
+                "; sim-replay {:.1} %, {:.0} replica-s",
+                m.qos * 100.0,
+                m.replica_seconds
+            )
+        });
         let caption = format!(
-            "{}: QoS live {:.1} % / sim {:.1} %, replica-s {:.0} / {:.0}",
+            "{}: QoS live {:.1} % / sim {:.1} %, replica-s {:.0} / {:.0}{replay_caption}",
             row.policy,
             live.metrics.qos * 100.0,
             sim.qos * 100.0,
@@ -729,12 +838,15 @@ fn timelines(path: &Path, title: &str, rows: &[Row]) -> Result<()> {
             .y_desc("replicas")
             .draw()
             .map_err(|e| err(&e))?;
-        let series: [Series; 4] = [
+        let mut series: Vec<Series> = vec![
             ("live existing", RED, 4, steps(lt, |p| p.alive)),
             ("sim existing", orange, 2, steps(st, |p| p.alive)),
             ("live desired", BLUE, 1, steps(lt, |p| p.desired)),
             ("sim desired", CYAN, 1, steps(st, |p| p.desired)),
         ];
+        if !rt.is_empty() {
+            series.push(("sim-replay existing", GREEN, 2, steps(rt, |p| p.alive)));
+        }
         for (label, color, width, pts) in series {
             c.draw_series(LineSeries::new(pts, color.stroke_width(width)))
                 .map_err(|e| err(&e))?
@@ -805,6 +917,22 @@ struct Ctx<'a> {
 struct LiveRun {
     live: run::Live,
     decided_by: Vec<String>,
+    /// The worker's replica starts from the provider (`None` when it
+    /// could not say: a provider without the route).
+    starts: Option<Vec<farm_local::ReplicaStart>>,
+}
+
+/// The provider's record of the worker's replica starts.
+async fn provider_starts(provider: &str, worker: &str) -> Result<Vec<farm_local::ReplicaStart>> {
+    reqwest::Client::new()
+        .get(format!("{provider}/system/function/{worker}/starts"))
+        .send()
+        .await
+        .context("asking the provider for its replica starts")?
+        .error_for_status()?
+        .json()
+        .await
+        .context("the provider's replica starts")
 }
 
 /// One of gateway-ext's decision records, as `GET
@@ -935,7 +1063,19 @@ fn live_once(c: &Ctx<'_>, policy_spec: &str, build: bool) -> Result<LiveRun> {
             live.ticks = ticks;
             decided_by = by;
         }
-        Ok::<_, anyhow::Error>(LiveRun { live, decided_by })
+        // Read before the farm goes down: the records live in the provider.
+        let starts = match provider_starts(&st.provider_url, &farm.worker).await {
+            Ok(s) => Some(s),
+            Err(e) => {
+                eprintln!("farmctl compare: no live start-up delays, sim-replay skipped: {e:#}");
+                None
+            }
+        };
+        Ok::<_, anyhow::Error>(LiveRun {
+            live,
+            decided_by,
+            starts,
+        })
     });
     drop(rt);
     guard.now()?;
@@ -1021,6 +1161,11 @@ pub fn run(a: CompareArgs) -> Result<()> {
                 qos_diff_pts: None,
                 replica_s_diff_pct: None,
                 within_target: None,
+                sim_replay: None,
+                replay: None,
+                replay_qos_diff_pts: None,
+                replay_replica_s_diff_pct: None,
+                replay_within_target: None,
             });
             continue;
         }
@@ -1043,6 +1188,42 @@ pub fn run(a: CompareArgs) -> Result<()> {
                 let tsv = out.join(format!("ticks-{}.tsv", file_safe(&p)));
                 std::fs::write(&tsv, ticks_side_by_side(&l.live.ticks, &sim_ticks))
                     .with_context(|| format!("writing {}", tsv.display()))?;
+                let mut replayed = None;
+                if let Some(starts) = &l.starts {
+                    let delays = live_startup_delays(starts, l.live.t0_us, k, measured.start_s);
+                    let seq =
+                        DelaySequence::new(delays.clone(), sim_platform.startup_delay.clone())
+                            .context("the live start-up delays")?;
+                    let mut pol = make_policy(&p, &sim_platform)?;
+                    let (m, ticks, seq) = simulate_replayed(
+                        &sim_workload,
+                        &sim_platform,
+                        seed,
+                        pol.as_mut(),
+                        a.drain_timeout.max(0.0) * k,
+                        seq,
+                    )?;
+                    let tsv = out.join(format!("ticks-{}-replay.tsv", file_safe(&p)));
+                    std::fs::write(&tsv, ticks_side_by_side(&l.live.ticks, &ticks))
+                        .with_context(|| format!("writing {}", tsv.display()))?;
+                    let mean = delays.iter().sum::<f64>() / delays.len().max(1) as f64;
+                    println!(
+                        "{p}: sim-replay: {} live start-up delays (mean {mean:.2} s scenario), {} replayed, {} drawn after they ran out",
+                        delays.len(),
+                        seq.replayed(),
+                        seq.fallbacks()
+                    );
+                    replayed = Some((
+                        m,
+                        ReplayInfo {
+                            live_delays_s: delays,
+                            replayed: seq.replayed(),
+                            fallbacks: seq.fallbacks(),
+                        },
+                    ));
+                }
+                let rd = replayed.as_ref().map(|(m, _)| fidelity(&l.live.metrics, m));
+                let (sim_replay, replay) = replayed.unzip();
                 Row {
                     policy: p,
                     status: "ok".into(),
@@ -1057,6 +1238,11 @@ pub fn run(a: CompareArgs) -> Result<()> {
                     qos_diff_pts: Some(dq),
                     replica_s_diff_pct: Some(dr),
                     within_target: Some(ok),
+                    sim_replay,
+                    replay,
+                    replay_qos_diff_pts: rd.map(|r| r.0),
+                    replay_replica_s_diff_pct: rd.map(|r| r.1),
+                    replay_within_target: rd.map(|r| r.2),
                 }
             }
             Err(e) => {
@@ -1069,6 +1255,11 @@ pub fn run(a: CompareArgs) -> Result<()> {
                     qos_diff_pts: None,
                     replica_s_diff_pct: None,
                     within_target: None,
+                    sim_replay: None,
+                    replay: None,
+                    replay_qos_diff_pts: None,
+                    replay_replica_s_diff_pct: None,
+                    replay_within_target: None,
                 }
             }
         };
@@ -1076,7 +1267,7 @@ pub fn run(a: CompareArgs) -> Result<()> {
     }
 
     println!(
-        "\n{} / seed {seed} / live x{k} vs simulated (figures in scenario seconds; target |dQoS| <= {QOS_TOLERANCE_PTS} pts, |d rep-s| <= {:.0} %)",
+        "\n{} / seed {seed} / live x{k} vs simulated: sim = independent start-up delay draws, sim-replay = the live run's delays replayed (figures in scenario seconds; target |dQoS| <= {QOS_TOLERANCE_PTS} pts, |d rep-s| <= {:.0} %)",
         scenario.name,
         REPLICA_S_TOLERANCE * 100.0
     );
@@ -1215,6 +1406,11 @@ mod tests {
             qos_diff_pts: None,
             replica_s_diff_pct: None,
             within_target: None,
+            sim_replay: None,
+            replay: None,
+            replay_qos_diff_pts: None,
+            replay_replica_s_diff_pct: None,
+            replay_within_target: None,
         };
         let ok = Row {
             policy: "queueing".into(),
@@ -1230,9 +1426,80 @@ mod tests {
             qos_diff_pts: Some(-2.0),
             replica_s_diff_pct: Some(1.0),
             within_target: Some(true),
+            sim_replay: None,
+            replay: None,
+            replay_qos_diff_pts: None,
+            replay_replica_s_diff_pct: None,
+            replay_within_target: None,
         };
-        let t = table(&[ok, skipped]);
-        assert_eq!(t.lines().count(), 3, "{t}");
-        assert!(t.contains("90.00 / 92.00") && t.contains("skipped"), "{t}");
+        let replayed = Row {
+            policy: "keda".into(),
+            sim_replay: Some(metrics(0.89, 0.0)),
+            replay_qos_diff_pts: Some(1.0),
+            replay_replica_s_diff_pct: Some(-0.5),
+            replay_within_target: Some(true),
+            ..ok.clone()
+        };
+        let t = table(&[ok, replayed, skipped]);
+        assert_eq!(t.lines().count(), 4, "{t}");
+        assert!(t.contains("live/sim/sim-replay"), "{t}");
+        assert!(
+            t.contains("90.00 / 92.00 / -") && t.contains("skipped"),
+            "{t}"
+        );
+        assert!(t.contains("90.00 / 92.00 / 89.00"), "{t}");
+        assert!(t.contains("+1.00") && t.contains("-0.5"), "{t}");
+    }
+
+    fn start(requested_us: i64, delay: f64, after: Option<f64>) -> farm_local::ReplicaStart {
+        farm_local::ReplicaStart {
+            instance: format!("w-{requested_us}"),
+            requested_us,
+            emulated_delay_s: delay,
+            available_after_s: after,
+        }
+    }
+
+    #[test]
+    fn live_delays_are_the_run_s_starts_in_order_in_scenario_seconds() {
+        let starts = [
+            start(50, 1.0, Some(1.1)),  // an initial replica, before t0
+            start(300, 2.0, Some(2.2)), // listed out of order
+            start(200, 1.5, Some(1.6)),
+            start(400, 1.0, None), // stopped before it was available
+        ];
+        let d = live_startup_delays(&starts, 100, 4.0, 0.05);
+        let want = [1.6 * 4.0, 2.2 * 4.0, (1.0 + 0.05) * 4.0];
+        assert_eq!(d.len(), want.len(), "{d:?}");
+        for (a, b) in d.iter().zip(want) {
+            assert!((a - b).abs() < 1e-9, "{d:?}");
+        }
+        assert!(live_startup_delays(&starts, 1_000, 4.0, 0.05).is_empty());
+    }
+
+    #[test]
+    fn replaying_the_simulator_s_own_draws_reproduces_its_run() {
+        // A replay of delays equal to the platform's constant must give the
+        // run the plain simulator gives, and different delays a different one.
+        // paper-4phase starts at one replica and must scale up.
+        let s = Scenario::builtin("paper-4phase").unwrap();
+        let w = s.generate(3);
+        let mut p = s.platform.clone();
+        p.startup_delay = Dist::Constant(6.0);
+        let mut pol = make_policy("queueing", &p).unwrap();
+        let (plain, _) = simulate_recorded(&w, &p, 3, pol.as_mut(), 60.0).unwrap();
+        let seq = DelaySequence::new(vec![6.0; 4], Dist::Constant(6.0)).unwrap();
+        let (same, _, seq) = simulate_replayed(&w, &p, 3, pol.as_mut(), 60.0, seq).unwrap();
+        assert_eq!(plain.qos, same.qos);
+        assert_eq!(plain.replica_seconds, same.replica_seconds);
+        // The fallback only after every value was used.
+        assert!(seq.fallbacks() == 0 || seq.replayed() == 4, "{seq:?}");
+        assert!(seq.replayed() > 0, "the run started no replica");
+        let slow = DelaySequence::new(vec![60.0; 64], Dist::Constant(60.0)).unwrap();
+        let (other, _, _) = simulate_replayed(&w, &p, 3, pol.as_mut(), 60.0, slow).unwrap();
+        assert_ne!(
+            (plain.qos, plain.replica_seconds),
+            (other.qos, other.replica_seconds)
+        );
     }
 }

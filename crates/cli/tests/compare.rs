@@ -135,6 +135,19 @@ fn compare_one(root: &Path, onnx: &str, seed: u64, out: &Path, build: bool) -> [
         let ticks = row["live"]["ticks"].as_array().unwrap();
         assert!(ticks.len() >= 4, "{} live ticks: {row}", ticks.len());
         assert!(row["qos_diff_pts"].as_f64().is_some(), "{row}");
+        // The second simulation replays the live run's start-up delays
+        // (every one of them, then the fallback).
+        let replay = &row["sim_replay"];
+        assert_eq!(replay["tasks"].as_u64(), Some(tasks), "{row}");
+        let delays = row["replay"]["live_delays_s"].as_array().unwrap();
+        assert!(
+            delays.iter().all(|d| d.as_f64().is_some_and(|d| d >= 0.0)),
+            "{row}"
+        );
+        let replayed = row["replay"]["replayed"].as_u64().unwrap();
+        let fallbacks = row["replay"]["fallbacks"].as_u64().unwrap();
+        assert!(fallbacks == 0 || replayed == delays.len() as u64, "{row}");
+        assert!(row["replay_qos_diff_pts"].as_f64().is_some(), "{row}");
     }
     let png = std::fs::metadata(out.join("compare.png"))
         .map(|m| m.len())

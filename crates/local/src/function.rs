@@ -14,7 +14,7 @@
 //! available, or waiting to restart), `availableReplicas` the number of those
 //! whose health route answers 200.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -58,6 +58,10 @@ const BACKOFF_RESET_AFTER: Duration = Duration::from_secs(10);
 /// Failed health polls in a row before an available replica stops counting
 /// as available (Kubernetes' default failureThreshold).
 const READINESS_FAILURES: u32 = 3;
+
+/// Start records a function keeps (oldest dropped first): a bound on the
+/// memory of a long-lived provider, far above what one run starts.
+const MAX_START_RECORDS: usize = 4096;
 
 /// Timeout of one health poll.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -129,6 +133,32 @@ pub(crate) struct Prepared {
     pub secrets: Vec<(String, PathBuf)>,
 }
 
+/// One replica start, as `GET /system/function/{name}/starts` reports it
+/// (a farm-local extension, not an OpenFaaS route): when the slot was
+/// created (the scale call that asked for it), the emulated start delay it
+/// drew, and how long until its health route first answered 200. Restarts
+/// of the same replica after a crash are not new starts.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ReplicaStart {
+    /// The replica's instance name (`<function>-<slot>`).
+    pub instance: String,
+    /// Wall clock (Unix µs) when the replica was asked for.
+    pub requested_us: i64,
+    /// The emulated start delay it waited before its process was spawned, seconds.
+    pub emulated_delay_s: f64,
+    /// Asked for -> first healthy, seconds: the emulated delay, the process
+    /// start and the first successful poll. `None` while it never became
+    /// available (still starting, or stopped before).
+    pub available_after_s: Option<f64>,
+}
+
+/// A start record while the replica lives.
+struct StartRec {
+    id: u64,
+    created: Instant,
+    start: ReplicaStart,
+}
+
 /// Replica counts of a function.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Counts {
@@ -177,6 +207,8 @@ struct State {
     desired: u64,
     deleted: bool,
     slots: BTreeMap<u64, Slot>,
+    /// Every replica start, in creation order (bounded).
+    starts: VecDeque<StartRec>,
 }
 
 /// One deployed function.
@@ -205,6 +237,7 @@ impl Function {
                 desired,
                 deleted: false,
                 slots: BTreeMap::new(),
+                starts: VecDeque::new(),
             }),
             counts: watch::Sender::new(Counts::default()),
         });
@@ -346,6 +379,29 @@ impl Function {
         });
     }
 
+    /// Every replica start this function remembers, oldest first.
+    pub fn starts(&self) -> Vec<ReplicaStart> {
+        self.lock().starts.iter().map(|r| r.start.clone()).collect()
+    }
+
+    fn record_delay(&self, id: u64, delay: Duration) {
+        let mut st = self.lock();
+        if let Some(r) = st.starts.iter_mut().rev().find(|r| r.id == id) {
+            r.start.emulated_delay_s = delay.as_secs_f64();
+        }
+    }
+
+    /// The first time a slot answers its health check (later recoveries
+    /// and restarts keep the first figure).
+    fn record_available(&self, id: u64) {
+        let mut st = self.lock();
+        if let Some(r) = st.starts.iter_mut().rev().find(|r| r.id == id)
+            && r.start.available_after_s.is_none()
+        {
+            r.start.available_after_s = Some(r.created.elapsed().as_secs_f64());
+        }
+    }
+
     fn set_process(self: &Arc<Self>, id: u64, port: u16, pid: Option<u32>) {
         self.with_state(|_, st| {
             if let Some(s) = st.slots.get_mut(&id) {
@@ -472,6 +528,21 @@ fn spawn_slot(f: &Arc<Function>, st: &mut State) {
             stopping: false,
         },
     );
+    if st.starts.len() >= MAX_START_RECORDS {
+        st.starts.pop_front();
+    }
+    st.starts.push_back(StartRec {
+        id,
+        created: Instant::now(),
+        start: ReplicaStart {
+            instance: format!("{}-{id}", f.name),
+            requested_us: SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX)),
+            emulated_delay_s: 0.0,
+            available_after_s: None,
+        },
+    });
     let prepared = st.prepared.clone();
     f.ctx
         .tracker
@@ -500,6 +571,7 @@ async fn run_slot(
     let instance = format!("{}-{id}", f.name);
     let dir = f.ctx.state_dir.join(&instance);
     let delay = f.ctx.start_delay();
+    f.record_delay(id, delay);
     if !delay.is_zero() {
         debug!(function = %f.name, %instance, delay_s = delay.as_secs_f64(), "emulated start delay");
         tokio::select! {
@@ -683,6 +755,7 @@ async fn supervise(
                             start_ms = spawned.elapsed().as_millis() as u64,
                             "replica available"
                         );
+                        f.record_available(id);
                         f.set_phase(id, Phase::Ready);
                     }
                 } else if ready_since.is_some() {

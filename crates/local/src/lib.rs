@@ -92,7 +92,7 @@ pub use builder::{
 pub use clock::{format_rfc3339, parse_rfc3339};
 pub use config::{Config, ConfigError, ConfigErrors, StartDelay};
 pub use error::{ApiError, ProviderError};
-pub use function::{OPENFAAS_SECRETS_PATH, SECRETS_DIR_ENV};
+pub use function::{OPENFAAS_SECRETS_PATH, ReplicaStart, SECRETS_DIR_ENV};
 pub use image::{ImageError, ImageStore};
 pub use provider::{Provider, ProviderHandle};
 pub use types::{

@@ -159,6 +159,12 @@ impl ProviderHandle {
         Ok(self.registry.get(name)?.status())
     }
 
+    /// The replica starts of one function, oldest first
+    /// ([`crate::ReplicaStart`]).
+    pub fn starts(&self, name: &str) -> Result<Vec<crate::ReplicaStart>, ApiError> {
+        Ok(self.registry.get(name)?.starts())
+    }
+
     /// The status of every function, by name.
     pub fn list(&self) -> Vec<FunctionStatus> {
         let fs: Vec<Arc<Function>> = self.registry.functions().values().cloned().collect();

@@ -7,6 +7,7 @@
 //! | `PUT /system/functions` | 202 | 400, 404 |
 //! | `DELETE /system/functions` | 202 | 400, 404 |
 //! | `GET /system/function/{name}` | 200 `FunctionStatus` | 404 |
+//! | `GET /system/function/{name}/starts` | 200 `[ReplicaStart]` (farm-local extension) | 404 |
 //! | `POST /system/scale-function/{name}` | 202 | 400 bad JSON / negative / non-numeric / too many, 404 |
 //! | `GET /system/info` | 200 `{provider, version, orchestration}` | |
 //! | `GET /system/namespaces` | 200 `["openfaas-fn"]` | |
@@ -66,6 +67,7 @@ pub(crate) fn router(reg: Arc<Registry>) -> Router {
             get(list).post(deploy).put(update).delete(delete),
         )
         .route("/system/function/{name}", get(status))
+        .route("/system/function/{name}/starts", get(starts))
         .route("/system/scale-function/{name}", post(scale))
         .route("/system/info", get(info))
         .route("/system/namespaces", get(namespaces))
@@ -164,6 +166,17 @@ async fn status(
 ) -> Result<Response, ApiError> {
     query_namespace(&q)?;
     Ok(json(&handle(&reg).status(&name)?))
+}
+
+/// Every replica start of the function (spawn -> available), so a client
+/// can tell the start-up delays its replicas really had.
+async fn starts(
+    State(reg): State<AppState>,
+    Path(name): Path<String>,
+    Query(q): Query<Vec<(String, String)>>,
+) -> Result<Response, ApiError> {
+    query_namespace(&q)?;
+    Ok(json(&handle(&reg).starts(&name)?))
 }
 
 async fn scale(

@@ -243,3 +243,48 @@ async fn emulated_start_delay_holds_replicas_unavailable() {
     p.wait_counts("d", 1, 1).await;
     p.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replica_starts_report_the_delay_each_replica_had() {
+    let p = TestProvider::start(|c, _| {
+        c.start_delay = farm_local::StartDelay::Fixed(Duration::from_millis(300));
+    })
+    .await;
+    assert_eq!(p.deploy(&fixture("s")).await.status(), 202);
+    p.wait_counts("s", 1, 1).await;
+    assert_eq!(p.scale("s", 3).await, 202);
+    // Right after the scale call the new replicas are recorded but not yet
+    // available (they wait the emulated delay).
+    let starts: Vec<farm_local::ReplicaStart> = p
+        .get("/system/function/s/starts")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(starts.len(), 3, "{starts:?}");
+    assert!(starts[1..].iter().all(|s| s.available_after_s.is_none()));
+    p.wait_counts("s", 3, 3).await;
+    let starts: Vec<farm_local::ReplicaStart> = p
+        .get("/system/function/s/starts")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(starts.len(), 3, "{starts:?}");
+    for s in &starts {
+        assert!((s.emulated_delay_s - 0.3).abs() < 1e-9, "{s:?}");
+        let after = s.available_after_s.expect("available");
+        // Emulated delay + the real process start: never less than the delay.
+        assert!(after >= 0.3, "{s:?}");
+    }
+    // In creation order, instance names distinct.
+    assert!(
+        starts
+            .windows(2)
+            .all(|w| w[0].requested_us <= w[1].requested_us)
+    );
+    let names: BTreeSet<&str> = starts.iter().map(|s| s.instance.as_str()).collect();
+    assert_eq!(names.len(), 3);
+    assert_eq!(p.get("/system/function/nope/starts").await.status(), 404);
+    p.shutdown().await;
+}

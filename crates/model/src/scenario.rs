@@ -60,6 +60,12 @@
 //! files in `scenarios/` at the workspace root are the built-ins written with
 //! [`Scenario::to_yaml`], checked by a test so they never drift.
 //!
+//! To replay the start-up delays a live run really saw (`farmctl compare`'s
+//! `sim-replay` column), the simulator takes a [`DelaySequence`] (YAML
+//! `{kind: replay, values: [seconds..], fallback: {kind: ..}}`): the values
+//! in start order, then draws from the fallback. It is a simulator option
+//! (`farm_sim::simulate_workload_replay`), not a `startup_delay` kind.
+//!
 //! # Random streams
 //!
 //! [`Scenario::generate`] draws arrivals and service times from two
@@ -71,8 +77,10 @@ mod arrivals;
 mod builtin;
 pub(crate) mod check;
 mod diagnose;
+mod replay;
 
 pub use arrivals::{Arrivals, Phase, Process};
+pub use replay::DelaySequence;
 
 use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, Exp, Gamma, LogNormal};

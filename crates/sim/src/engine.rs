@@ -13,7 +13,8 @@
 //!   pre-sorted, so arrivals are merged with the heap instead of being pushed).
 //! - **Replicas** go `Starting -> Ready (idle/busy) -> [Draining] -> Leaving ->
 //!   Gone`. A scale-up request creates a replica that becomes ready after a
-//!   start-up delay drawn from `platform.startup_delay`. A scale-down removes
+//!   start-up delay drawn from `platform.startup_delay` (or, after
+//!   [`Engine::replay_startup`], the next delay of a recorded sequence). A scale-down removes
 //!   starting replicas first (newest first, gone at once), then idle replicas
 //!   (they leave after a scale-down delay), then busy ones (newest first):
 //!   those stop pulling, finish their current task, then leave after the
@@ -44,7 +45,7 @@
 use std::cmp::Ordering;
 use std::collections::{BinaryHeap, VecDeque};
 
-use farm_model::scenario::{Dist, Platform, TaskSpec};
+use farm_model::scenario::{DelaySequence, Dist, Platform, TaskSpec};
 use farm_model::signals::Signals;
 use rand::{Rng, SeedableRng};
 use rand_pcg::Pcg64Mcg;
@@ -190,6 +191,8 @@ pub struct Engine {
     opts: SimOptions,
     rng_delay: Pcg64Mcg,
     rng_fail: Pcg64Mcg,
+    /// Start-up delays to replay instead of drawing from `startup`.
+    replay: Option<DelaySequence>,
 
     now: f64,
     seq: u64,
@@ -282,6 +285,7 @@ impl Engine {
             opts,
             rng_delay: Pcg64Mcg::seed_from_u64(seed ^ DELAY_STREAM),
             rng_fail: Pcg64Mcg::seed_from_u64(seed ^ FAIL_STREAM),
+            replay: None,
             now: 0.0,
             seq: 0,
             heap: BinaryHeap::with_capacity(64),
@@ -344,6 +348,27 @@ impl Engine {
         }
         e.max_alive = e.n_alive;
         e
+    }
+
+    /// Replay `seq` for start-up delays (new replicas and restarts after a
+    /// failure, in the order they start) instead of drawing from
+    /// `platform.startup_delay`; once it runs out, its fallback is drawn
+    /// from the same delay stream. Call before the first [`Engine::run`].
+    pub fn replay_startup(&mut self, seq: DelaySequence) {
+        self.replay = Some(seq);
+    }
+
+    /// The replayed sequence, if any (its counters tell how many delays
+    /// came from it and how many from its fallback).
+    pub fn startup_replay(&self) -> Option<&DelaySequence> {
+        self.replay.as_ref()
+    }
+
+    fn startup_delay(&mut self) -> f64 {
+        match &mut self.replay {
+            Some(seq) => seq.next_delay(&mut self.rng_delay),
+            None => self.startup.sample(&mut self.rng_delay),
+        }
     }
 
     /// Current logical time, seconds.
@@ -541,7 +566,7 @@ impl Engine {
                         r.state = State::Starting;
                         r.generation += 1;
                         let generation = r.generation;
-                        let delay = self.startup.sample(&mut self.rng_delay);
+                        let delay = self.startup_delay();
                         self.push(
                             self.now + delay,
                             Kind::Ready {
@@ -599,7 +624,7 @@ impl Engine {
                 });
                 self.n_starting += 1;
                 self.n_alive += 1;
-                let delay = self.startup.sample(&mut self.rng_delay);
+                let delay = self.startup_delay();
                 self.push(
                     self.now + delay,
                     Kind::Ready {

@@ -50,4 +50,4 @@ pub mod run;
 pub use engine::{Engine, Pause, SimOptions};
 pub use env::{Env, EnvError, StepInfo, StepOut};
 pub use metrics::{RunMetrics, TimelinePoint};
-pub use run::{SimError, drive, simulate, simulate_workload, validate};
+pub use run::{SimError, drive, simulate, simulate_workload, simulate_workload_replay, validate};

@@ -1,7 +1,7 @@
 //! The whole-run API: a scenario, a seed and a policy in, [`RunMetrics`] out.
 
 use farm_model::policy::Policy;
-use farm_model::scenario::{Platform, Scenario, Workload};
+use farm_model::scenario::{DelaySequence, Platform, Scenario, Workload};
 
 use crate::engine::{Engine, Pause, SimOptions};
 use crate::metrics::RunMetrics;
@@ -106,6 +106,38 @@ pub fn simulate_workload(
     policy: &mut dyn Policy,
     opts: &SimOptions,
 ) -> Result<RunMetrics, SimError> {
+    run_engine(workload, platform, seed, policy, opts, None).map(|(m, _)| m)
+}
+
+/// [`simulate_workload`] with the start-up delays taken from `replay` in
+/// start order (then its fallback) instead of `platform.startup_delay`:
+/// `farmctl compare` replays the delays a live run saw. Returns the
+/// sequence too, whose counters say how many delays it supplied.
+pub fn simulate_workload_replay(
+    workload: &Workload,
+    platform: &Platform,
+    seed: u64,
+    policy: &mut dyn Policy,
+    opts: &SimOptions,
+    replay: DelaySequence,
+) -> Result<(RunMetrics, DelaySequence), SimError> {
+    let (m, seq) = run_engine(workload, platform, seed, policy, opts, Some(replay))?;
+    let seq = seq.ok_or_else(|| SimError::Platform {
+        field: "startup_delay",
+        message: "the replayed sequence went missing".into(),
+    })?;
+    Ok((m, seq))
+}
+
+/// One engine run to the end, optionally replaying start-up delays.
+fn run_engine(
+    workload: &Workload,
+    platform: &Platform,
+    seed: u64,
+    policy: &mut dyn Policy,
+    opts: &SimOptions,
+    replay: Option<DelaySequence>,
+) -> Result<(RunMetrics, Option<DelaySequence>), SimError> {
     validate(workload, platform)?;
     let mut engine = Engine::new(
         workload.tasks.clone(),
@@ -114,8 +146,11 @@ pub fn simulate_workload(
         seed,
         opts.clone(),
     );
+    if let Some(seq) = replay {
+        engine.replay_startup(seq);
+    }
     drive(&mut engine, policy);
-    Ok(engine.metrics())
+    Ok((engine.metrics(), engine.startup_replay().cloned()))
 }
 
 /// Run an engine to the end under a policy.

@@ -3,8 +3,8 @@
 mod common;
 
 use common::{Fixed, Recorder, Script, platform, workload};
-use farm_model::scenario::Dist;
-use farm_sim::{SimError, SimOptions, simulate_workload};
+use farm_model::scenario::{DelaySequence, Dist};
+use farm_sim::{SimError, SimOptions, simulate_workload, simulate_workload_replay};
 
 fn close(a: f64, b: f64) -> bool {
     (a - b).abs() < 1e-9
@@ -275,4 +275,48 @@ fn unfinished_tasks_after_the_drain_bound() {
     assert_eq!(m.completed, 7);
     assert_eq!(m.unfinished, 93);
     assert!(close(m.replica_seconds, 70.0));
+}
+
+#[test]
+fn replayed_startup_delays_are_used_in_start_order_then_the_fallback() {
+    // Tick 5 asks 3: two replicas start. The platform says 2 s (both ready
+    // by tick 10); the replay says 1 s then 7 s, so at tick 10 one of them
+    // is still starting.
+    let w = workload(&[], 20.0);
+    let p = platform(5.0, 1, 4, 1, 2.0, 1.0);
+    let run = |seq: DelaySequence| {
+        simulate_workload_replay(
+            &w,
+            &p,
+            1,
+            &mut Script(vec![3, 3], 0),
+            &SimOptions::default(),
+            seq,
+        )
+        .unwrap()
+    };
+    let (m, seq) = run(DelaySequence::new(vec![1.0, 7.0], Dist::Constant(2.0)).unwrap());
+    let t = &m.timeline;
+    assert_eq!((t[1].desired, t[1].ready, t[1].starting), (3, 2, 1));
+    assert_eq!((seq.replayed(), seq.fallbacks()), (2, 0));
+    // One value, then the fallback (7 s) for the second start: the same run.
+    let (m2, seq) = run(DelaySequence::new(vec![1.0], Dist::Constant(7.0)).unwrap());
+    assert_eq!((seq.replayed(), seq.fallbacks()), (1, 1));
+    assert_eq!(
+        (m2.timeline[1].ready, m2.timeline[1].starting),
+        (t[1].ready, t[1].starting)
+    );
+    // The plain run draws 2 s for both: all ready at tick 10.
+    let plain = simulate_workload(
+        &w,
+        &p,
+        1,
+        &mut Script(vec![3, 3], 0),
+        &SimOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(
+        (plain.timeline[1].ready, plain.timeline[1].starting),
+        (3, 0)
+    );
 }
