@@ -35,6 +35,29 @@ if missing rustfarm-gym "${want_gym[@]}"; then
   "$venv/bin/python" -m pip install -q --no-deps -e "$root/gym"
 fi
 
+# The gym's native gRPC transport (gym/native/, a pyo3 extension module
+# `rustfarm_native`): a release wheel built by maturin with cargo into the
+# workspace's target dir, installed into the venv. Rebuilt only when its
+# sources, farm-proto's or the lock file changed since the last install
+# (the stamp holds their hash).
+want_native=(maturin==1.16.0)
+if missing "${want_native[@]}"; then
+  "$venv/bin/python" -m pip install -q "${want_native[@]}"
+fi
+native_stamp="$venv/rustfarm-native.stamp"
+native_hash=$(find gym/native crates/proto proto/control.proto Cargo.lock -type f \
+    \( -name '*.rs' -o -name '*.toml' -o -name '*.proto' -o -name Cargo.lock \) \
+    -not -path '*/target/*' | LC_ALL=C sort | xargs sha256sum | sha256sum | cut -d' ' -f1)
+if missing rustfarm-native || [ "$(cat "$native_stamp" 2>/dev/null)" != "$native_hash" ]; then
+  echo "== building the gym's native transport (gym/native, maturin, release)"
+  rm -f "$root"/target/wheels/rustfarm_native-*.whl
+  "$venv/bin/maturin" build --release --quiet -m gym/native/Cargo.toml \
+    -i "$venv/bin/python" --compatibility linux --out "$root/target/wheels"
+  "$venv/bin/python" -m pip install -q --no-deps --force-reinstall \
+    "$root"/target/wheels/rustfarm_native-*.whl
+  echo "$native_hash" >"$native_stamp"
+fi
+
 # Debian packages, only if missing.
 need_apt=()
 for pkg in "$@"; do

@@ -211,6 +211,9 @@ enum Command {
     Restart {
         reply: oneshot::Sender<()>,
     },
+    Hold {
+        reply: oneshot::Sender<()>,
+    },
 }
 
 struct Shared {
@@ -299,13 +302,23 @@ impl FarmHandle {
         firing: bool,
         via: Option<&str>,
     ) -> Result<Arc<DecisionRecord>, FarmError> {
+        self.ask(|reply| Command::Alert {
+            firing,
+            via: via.map(str::to_owned),
+            reply,
+        })
+        .await
+    }
+
+    /// Sends the loop the command `make` builds around a reply channel and
+    /// waits for the reply.
+    async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, FarmError> {
         let (reply, rx) = oneshot::channel();
         self.cmd
-            .send(Command::Alert {
-                firing,
-                via: via.map(str::to_owned),
-                reply,
-            })
+            .send(make(reply))
             .await
             .map_err(|_| FarmError::Stopped(self.spec.farm.clone()))?;
         rx.await
@@ -314,13 +327,8 @@ impl FarmHandle {
 
     /// Honours a scale request as a floor and decides at once.
     pub async fn scale_request(&self, replicas: u32) -> Result<Arc<DecisionRecord>, FarmError> {
-        let (reply, rx) = oneshot::channel();
-        self.cmd
-            .send(Command::ScaleRequest { replicas, reply })
+        self.ask(|reply| Command::ScaleRequest { replicas, reply })
             .await
-            .map_err(|_| FarmError::Stopped(self.spec.farm.clone()))?;
-        rx.await
-            .map_err(|_| FarmError::Stopped(self.spec.farm.clone()))
     }
 
     /// Starts the farm's control clock now, as a replayed scenario starts
@@ -330,24 +338,22 @@ impl FarmHandle {
     /// it the ticks keep the phase of the loop's start, so a live run
     /// decides at other scenario times than the simulator does.
     pub async fn restart_clock(&self) -> Result<(), FarmError> {
-        let (reply, rx) = oneshot::channel();
-        self.cmd
-            .send(Command::Restart { reply })
-            .await
-            .map_err(|_| FarmError::Stopped(self.spec.farm.clone()))?;
-        rx.await
-            .map_err(|_| FarmError::Stopped(self.spec.farm.clone()))
+        self.ask(|reply| Command::Restart { reply }).await
+    }
+
+    /// Suspends the farm's tick decisions until the next
+    /// [`FarmHandle::restart_clock`]: `farmctl run` / `compare` set up the
+    /// scenario's initial replicas between the two, and a tick in between
+    /// (the loop deciding on an idle farm) would start the replay from
+    /// another replica count than the simulator's. Alerts and scale
+    /// requests are still decided.
+    pub async fn hold(&self) -> Result<(), FarmError> {
+        self.ask(|reply| Command::Hold { reply }).await
     }
 
     /// Reloads an ONNX model (validated first). `Ok(false)` for other policies.
     pub async fn reload(&self) -> Result<Result<bool, String>, FarmError> {
-        let (reply, rx) = oneshot::channel();
-        self.cmd
-            .send(Command::Reload { reply })
-            .await
-            .map_err(|_| FarmError::Stopped(self.spec.farm.clone()))?;
-        rx.await
-            .map_err(|_| FarmError::Stopped(self.spec.farm.clone()))
+        self.ask(|reply| Command::Reload { reply }).await
     }
 
     /// The action space of an external farm.
@@ -523,10 +529,11 @@ impl FarmLoop {
         info!(function = %self.spec.function, policy = %self.spec.policy, interval = ?self.spec.interval, "farm loop started");
         let mut interval = tokio::time::interval(self.spec.interval);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut held = false;
         loop {
             tokio::select! {
                 () = stop.cancelled() => break,
-                _ = interval.tick() => {
+                _ = interval.tick(), if !held => {
                     if self.policy.model_changed() {
                         let _ = self.reload();
                     }
@@ -551,6 +558,12 @@ impl FarmLoop {
                     Some(Command::Restart { reply }) => {
                         self.restart_clock().await;
                         interval.reset();
+                        held = false;
+                        let _ = reply.send(());
+                    }
+                    Some(Command::Hold { reply }) => {
+                        held = true;
+                        info!("tick decisions held until the clock restarts");
                         let _ = reply.send(());
                     }
                 },
@@ -564,6 +577,11 @@ impl FarmLoop {
     /// now the start of the policy's clock and of the next interval.
     async fn restart_clock(&mut self) {
         let now = Instant::now();
+        // A new episode, as the simulator starts one: the policy's history
+        // is forgotten and the previous decision is what the platform runs
+        // now (someone else may have scaled it since the last tick).
+        self.policy.reset();
+        self.desired = None;
         let sample = self.observe().await;
         let previous = self
             .desired

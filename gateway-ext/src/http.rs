@@ -6,7 +6,8 @@
 //! | `GET /healthz` | 200 `OK` |
 //! | `GET /metrics` | Prometheus text |
 //! | `GET /system/autoscaler` | JSON status of every farm (auth) |
-//! | `POST /system/autoscaler/restart/{farm}` | restart the farm's control clock: next tick one interval from now, policy time 0 (a replay's start); 204, 404 for an unknown farm (auth) |
+//! | `POST /system/autoscaler/restart/{farm}` | restart the farm's control clock: next tick one interval from now, policy time 0 (a replay's start), the policy's history forgotten; 204, 404 for an unknown farm (auth) |
+//! | `POST /system/autoscaler/hold/{farm}` | suspend the farm's tick decisions until its next restart (a replay setting up its initial replicas); 204, 404 for an unknown farm (auth) |
 //! | `GET /system/autoscaler/decisions` | JSON: per farm, every decision kept (`RECORD_CAPACITY`), oldest first (auth) |
 //! | `POST /system/alert` | AlertManager payload: managed functions (workers, shards, and companions such as the emitter labelled `com.rust-farm.role` and annotated `com.rust-farm.farm`) decide at once, others are forwarded (auth) |
 //! | `POST /system/scale-function/{name}` | managed: the count becomes a floor for `SCALE_FLOOR_HOLD`; others forwarded (auth) |
@@ -31,7 +32,7 @@ use tracing::{debug, warn};
 
 use crate::auth::{CHALLENGE, Credentials};
 use crate::config::alert_farm;
-use crate::farm::FarmStatus;
+use crate::farm::{FarmError, FarmHandle, FarmStatus};
 use crate::manager::Manager;
 use crate::metrics::{DEFAULT_BUCKETS, Metrics};
 use crate::provider::{HttpClient, OutBody, Provider, error_chain, full_body};
@@ -123,13 +124,14 @@ pub async fn handle(
         if let Some(farm) = rest.strip_prefix("autoscaler/restart/")
             && method == Method::POST
         {
-            return Ok(match state.manager.farm(farm) {
-                Some(f) => match f.restart_clock().await {
-                    Ok(()) => text(StatusCode::NO_CONTENT, ""),
-                    Err(e) => text(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
-                },
-                None => text(StatusCode::NOT_FOUND, format!("no farm named {farm}")),
-            });
+            let f = state.manager.farm(farm);
+            return Ok(clock_command(farm, f.as_deref().map(FarmHandle::restart_clock)).await);
+        }
+        if let Some(farm) = rest.strip_prefix("autoscaler/hold/")
+            && method == Method::POST
+        {
+            let f = state.manager.farm(farm);
+            return Ok(clock_command(farm, f.as_deref().map(FarmHandle::hold)).await);
         }
         if rest == "alert" && method == Method::POST {
             return Ok(alert(&state, req).await);
@@ -181,6 +183,22 @@ fn status(state: &HttpState) -> Response<OutBody> {
             discovery_errors: state.manager.discovery_errors(),
         },
     )
+}
+
+/// The reply to a command on a farm's control clock (restart, hold):
+/// 204 once the loop took it, 503 if the loop has stopped, 404 when no
+/// farm is named `farm` (`sent` is `None`).
+async fn clock_command(
+    farm: &str,
+    sent: Option<impl Future<Output = Result<(), FarmError>>>,
+) -> Response<OutBody> {
+    match sent {
+        Some(reply) => match reply.await {
+            Ok(()) => text(StatusCode::NO_CONTENT, ""),
+            Err(e) => text(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        },
+        None => text(StatusCode::NOT_FOUND, format!("no farm named {farm}")),
+    }
 }
 
 /// Every decision each farm still holds (up to `RECORD_CAPACITY`), oldest

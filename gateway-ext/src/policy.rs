@@ -142,6 +142,16 @@ impl FarmPolicy {
         })
     }
 
+    /// Forgets the built-in policies' history (smoothing, stabilisation
+    /// windows), as the simulator resets a policy at an episode's start;
+    /// an ONNX or external policy holds none here.
+    pub fn reset(&mut self) {
+        if let Active::Builtin(p) = &mut self.active {
+            p.reset();
+        }
+        self.fallback.reset();
+    }
+
     /// The configured policy.
     pub fn spec(&self) -> &PolicySpec {
         &self.spec

@@ -1,9 +1,10 @@
-//! gateway-ext's interval window against a real collector (in process) on a
+//! gateway-ext's interval window against a real collector (a process) on a
 //! real nats-server: the signals built at each tick from the difference of
 //! two fresh cumulative snapshots describe exactly the results the
 //! collector wrote in between (checked against its OUTPUT entries).
 
-use std::collections::HashMap;
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,13 +17,6 @@ use tokio_util::sync::CancellationToken;
 
 const FARM: &str = "window";
 
-fn unix_us() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_micros() as i64
-}
-
 /// One result per `(service ms, deadline ms)`; ids from `first`.
 async fn publish_batch(
     js: &async_nats::jetstream::Context,
@@ -30,7 +24,7 @@ async fn publish_batch(
     first: u64,
     batch: &[(i64, u64, bool)],
 ) {
-    let stored = unix_us() - 300_000;
+    let stored = farm_runtime::worker::now_us() - 300_000;
     for (k, (service_ms, deadline_ms, ok)) in batch.iter().enumerate() {
         let i = first + k as u64;
         let r = TaskResult {
@@ -110,23 +104,8 @@ fn ctx() -> BuildContext {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tick_signals_are_the_results_written_in_the_interval() {
     let nats = NatsServer::start().expect("nats-server");
-    let env: HashMap<String, String> = [
-        ("FARM_NAME", FARM.to_string()),
-        ("NATS_URL", nats.url()),
-        // Publications far apart: the window must come from fresh requests.
-        ("COLLECTOR_SNAPSHOT_INTERVAL", "1m".to_string()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect();
-    let cfg = collector::config::CollectorConfig::from_map(&env).expect("config");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let service = tokio::spawn(collector::run(cfg, listener, async {
-        let _ = rx.await;
-    }));
+    // Publications far apart: the window must come from fresh requests.
+    let _collector = common::start_collector(&nats.url(), FARM, "1m").await;
 
     let names = FarmNames::new(FARM).expect("names");
     let client = async_nats::connect(nats.url()).await.expect("connect");
@@ -200,6 +179,4 @@ async fn tick_signals_are_the_results_written_in_the_interval() {
 
     stop.cancel();
     client.flush().await.expect("flush");
-    let _ = tx.send(());
-    service.await.expect("join").expect("collector stopped");
 }

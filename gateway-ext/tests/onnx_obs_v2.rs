@@ -7,12 +7,10 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
-
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{Gateway, config, eventually, farm_spec, ort_dylib, python, workspace_root};
+use common::{Gateway, config, eventually, farm_spec, ort_dylib, python_greedy_batch};
 use farm_model::action::ActionSpace;
 use farm_model::observation::{OBS_DIM, OBS_DIM_V2, high_of, low_of, names_of};
 use gateway_ext::onnx::{OnnxError, OnnxModel};
@@ -60,44 +58,16 @@ fn export_with(
     actions: &[String],
     theta: Option<Vec<f64>>,
 ) -> Batch {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let out = dir.path().join("greedy.json");
     let low = low_of(2).expect("v2");
     let high = high_of(2).expect("v2");
     let mut args = serde_json::json!({
-        "model": model, "out": out, "obs_version": version, "names": names,
+        "model": model, "obs_version": version, "names": names,
         "actions": actions, "low": &low[..dim], "high": &high[..dim],
     });
     if let Some(t) = theta {
         args["theta"] = serde_json::json!(t);
     }
-    let status = Command::new(python())
-        .current_dir(workspace_root().join("gym"))
-        .args(["-c", SCRIPT, &args.to_string()])
-        .status()
-        .expect("run the venv python (scripts/setup.sh installs rustfarm_gym)");
-    assert!(status.success(), "python export/inference failed: {status}");
-    let v: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&out).expect("greedy.json")).expect("json");
-    let obs = v["obs"]
-        .as_array()
-        .expect("obs")
-        .iter()
-        .map(|row| {
-            row.as_array()
-                .expect("row")
-                .iter()
-                .map(|x| x.as_f64().expect("number") as f32)
-                .collect()
-        })
-        .collect();
-    let acts = v["actions"]
-        .as_array()
-        .expect("actions")
-        .iter()
-        .map(|a| a.as_u64().expect("action") as usize)
-        .collect();
-    (obs, acts)
+    python_greedy_batch(SCRIPT, args)
 }
 
 #[test]

@@ -6,11 +6,10 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 
-use common::{ort_dylib, python, workspace_root};
+use common::{gym_python, ort_dylib, python_greedy_batch, workspace_root};
 use farm_model::action::ActionSpace;
-use farm_model::observation::{OBS_DIM, OBS_VERSION, high, low, names};
+use farm_model::observation::{OBS_VERSION, high, low, names};
 use gateway_ext::onnx::OnnxModel;
 
 /// Python side: export a SARSA graph with seeded random weights (when asked)
@@ -47,48 +46,16 @@ actions = run_onnx(model, obs).argmax(axis=1)
 json.dump({"obs": obs.tolist(), "actions": actions.tolist()}, open(out, "w"))
 "#;
 
-fn python_greedy(
-    model: &Path,
-    export: bool,
-    actions: &[String],
-) -> (Vec<[f32; OBS_DIM]>, Vec<usize>) {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let out = dir.path().join("greedy.json");
+fn python_greedy(model: &Path, export: bool, actions: &[String]) -> (Vec<Vec<f32>>, Vec<usize>) {
     let args = serde_json::json!({
-        "model": model, "out": out, "export": export,
+        "model": model, "export": export,
         "obs_version": OBS_VERSION, "names": names(), "actions": actions,
         "low": low(), "high": high(),
     });
-    let status = Command::new(python())
-        .current_dir(workspace_root().join("gym"))
-        .args(["-c", SCRIPT, &args.to_string()])
-        .status()
-        .expect("run the venv python (scripts/setup.sh installs rustfarm_gym)");
-    assert!(status.success(), "python export/inference failed: {status}");
-    let v: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&out).expect("greedy.json")).expect("json");
-    let obs = v["obs"]
-        .as_array()
-        .expect("obs")
-        .iter()
-        .map(|row| {
-            let mut o = [0f32; OBS_DIM];
-            for (slot, x) in o.iter_mut().zip(row.as_array().expect("row")) {
-                *slot = x.as_f64().expect("number") as f32;
-            }
-            o
-        })
-        .collect();
-    let acts = v["actions"]
-        .as_array()
-        .expect("actions")
-        .iter()
-        .map(|a| a.as_u64().expect("action") as usize)
-        .collect();
-    (obs, acts)
+    python_greedy_batch(SCRIPT, args)
 }
 
-fn assert_same_greedy(model: &Path, obs: &[[f32; OBS_DIM]], expected: &[usize]) {
+fn assert_same_greedy(model: &Path, obs: &[Vec<f32>], expected: &[usize]) {
     let ort = ort_dylib();
     let mut m = OnnxModel::load(Some(&ort), model).expect("gateway-ext loads the model");
     assert_eq!(obs.len(), expected.len());
@@ -160,12 +127,7 @@ fn dqn_and_ppo_exports_load_and_agree_with_python() {
         "dqn": dqn, "ppo": ppo, "obs_version": OBS_VERSION, "names": names(),
         "actions": actions, "low": low(), "high": high(),
     });
-    let status = Command::new(python())
-        .current_dir(workspace_root().join("gym"))
-        .args(["-c", MLP_SCRIPT, &args.to_string()])
-        .status()
-        .expect("run the venv python (scripts/setup.sh installs rustfarm_gym)");
-    assert!(status.success(), "python MLP export failed: {status}");
+    gym_python(MLP_SCRIPT, &args);
     for model in [&dqn, &ppo] {
         let (obs, expected) = python_greedy(model, false, &actions);
         let distinct: std::collections::BTreeSet<_> = expected.iter().collect();

@@ -84,38 +84,13 @@ async fn a_restart_starts_the_ticks_and_the_decision_log_lists_them() {
         "fixed:1",
         &[("interval", "3s"), ("time-scale", "4")],
     );
-    let gw = Gateway::start(
-        config(&local.url, &[("DISCOVERY_INTERVAL", "off")]),
-        vec![spec],
-        None,
-    )
-    .await
-    .unwrap();
     // The loop's first tick comes at its start.
-    eventually(Duration::from_secs(20), "first decision", || async {
-        gw.farm("replay")
-            .await
-            .filter(|f| f["decisions"].as_u64().unwrap_or(0) >= 1)
-    })
-    .await;
+    let gw = Gateway::with_farm(&local.url, spec).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let client = reqwest::Client::new();
-    let restarted_us = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_micros() as i64;
-    let r = client
-        .post(format!("{}/system/autoscaler/restart/replay", gw.url))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 204);
-    let r = client
-        .post(format!("{}/system/autoscaler/restart/nope", gw.url))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 404);
+    let restarted_us = farm_runtime::worker::now_us();
+    assert_eq!(gw.post("/system/autoscaler/restart/replay").await, 204);
+    assert_eq!(gw.post("/system/autoscaler/restart/nope").await, 404);
     let log = eventually(Duration::from_secs(20), "a tick after the restart", || {
         let client = client.clone();
         let url = format!("{}/system/autoscaler/decisions", gw.url);

@@ -1,12 +1,20 @@
 """Environment steps per second from Python over gRPC (prints figures).
 
-``python benchmarks/bench_steps.py [--seconds 5] [--envs 16,64,256,1024] [--repeat 3]``
+``python benchmarks/bench_steps.py [--seconds 5] [--envs 16,64,256,1024] [--repeat 3]
+[--transports native,grpcio] [--parts 1,2]``
+
+Every figure is measured over each transport (``native``: the extension
+``rustfarm_native``, gym/native/; ``grpcio``), runs of the transports
+interleaved so that a change of load hits both alike, and each line pair
+ends with the ratio native / grpcio of their best rates.
 
 Single env, measured in layers so the cost of each is visible:
 
-- ``empty RPC``: an empty ``StepBatch`` (no environment) sent as raw bytes
-  and received as raw bytes: the grpcio round trip with no protobuf and no
-  simulation, the floor of any unary call from Python to this server;
+- ``empty RPC``: an empty ``StepBatch`` (no environment): over grpcio sent
+  and received as raw bytes, the round trip with no protobuf and no
+  simulation, the floor of any unary call from Python to this server; over
+  the native transport ``Client.step_batch([], [])`` (an empty request,
+  an empty list back);
 - ``Step (client)``: ``FarmClient.step``, one unary ``Step`` with protobuf
   encoding and decoding (reset when an episode ends);
 - ``StepStream (client)``: ``FarmClient.step_streamed``, the same steps
@@ -85,25 +93,33 @@ def per_second(batch: Callable[[], int], seconds: float) -> Run:
     return Run(n, time.perf_counter() - t0, time.process_time() - c0, server_cpu_s() - s0)
 
 
-def bench_empty_rpc(address: str, seconds: float) -> Run:
-    client = FarmClient(address)
-    call = client._channel.unary_unary("/farm.control.v1.FarmControl/StepBatch",
-                                       request_serializer=None, response_deserializer=None,
-                                       _registered_method=True)
+def bench_empty_rpc(address: str, seconds: float, transport: str) -> Run:
+    client = FarmClient(address, transport=transport)
+    if client.native is not None:
+        native = client.native
 
-    def batch() -> int:
-        for _ in range(500):
-            call(b"")
-        return 500
+        def batch() -> int:
+            for _ in range(500):
+                native.step_batch([], [], False)
+            return 500
+    else:
+        call = client._channel.unary_unary("/farm.control.v1.FarmControl/StepBatch",
+                                           request_serializer=None, response_deserializer=None,
+                                           _registered_method=True)
+
+        def batch() -> int:
+            for _ in range(500):
+                call(b"")
+            return 500
 
     rate = per_second(batch, seconds)
     client.close()
     return rate
 
 
-def bench_client_step(address: str, seconds: float, scenario: str, *,
+def bench_client_step(address: str, seconds: float, scenario: str, transport: str, *,
                       stream: bool = False) -> Run:
-    client = FarmClient(address)
+    client = FarmClient(address, transport=transport)
     client.reset("bench-client", 0, scenario=scenario)
     actions = np.random.default_rng(0).integers(0, 7, size=4096).tolist()
     step = client.step_streamed if stream else client.step
@@ -123,8 +139,9 @@ def bench_client_step(address: str, seconds: float, scenario: str, *,
     return rate
 
 
-def bench_single(address: str, seconds: float, scenario: str, *, stream: bool = True) -> Run:
-    env = FarmEnv(scenario, address=address, stream=stream)
+def bench_single(address: str, seconds: float, scenario: str, transport: str, *,
+                 stream: bool = True) -> Run:
+    env = FarmEnv(scenario, address=address, stream=stream, transport=transport)
     env.reset(seed=0)
     rng = np.random.default_rng(0)
     actions = rng.integers(0, env.action_space.n, size=100_000).tolist()
@@ -145,9 +162,9 @@ def bench_single(address: str, seconds: float, scenario: str, *, stream: bool = 
 
 
 def bench_vector(address: str, seconds: float, scenario: str, num_envs: int,
-                 step_info: bool, parts: int) -> Run:
+                 step_info: bool, parts: int, transport: str) -> Run:
     venv = FarmVectorEnv(num_envs, scenario, address=address, step_info=step_info,
-                         batch_parts=parts)
+                         batch_parts=parts, transport=transport)
     venv.reset(seed=0)
     rng = np.random.default_rng(0)
     acts = rng.integers(0, venv.single_action_space.n, size=(64, num_envs))
@@ -179,6 +196,24 @@ def report(label: str, runs: list[Run], *, parallel_server: bool, unit: str = "s
     return best
 
 
+def compare(label: str, run: Callable[[str], Run], transports: list[str], repeat: int, *,
+            parallel_server: bool, unit: str = "steps/s",
+            floors: dict[str, float] | None = None) -> dict[str, float]:
+    """Runs ``run(transport)`` ``repeat`` times per transport, interleaved,
+    prints one line per transport and the native / grpcio ratio; returns
+    the best rate of each transport."""
+    runs: dict[str, list[Run]] = {t: [] for t in transports}
+    for _ in range(repeat):
+        for t in transports:
+            runs[t].append(run(t))
+    best = {t: report(f"{label} [{t}]", runs[t], parallel_server=parallel_server, unit=unit,
+                      floor=floors.get(t) if floors else None)
+            for t in transports}
+    if "native" in best and "grpcio" in best:
+        print(f"{'':<52} native / grpcio: x{best['native'] / best['grpcio']:.2f}", flush=True)
+    return best
+
+
 def main() -> None:
     global SERVER_PID
     ap = argparse.ArgumentParser(description=__doc__)
@@ -186,37 +221,45 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3, help="runs per figure; the best is shown")
     ap.add_argument("--scenario", default="paper-4phase")
     ap.add_argument("--envs", default="16,64,256,1024")
+    ap.add_argument("--transports", default="native,grpcio",
+                    help="comma list of native, grpcio")
+    ap.add_argument("--parts", default="1,2",
+                    help=f"batch_parts to try from {SPLIT_MIN_ENVS} envs on")
     ap.add_argument("--no-single", action="store_true", help="only the vector figures")
+    ap.add_argument("--no-client", action="store_true",
+                    help="skip the FarmClient.step lines (single env)")
     a = ap.parse_args()
+    transports = [t.strip() for t in a.transports.split(",") if t.strip()]
     load = os.getloadavg()
     with SimServer() as server:
         SERVER_PID = server.pid
         print(f"server: {server.binary} at {server.address}; cores: {os.cpu_count()}; "
               f"load average before: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
-        s, r, sc = a.seconds, a.repeat, a.scenario
+        s, r, sc, addr = a.seconds, a.repeat, a.scenario, server.address
         if not a.no_single:
-            floor = report("empty RPC (grpcio floor)",
-                           [bench_empty_rpc(server.address, s) for _ in range(r)],
-                           parallel_server=False, unit="calls/s")
-            report(f"Step via FarmClient, unary ({sc})",
-                   [bench_client_step(server.address, s, sc) for _ in range(r)],
-                   parallel_server=False, floor=floor)
-            report(f"Step via FarmClient, StepStream ({sc})",
-                   [bench_client_step(server.address, s, sc, stream=True) for _ in range(r)],
-                   parallel_server=False, floor=floor)
-            report(f"FarmEnv.step, unary ({sc})",
-                   [bench_single(server.address, s, sc, stream=False) for _ in range(r)],
-                   parallel_server=False, floor=floor)
-            report(f"FarmEnv.step, StepStream ({sc})",
-                   [bench_single(server.address, s, sc) for _ in range(r)],
-                   parallel_server=False, floor=floor)
+            floors = compare("empty RPC (floor)", lambda t: bench_empty_rpc(addr, s, t),
+                             transports, r, parallel_server=False, unit="calls/s")
+            if not a.no_client:
+                compare(f"Step via FarmClient, unary ({sc})",
+                        lambda t: bench_client_step(addr, s, sc, t), transports, r,
+                        parallel_server=False, floors=floors)
+                compare(f"Step via FarmClient, StepStream ({sc})",
+                        lambda t: bench_client_step(addr, s, sc, t, stream=True), transports,
+                        r, parallel_server=False, floors=floors)
+            compare(f"FarmEnv.step, unary ({sc})",
+                    lambda t: bench_single(addr, s, sc, t, stream=False), transports, r,
+                    parallel_server=False, floors=floors)
+            compare(f"FarmEnv.step, StepStream ({sc})",
+                    lambda t: bench_single(addr, s, sc, t), transports, r,
+                    parallel_server=False, floors=floors)
+        split = [int(p) for p in a.parts.split(",")]
         for n in (int(x) for x in a.envs.split(",")):
-            for parts in (1, 2) if n >= SPLIT_MIN_ENVS else (1,):
+            for parts in split if n >= SPLIT_MIN_ENVS else [1]:
                 for info in (True, False):
-                    report(f"vector x{n} ({sc}, parts={parts}, step_info={info})",
-                           [bench_vector(server.address, s, sc, n, info, parts)
-                            for _ in range(r)],
-                           parallel_server=True)
+                    compare(f"vector x{n} ({sc}, parts={parts}, step_info={info})",
+                            lambda t, n=n, parts=parts, info=info: bench_vector(
+                                addr, s, sc, n, info, parts, t),
+                            transports, r, parallel_server=True)
     load = os.getloadavg()
     print(f"load average after: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
 

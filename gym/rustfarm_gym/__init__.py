@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from gymnasium.envs.registration import register, registry
 
-from .client import OBS_VERSION, FarmClient, Spec
+from .client import OBS_VERSION, FarmClient, Spec, native_available, resolve_transport
 from .env import FarmEnv
 from .errors import (
     FarmError,
@@ -26,6 +26,7 @@ from .errors import (
     ServerStartError,
     ServerUnreachableError,
     SpecMismatchError,
+    TransportUnavailableError,
 )
 from .server import SimServer, find_farmctl
 from .vector import FarmVectorEnv
@@ -43,7 +44,10 @@ __all__ = [
     "SimServer",
     "Spec",
     "SpecMismatchError",
+    "TransportUnavailableError",
     "find_farmctl",
+    "native_available",
+    "resolve_transport",
 ]
 
 #: Built-in scenarios of the public suite used for randomised training.

@@ -10,7 +10,8 @@ is judged by, per whole run:
 
 ``score = qos - cost * mean_replicas / max_replicas - miss * min(miss_cap, max(0, target - qos))``
 
-(``--miss-cap`` unset counts the whole shortfall).
+(``--miss-cap`` unset counts the whole shortfall; ``--qos-cap`` counts
+``min(qos, target)`` in the first term).
 
 Each generation samples ``--pop`` parameter vectors from a diagonal
 Gaussian, runs every candidate greedily on the same ``--episodes`` runs
@@ -168,26 +169,37 @@ def extend_actions(theta: np.ndarray, obs_dim: int, old: Sequence[str], new: Seq
     """Linear parameters over the action space ``new`` computing the same greedy
     policy as ``theta`` (linear, ``obs_dim`` features) over ``old``.
 
-    An action of ``old`` keeps its column. A new ``smoothed:xM`` or ``peak:xM``
-    copies the column of ``estimate:xM`` with its bias lowered by ``margin``,
-    so it starts just below the action it refines (never chosen at first, one
-    small step of the search away). Any other new action is refused: no
-    bias keeps an unrelated action unchosen for every observation.
+    An action of ``old`` keeps its column. A new ``smoothed:xM``, ``peak:xM``
+    or ``drain:xM`` copies the column of ``estimate:xM`` with its bias lowered
+    by ``margin``, so it starts just below the action it refines (never
+    chosen at first, one small step of the search away); a ``drain:xM``
+    without an ``estimate:xM`` copies the estimate with the nearest multiple
+    above M (bias lowered by ``2 * margin``). Any other new action is
+    refused: no bias keeps an unrelated action unchosen for every
+    observation.
     """
     w_old = PolicyShape(obs_dim, len(old)).unpack(np.asarray(theta, dtype=np.float64))
     cols, bias = [], []
+    est = {float(o.partition(":x")[2]): i for i, o in enumerate(old)
+           if o.startswith("estimate:x")}
     for m in new:
+        drop = 0.0
         if m in old:
             j = list(old).index(m)
         else:
             kind, _, mult = m.partition(":x")
             base = f"estimate:x{mult}"
-            if kind not in ("smoothed", "peak") or base not in old:
+            drop = margin
+            if kind == "drain" and base not in old:
+                above = [x for x in est if x >= float(mult)]
+                if above:
+                    base, drop = f"estimate:x{min(above):g}", 2 * margin
+            if kind not in ("smoothed", "peak", "drain") or base not in old:
                 raise ValueError(f"cannot warm-start new action {m!r}: it needs {base!r} "
                                  "among the old actions")
             j = list(old).index(base)
         cols.append(w_old[0][:, j])
-        bias.append(w_old[1][j] - (0.0 if m in old else margin))
+        bias.append(w_old[1][j] - drop)
     return np.concatenate([np.stack(cols, axis=1).ravel(), np.asarray(bias)])
 
 
@@ -391,8 +403,13 @@ class RunBatch:
 
 
 def score(summary: dict[str, Any], *, cost: float, miss: float, target: float,
-          max_replicas: float = 32.0, miss_cap: float | None = None) -> float:
+          max_replicas: float = 32.0, miss_cap: float | None = None,
+          qos_cap: bool = False) -> float:
     """The per-run objective (see the module docs).
+
+    ``qos_cap`` counts QoS only up to ``target`` (``min(qos, target)``): QoS
+    above the target earns nothing, so only the replica cost moves the
+    policy there and it aims at the target instead of above it.
 
     ``miss_cap`` bounds the shortfall the ``miss`` penalty counts: a run far
     below the target (one no policy can rescue, e.g. a randomised load
@@ -404,6 +421,8 @@ def score(summary: dict[str, Any], *, cost: float, miss: float, target: float,
     short = max(0.0, target - q)
     if miss_cap is not None:
         short = min(short, miss_cap)
+    if qos_cap:
+        q = min(q, target)
     return q - cost * float(summary["mean_replicas"]) / max_replicas - miss * short
 
 
@@ -453,6 +472,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                     help="randomize.rate range (arrival-rate factor); the server's default "
                          "reaches loads beyond the farm's capacity")
     ap.add_argument("--target", type=float, default=0.99)
+    ap.add_argument("--qos-cap", action="store_true",
+                    help="count QoS only up to --target (no reward for QoS above it)")
     ap.add_argument("--episode-end", choices=["whole", "scenario"], default="whole",
                     help="training runs end when their work is done (whole, as `farmctl sim "
                          "compare` measures) or after the scenario's episode_steps")
@@ -485,6 +506,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         del cfg["mask_features"]  # likewise
     if not a.init_actions:
         del cfg["init_actions"]  # likewise
+    if not a.qos_cap:
+        del cfg["qos_cap"]  # likewise
     (out / "config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True))
     rng = np.random.default_rng(a.seed)
     pool: list[str] = [s for s in a.scenarios.split(",") if s]
@@ -531,7 +554,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         best_theta, best_val, best_gen = mu.copy(), -np.inf, -1
 
         def obj(r: dict[str, Any]) -> float:
-            return score(r, cost=a.cost, miss=a.miss, target=a.target, miss_cap=a.miss_cap)
+            return score(r, cost=a.cost, miss=a.miss, target=a.target, miss_cap=a.miss_cap,
+                         qos_cap=a.qos_cap)
 
         val_rng = np.random.default_rng([a.seed, 1])
         val_eps = [(pool[int(val_rng.integers(len(pool)))], int(val_rng.integers(0, 2**62)),

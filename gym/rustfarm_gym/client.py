@@ -3,11 +3,20 @@
 Every gRPC failure becomes a :class:`~rustfarm_gym.errors.FarmError`
 subclass carrying the server's message, so callers never see raw
 ``grpc.RpcError``.
+
+Two transports carry the same protocol: ``grpcio`` (pure Python package)
+and ``native``, the extension module ``rustfarm_native`` (gym/native/, a
+Rust tonic client built and installed by scripts/setup.sh), which costs
+Python far less per message (figures in BENCHMARKS.md "Gymnasium").
+``transport="auto"`` (the default, or the ``RUSTFARM_TRANSPORT``
+environment variable) picks the native one when it imports. Both hand back
+the same protobuf messages and arrays, bit for bit.
 """
 
 from __future__ import annotations
 
 import itertools
+import os
 import queue
 import threading
 from collections.abc import Iterable, Mapping, Sequence
@@ -25,7 +34,16 @@ from .errors import (
     InvalidArgumentError,
     ServerUnreachableError,
     SpecMismatchError,
+    TransportUnavailableError,
 )
+
+try:  # The native transport is optional: grpcio is always there.
+    import rustfarm_native as _native
+except ImportError as _e:  # pragma: no cover (depends on the install)
+    _native = None
+    _NATIVE_IMPORT_ERROR: str = str(_e)
+else:
+    _NATIVE_IMPORT_ERROR = ""
 
 #: Observation layout this package was written for (crates/model OBS_VERSION).
 OBS_VERSION = 1
@@ -45,6 +63,55 @@ _STEP_STREAM = "/farm.control.v1.FarmControlStream/StepStream"
 
 #: Most encoded ``StepRequest`` kept by a :class:`StepStream` (env id x action).
 _MAX_CACHED_REQUESTS = 4096
+
+#: Environment variable that chooses the transport when none is passed.
+TRANSPORT_ENV = "RUSTFARM_TRANSPORT"
+
+#: Accepted transport names.
+TRANSPORTS = ("auto", "native", "grpcio")
+
+
+def native_available() -> bool:
+    """Whether the native transport (``rustfarm_native``) imports."""
+    return _native is not None
+
+
+def resolve_transport(transport: str | None = None) -> str:
+    """``"native"`` or ``"grpcio"`` for a requested transport.
+
+    ``None`` reads :data:`TRANSPORT_ENV` (default ``"auto"``); ``"auto"``
+    is native when the extension imports, grpcio otherwise.
+
+    Raises:
+        ValueError: an unknown name.
+        TransportUnavailableError: ``"native"`` was asked for and the
+            extension does not import.
+    """
+    name = (transport if transport is not None else os.environ.get(TRANSPORT_ENV, "")) or "auto"
+    name = name.strip().lower()
+    if name not in TRANSPORTS:
+        raise ValueError(f"transport must be one of {', '.join(TRANSPORTS)}, got {name!r}")
+    if name == "auto":
+        return "native" if _native is not None else "grpcio"
+    if name == "native" and _native is None:
+        raise TransportUnavailableError(
+            "transport 'native' asked for, but the extension module rustfarm_native does not "
+            f"import ({_NATIVE_IMPORT_ERROR}); build and install it with scripts/setup.sh, or "
+            f"use transport='grpcio' ({TRANSPORT_ENV}=grpcio)"
+        )
+    return name
+
+
+def _check_actions(actions: Sequence[int] | np.ndarray, n: int) -> np.ndarray:
+    """``actions`` as a flat integer array of length ``n``, checked."""
+    a = np.asarray(actions).reshape(-1)
+    if a.shape[0] != n:
+        raise ValueError(f"{a.shape[0]} actions for {n} environments")
+    if a.dtype.kind not in "iu":
+        raise ValueError(f"actions must be integers, got dtype {a.dtype}")
+    if a.size and (a.min() < 0 or a.max() > 0xFFFF_FFFF):
+        raise ValueError("actions must be in [0, 2**32)")
+    return a
 
 
 @dataclass(frozen=True)
@@ -171,12 +238,8 @@ class BatchStepper:
 
     def step(self, actions: Sequence[int] | np.ndarray) -> PackedBatch:
         """One action per environment, in the order of ``env_ids``."""
-        a = np.asarray(actions).reshape(-1)
         n = len(self.env_ids)
-        if a.shape[0] != n:
-            raise ValueError(f"{a.shape[0]} actions for {n} environments")
-        if a.dtype.kind not in "iu":
-            raise ValueError(f"actions must be integers, got dtype {a.dtype}")
+        a = _check_actions(actions, n)
         if len(self._groups) == 1:
             reply = self.client._call_step_batch_raw(self._groups[0][2] + encode_actions(a))
             return self._decode(reply.packed, n)
@@ -221,6 +284,35 @@ class BatchStepper:
             ended=np.asarray(p.ended, dtype=np.int64),
             ended_replies=p.ended_replies,
         )
+
+
+class NativeBatchStepper:
+    """:class:`BatchStepper` over the native transport: the same results,
+    with the reply decoded into numpy arrays in Rust (``parts`` calls are
+    sent at once there too). Built by :meth:`FarmClient.batch_stepper`."""
+
+    def __init__(self, client: FarmClient, env_ids: Sequence[str], *, auto_reset: bool = True,
+                 info: bool = False, parts: int = 1) -> None:
+        self.client = client
+        self.env_ids = tuple(env_ids)
+        self.info = info
+        assert client.native is not None
+        self._stepper = client.native.batch_stepper(list(self.env_ids), auto_reset, info,
+                                                     max(1, int(parts)))
+
+    @property
+    def parts(self) -> int:
+        """Number of ``StepBatch`` calls per step."""
+        return int(self._stepper.parts)
+
+    def step(self, actions: Sequence[int] | np.ndarray) -> PackedBatch:
+        """One action per environment, in the order of ``env_ids``."""
+        a = _check_actions(actions, len(self.env_ids))
+        obs, rewards, term, trunc, info, ended, raw = self._stepper.step(
+            np.ascontiguousarray(a, dtype=np.uint32))
+        return PackedBatch(observations=obs, rewards=rewards, terminated=term, truncated=trunc,
+                           info=info, ended=ended,
+                           ended_replies=[pb.StepReply.FromString(b) for b in raw])
 
 
 class StepStream:
@@ -285,10 +377,27 @@ def _wrap(method: str, e: grpc.RpcError, address: str) -> Exception:
 
 
 class FarmClient:
-    """A connection to one FarmControl server (simulator or gateway-ext)."""
+    """A connection to one FarmControl server (simulator or gateway-ext).
 
-    def __init__(self, address: str, *, connect_timeout_s: float = 10.0) -> None:
+    ``transport``: ``"auto"`` (native when ``rustfarm_native`` imports),
+    ``"native"`` or ``"grpcio"``; ``None`` reads ``RUSTFARM_TRANSPORT``
+    (see :func:`resolve_transport`). The chosen one is in :attr:`transport`;
+    :attr:`native` is the extension's client on the native transport.
+    """
+
+    def __init__(self, address: str, *, connect_timeout_s: float = 10.0,
+                 transport: str | None = None) -> None:
         self.address = address
+        self.transport = resolve_transport(transport)
+        self._stream: StepStream | None = None
+        #: The native client (``rustfarm_native.Client``), or None on grpcio.
+        self.native: Any = None
+        if self.transport == "native":
+            assert _native is not None
+            # Raises ServerUnreachableError itself, with the connect error.
+            self.native = _native.Client(address, connect_timeout_s)
+            self._stream_available = True
+            return
         self._channel = grpc.insecure_channel(
             address,
             options=[
@@ -317,10 +426,7 @@ class FarmClient:
             response_deserializer=pb.StepReply.FromString,
             _registered_method=True,
         )
-        self._stream: StepStream | None = None
-        #: False once the server answered UNIMPLEMENTED (gateway-ext serves
-        #: no StepStream): step_streamed then uses unary Step calls.
-        self.stream_available = True
+        self._stream_available = True
         # StepBatch with a pre-encoded request (BatchStepper builds the bytes).
         self._step_batch_raw = self._channel.unary_unary(
             "/farm.control.v1.FarmControl/StepBatch",
@@ -328,6 +434,14 @@ class FarmClient:
             response_deserializer=pb.StepBatchReply.FromString,
             _registered_method=True,
         )
+
+    @property
+    def stream_available(self) -> bool:
+        """False once the server answered UNIMPLEMENTED to ``StepStream``
+        (gateway-ext serves none): streamed steps then use unary calls."""
+        if self.native is not None:
+            return bool(self.native.stream_available)
+        return self._stream_available
 
     def get_spec(self, *, farm: str = "", action_space: str = "",
                  check_version: bool = True, obs_version: int = 0) -> Spec:
@@ -341,11 +455,14 @@ class FarmClient:
             SpecMismatchError: the server's ``obs_version`` is not :data:`OBS_VERSION`
                 (or the one asked for).
         """
-        try:
-            m = self._get_spec(pb.SpecRequest(farm=farm, action_space=action_space,
-                                              obs_version=obs_version))
-        except grpc.RpcError as e:
-            raise _wrap("GetSpec", e, self.address) from None
+        if self.native is not None:
+            m = pb.EnvSpec.FromString(self.native.get_spec(farm, action_space, obs_version))
+        else:
+            try:
+                m = self._get_spec(pb.SpecRequest(farm=farm, action_space=action_space,
+                                                  obs_version=obs_version))
+            except grpc.RpcError as e:
+                raise _wrap("GetSpec", e, self.address) from None
         spec = Spec.from_proto(m)
         if check_version and spec.obs_version != (obs_version or OBS_VERSION):
             raise SpecMismatchError(
@@ -359,6 +476,10 @@ class FarmClient:
     def reset(self, env_id: str, seed: int, *, scenario: str = "", scenario_yaml: str = "",
               options: Mapping[str, str] | None = None) -> pb.StepReply:
         """Start an episode of ``env_id``."""
+        if self.native is not None:
+            return pb.StepReply.FromString(self.native.reset(
+                env_id, seed, scenario, scenario_yaml,
+                {str(k): str(v) for k, v in (options or {}).items()}))
         req = pb.ResetRequest(env_id=env_id, seed=seed, scenario=scenario,
                               scenario_yaml=scenario_yaml, options=dict(options or {}))
         try:
@@ -368,6 +489,8 @@ class FarmClient:
 
     def step(self, env_id: str, action: int) -> pb.StepReply:
         """Apply one action to ``env_id``."""
+        if self.native is not None:
+            return pb.StepReply.FromString(self.native.step(env_id, action))
         try:
             return self._step(pb.StepRequest(env_id=env_id, action=action))
         except grpc.RpcError as e:
@@ -378,7 +501,9 @@ class FarmClient:
         stream (opened on first use): the same reply as :meth:`step`, at a
         lower cost per call. Falls back to :meth:`step` for good when the
         server has no ``StepStream`` (UNIMPLEMENTED, e.g. gateway-ext)."""
-        if not self.stream_available:
+        if self.native is not None:
+            return pb.StepReply.FromString(self.native.step_streamed(env_id, action))
+        if not self._stream_available:
             return self.step(env_id, action)
         if self._stream is None:
             self._stream = StepStream(self)
@@ -390,13 +515,20 @@ class FarmClient:
             self._stream = None
             if getattr(e, "code", None) == grpc.StatusCode.UNIMPLEMENTED.name:
                 # The whole call was refused, so the step was not applied.
-                self.stream_available = False
+                self._stream_available = False
                 return self.step(env_id, action)
             raise
 
     def step_batch(self, env_ids: Sequence[str], actions: Iterable[int], *,
                    auto_reset: bool = True) -> Sequence[pb.StepReply]:
         """Step many environments in one call (one action each, in order)."""
+        if self.native is not None:
+            ids = list(env_ids)
+            acts = [int(a) for a in actions]
+            if len(ids) != len(acts):
+                raise ValueError(f"{len(acts)} actions for {len(ids)} environments")
+            return [pb.StepReply.FromString(b)
+                    for b in self.native.step_batch(ids, acts, auto_reset)]
         req = pb.StepBatchRequest(auto_reset=auto_reset)
         steps = req.steps
         for env_id, a in zip(env_ids, actions, strict=True):
@@ -407,9 +539,13 @@ class FarmClient:
             raise _wrap("StepBatch", e, self.address) from None
 
     def batch_stepper(self, env_ids: Sequence[str], *, auto_reset: bool = True,
-                      info: bool = False, parts: int = 1) -> BatchStepper:
-        """A :class:`BatchStepper` for these environments (packed replies;
-        ``info`` adds the per-step diagnostics; ``parts``: calls per step)."""
+                      info: bool = False, parts: int = 1) -> BatchStepper | NativeBatchStepper:
+        """A :class:`BatchStepper` (:class:`NativeBatchStepper` on the native
+        transport) for these environments (packed replies; ``info`` adds the
+        per-step diagnostics; ``parts``: calls per step)."""
+        if self.native is not None:
+            return NativeBatchStepper(self, env_ids, auto_reset=auto_reset, info=info,
+                                      parts=parts)
         return BatchStepper(self, env_ids, auto_reset=auto_reset, info=info, parts=parts)
 
     def _result_of(self, call: Any) -> pb.StepBatchReply:
@@ -427,6 +563,9 @@ class FarmClient:
 
     def close(self) -> None:
         """Close the step stream, if open, and the channel."""
+        if self.native is not None:
+            self.native.close()
+            return
         if self._stream is not None:
             self._stream.close()
             self._stream = None

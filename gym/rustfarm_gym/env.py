@@ -14,7 +14,7 @@ import numpy as np
 from gymnasium import spaces
 
 from ._proto import control_pb2 as pb
-from .client import FarmClient, Spec
+from .client import FarmClient, Spec, resolve_transport
 from .errors import FarmError
 from .server import SimServer
 
@@ -80,10 +80,13 @@ class Connection:
     """A client plus, for backend ``sim`` without an address, the server
     process it started. Shared by the single and the vector environment."""
 
-    def __init__(self, backend: str, address: str | None, farmctl: str | None) -> None:
+    def __init__(self, backend: str, address: str | None, farmctl: str | None,
+                 transport: str | None = None) -> None:
         if backend not in ("sim", "live"):
             raise ValueError(f"backend must be 'sim' or 'live', got {backend!r}")
         self.server: SimServer | None = None
+        # Before any server is started: an unusable transport fails fast.
+        transport = resolve_transport(transport)
         if address is None:
             if backend == "live":
                 raise ValueError(
@@ -93,7 +96,7 @@ class Connection:
             self.server = SimServer(farmctl)
             address = self.server.address
         try:
-            self.client = FarmClient(address)
+            self.client = FarmClient(address, transport=transport)
         except FarmError:
             self.close()
             raise
@@ -131,6 +134,11 @@ class FarmEnv(gym.Env[np.ndarray, np.int64]):
             than a unary call per step; see BENCHMARKS.md "Gymnasium"), with
             unary ``Step`` calls when the server has no stream (gateway-ext);
             ``False``: always unary.
+        transport: ``"auto"`` (the native extension ``rustfarm_native`` when
+            it imports, else grpcio), ``"native"`` or ``"grpcio"``; ``None``
+            reads ``RUSTFARM_TRANSPORT``. Both give the same observations,
+            rewards and infos, bit for bit; native costs Python far less per
+            step (BENCHMARKS.md "Gymnasium").
 
     ``reset(seed=..., options=...)``: options ``scenario`` (name, YAML text or
     path), ``episode_seed`` (the simulator seed itself, bypassing the env's
@@ -146,13 +154,15 @@ class FarmEnv(gym.Env[np.ndarray, np.int64]):
                  action_space: str = "default",
                  server_options: Mapping[str, str] | None = None,
                  farmctl: str | None = None, render_mode: str | None = None,
-                 step_info: bool = True, stream: bool = True) -> None:
+                 step_info: bool = True, stream: bool = True,
+                 transport: str | None = None) -> None:
         super().__init__()
         if render_mode is not None:
             raise ValueError("FarmEnv has no render modes")
         self.backend = backend
-        self._conn = Connection(backend, address, farmctl)
+        self._conn = Connection(backend, address, farmctl, transport)
         self.client = self._conn.client
+        self.transport = self.client.transport
         try:
             self.farm_spec = self.client.get_spec(farm=farm or "", action_space=action_space)
         except FarmError:
@@ -172,6 +182,9 @@ class FarmEnv(gym.Env[np.ndarray, np.int64]):
             self.env_id = f"py-{os.getpid()}-{next(_ids)}-{uuid.uuid4().hex[:8]}"
         self.step_info = step_info
         self._step = self.client.step_streamed if stream else self.client.step
+        self._stream = stream
+        # Native: one extension call returns the whole step tuple.
+        self._native = self.client.native
         self._obs_dim = int(self.observation_space.shape[0])
         self._closed = False
 
@@ -200,6 +213,8 @@ class FarmEnv(gym.Env[np.ndarray, np.int64]):
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         """Apply one action and advance one control interval."""
+        if self._native is not None:
+            return self._native.step_env(self.env_id, int(action), self.step_info, self._stream)
         r = self._step(self.env_id, int(action))
         if self.step_info:
             info = info_dict(r)

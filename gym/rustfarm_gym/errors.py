@@ -15,6 +15,12 @@ class ServerUnreachableError(FarmError):
     """No FarmControl server answered at the address."""
 
 
+class TransportUnavailableError(FarmError):
+    """The gRPC transport asked for (``transport="native"`` or
+    ``RUSTFARM_TRANSPORT``) cannot be used, e.g. the native extension
+    ``rustfarm_native`` is not installed."""
+
+
 class SpecMismatchError(FarmError):
     """The server's observation layout version differs from this package's."""
 

@@ -15,6 +15,13 @@ prints it. An ONNX policy run here sees exactly the workload of the CLI's
 run with the same seed (``episode_seed``), so its rows are comparable.
 The PNG plots mean QoS against mean replica-seconds, one panel per
 scenario, one point per policy.
+
+``--check-targets`` then checks every ONNX policy against the targets of
+issue 6 (:func:`check_targets`): (a) QoS >= the target at <= 1.2 x the
+oracle plan's replica-seconds wherever the oracle plan reaches the target;
+(b) better than every baseline (at least its QoS at no more replica-seconds,
+better on one of the two); (c) on ``paper-4phase``: QoS above 99.20 % with
+fewer than 14.78 mean replicas (the paper's SARSA).
 """
 
 from __future__ import annotations
@@ -157,6 +164,111 @@ def cli_row(r: dict[str, Any], target: float) -> Row:
                r["scaling_actions"], r["reversals"])
 
 
+#: Target (a): replica-seconds at most this multiple of the oracle plan's.
+ORACLE_FACTOR = 1.2
+#: Target (c): the paper's SARSA on ``paper-4phase`` (QoS fraction, mean workers).
+PAPER = ("paper-4phase", 0.992, 14.78)
+
+
+@dataclass
+class TargetCheck:
+    """The targets of issue 6 for one policy on one scenario.
+
+    ``a`` / ``c`` are ``None`` where the target does not apply (the oracle
+    plan misses the QoS target; ``c`` on every scenario but paper-4phase).
+    ``not_beaten`` lists the baselines the policy does not beat (b fails
+    when it is not empty); ``dominated_by`` the subset that are at least as
+    good on both axes (a Pareto failure, the stronger one).
+    """
+
+    scenario: str
+    policy: str
+    qos: float
+    replica_seconds: float
+    a: bool | None
+    a_limit: float | None
+    not_beaten: list[str]
+    dominated_by: list[str]
+    c: bool | None
+
+    @property
+    def b(self) -> bool:
+        """Target (b): every baseline beaten."""
+        return not self.not_beaten
+
+    def line(self) -> str:
+        """One human-readable line."""
+        def yn(v: bool | None) -> str:
+            return "n/a" if v is None else ("yes" if v else "NO")
+        a = yn(self.a) + ("" if self.a_limit is None else
+                          f" (limit {self.a_limit:.0f} replica-s)")
+        b = "yes" if self.b else "NO, not beaten: " + ", ".join(self.not_beaten)
+        dom = ", ".join(self.dominated_by) if self.dominated_by else "none"
+        out = (f"{self.scenario:13s} {self.policy}: QoS {self.qos * 100:.2f} % at "
+               f"{self.replica_seconds:.0f} replica-s | (a) {a} | (b) {b} | "
+               f"dominated by: {dom}")
+        if self.c is not None:
+            out += f" | (c) {yn(self.c)}"
+        return out
+
+
+def _beats(q: float, r: float, qb: float, rb: float, eps: float) -> bool:
+    """At least the baseline's QoS at no more replica-seconds, better on one."""
+    no_worse = q >= qb - eps and r <= rb * (1 + eps)
+    better = q > qb + eps or r < rb * (1 - eps)
+    return no_worse and better
+
+
+def check_targets(rows: Sequence[Row], policy: str, baselines: Sequence[str],
+                  target: float = 0.99, eps: float = 1e-9) -> list[TargetCheck]:
+    """Check ``policy``'s rows against the targets of issue 6, per scenario.
+
+    ``rows`` must hold the policy's row, the ``oracle`` row and the rows of
+    ``baselines`` for each scenario to check (scenarios without the policy
+    or the oracle are skipped). Means over seeds are compared; ``eps`` is
+    the tolerance of "equal" (QoS fraction, relative replica-seconds).
+    """
+    out = []
+    for sc in dict.fromkeys(r.scenario for r in rows):
+        mine = [r for r in rows if r.scenario == sc and r.policy == policy]
+        orac = [r for r in rows if r.scenario == sc and r.policy == "oracle"]
+        if not mine or not orac:
+            continue
+        p, o = mine[0], orac[0]
+        q, rs = float(np.mean(p.qos)), p.replica_seconds
+        a_ok: bool | None = None
+        limit = None
+        if float(np.mean(o.qos)) + 1e-12 >= target:
+            limit = ORACLE_FACTOR * o.replica_seconds
+            a_ok = q + 1e-12 >= target and rs <= limit
+        not_beaten, dominated = [], []
+        for b in (r for r in rows if r.scenario == sc and r.policy in baselines
+                  and r.policy != policy):
+            qb, rb = float(np.mean(b.qos)), b.replica_seconds
+            if not _beats(q, rs, qb, rb, eps):
+                not_beaten.append(b.policy)
+                if qb >= q - eps and rb <= rs * (1 + eps):
+                    dominated.append(b.policy)
+        c_ok = None
+        if sc == PAPER[0]:
+            c_ok = q > PAPER[1] and p.mean_replicas < PAPER[2]
+        out.append(TargetCheck(sc, policy, q, rs, a_ok, limit, not_beaten, dominated, c_ok))
+    return out
+
+
+def targets_report(checks: Sequence[TargetCheck]) -> str:
+    """The per-scenario lines and a summary count."""
+    lines = [c.line() for c in checks]
+    a = [c.a for c in checks if c.a is not None]
+    c = [c.c for c in checks if c.c is not None]
+    lines.append(
+        f"summary {checks[0].policy if checks else ''}: (a) {sum(a)}/{len(a)}, "
+        f"(b) {sum(x.b for x in checks)}/{len(checks)}, "
+        f"undominated {sum(not x.dominated_by for x in checks)}/{len(checks)}, "
+        f"(c) {sum(c)}/{len(c)}")
+    return "\n".join(lines) + "\n"
+
+
 def plot(rows: Sequence[Row], path: str) -> None:
     """QoS against replica-seconds, one panel per scenario."""
     import matplotlib
@@ -203,6 +315,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                     help="reuse the output of `farmctl sim compare --json` (same scenarios, "
                          "seeds and target, with the oracle) instead of running it again; "
                          "files of several runs may be given as a comma list")
+    ap.add_argument("--check-targets", action="store_true",
+                    help="after the table, check every ONNX policy against issue 6's targets "
+                         "(the built-in policies given are the baselines)")
     a = ap.parse_args(argv)
     policies = [p for p in a.policies.split(",") if p]
     scenarios = [s for s in a.scenarios.split(",") if s]
@@ -235,6 +350,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if a.plot:
         plot(rows, a.plot)
         print(f"plot: {a.plot}")
+    if a.check_targets:
+        base = [p for p in builtins if p != "oracle"]
+        for f in onnx_files:
+            print()
+            print(targets_report(check_targets(rows, Path(f).stem, base, a.target)), end="")
     return 0
 
 

@@ -16,7 +16,7 @@ from gymnasium.vector.utils import batch_space
 
 from ._proto import control_pb2 as pb
 from .client import PACKED_INFO_FIELDS
-from .env import Connection, observation_space, scenario_fields, summary_dict
+from .env import SUMMARY_FIELDS, Connection, observation_space, scenario_fields, summary_dict
 from .errors import FarmError
 
 _ids = itertools.count()
@@ -40,6 +40,9 @@ class FarmVectorEnv(VectorEnv):
     per-step info arrays (``final_obs``/``final_info`` are still returned).
     ``batch_parts``: ``StepBatch`` calls per step, all in flight at once
     (see :class:`~rustfarm_gym.client.BatchStepper`; default 1).
+    ``transport``: ``"auto"``, ``"native"`` or ``"grpcio"`` (see
+    :class:`~rustfarm_gym.client.FarmClient`); on the native transport the
+    packed reply is decoded into numpy arrays in Rust.
 
     Each ``step`` is one ``StepBatch`` with a packed reply (flat arrays,
     decoded with one numpy call each); only the environments whose episode
@@ -52,12 +55,13 @@ class FarmVectorEnv(VectorEnv):
                  address: str | None = None, action_space: str = "default",
                  server_options: Mapping[str, str] | None = None,
                  farmctl: str | None = None, step_info: bool = True,
-                 batch_parts: int = 1) -> None:
+                 batch_parts: int = 1, transport: str | None = None) -> None:
         if num_envs < 1:
             raise ValueError("num_envs must be >= 1")
         self.num_envs = num_envs
-        self._conn = Connection("sim", address, farmctl)
+        self._conn = Connection("sim", address, farmctl, transport)
         self.client = self._conn.client
+        self.transport = self.client.transport
         try:
             self.farm_spec = self.client.get_spec(action_space=action_space)
         except FarmError:
@@ -122,11 +126,50 @@ class FarmVectorEnv(VectorEnv):
             for k, key in enumerate(INFO_KEYS):
                 infos[key] = res.info[:, k].copy()
                 infos[f"_{key}"] = ones.copy()
-        for i, r in zip(res.ended.tolist(), res.ended_replies, strict=True):
-            final = {"final_obs": np.array(r.final_observation, dtype=np.float32),
-                     "final_info": self._final_info(r)}
-            infos = self._add_info(infos, final, i)
+        if len(res.ended):
+            self._add_final_infos(infos, res.ended.tolist(), res.ended_replies)
         return res.observations, res.rewards, res.terminated, res.truncated, infos
+
+    def _add_final_infos(self, infos: dict[str, Any], ended: list[int],
+                         replies: Sequence[pb.StepReply]) -> None:
+        """Adds ``final_obs`` and ``final_info`` of the ended environments to
+        ``infos``: the arrays and masks that Gymnasium's ``_add_info`` builds
+        from one ``{"final_obs", "final_info"}`` dict per ended env (see
+        :meth:`_final_info`), built a column at a time instead (an env at a
+        time cost ~30 us per ended env, most of a 1024-env step's Python
+        time; ``test_final_infos_equal_gymnasium_add_info`` checks both give
+        the same)."""
+        n = self.num_envs
+        idx = np.asarray(ended, dtype=np.intp)
+        mask = np.zeros(n, dtype=np.bool_)
+        mask[idx] = True
+        final_obs = np.full(n, fill_value=None, dtype=object)
+        for i, r in zip(ended, replies, strict=True):
+            final_obs[i] = np.array(r.final_observation, dtype=np.float32)
+        infos["final_obs"], infos["_final_obs"] = final_obs, mask.copy()
+        final: dict[str, Any] = {}
+        msgs = [r.info for r in replies]
+        for key in INFO_KEYS:
+            col = np.zeros(n, dtype=float)
+            if key == "window_qos":
+                col[idx] = [i.window_qos if i.HasField("window_qos") else np.nan for i in msgs]
+            else:
+                col[idx] = [float(getattr(i, key)) for i in msgs]
+            final[key], final[f"_{key}"] = col, mask.copy()
+        with_summary = [k for k, i in enumerate(msgs) if i.HasField("summary")]
+        if with_summary:
+            sidx = idx[with_summary]
+            smask = np.zeros(n, dtype=np.bool_)
+            smask[sidx] = True
+            summary: dict[str, Any] = {}
+            for field in SUMMARY_FIELDS:
+                vals = [getattr(msgs[k].summary, field) for k in with_summary]
+                # The dtype _add_info picks: the type of the first value.
+                scol = np.zeros(n, dtype=type(vals[0]))
+                scol[sidx] = vals
+                summary[field], summary[f"_{field}"] = scol, smask.copy()
+            final["summary"], final["_summary"] = summary, smask
+        infos["final_info"], infos["_final_info"] = final, mask.copy()
 
     def _observations(self, replies: Sequence[pb.StepReply]) -> np.ndarray:
         flat = np.fromiter(itertools.chain.from_iterable(r.observation for r in replies),

@@ -276,3 +276,38 @@ def test_extend_actions_keeps_the_greedy_policy_and_refines_estimates() -> None:
         cem.extend_actions(theta, d, old, [*old, "smoothed:x2"])
     with pytest.raises(ValueError, match="delta"):
         cem.extend_actions(theta, d, old, [*old, "delta:+1"])
+
+
+def test_extend_actions_warm_starts_drain_from_the_nearest_estimate() -> None:
+    rng = np.random.default_rng(4)
+    old = ["hold", "estimate:x0.9", "estimate:x1"]
+    new = [*old, "drain:x1", "drain:x0.8"]
+    d = 4
+    theta = rng.normal(size=(d + 1) * len(old))
+    ext = cem.extend_actions(theta, d, old, new, margin=0.1)
+    obs = rng.uniform(0, 2, size=(300, d))
+    before = cem.PolicyShape(d, len(old)).logits(theta, obs)
+    after = cem.PolicyShape(d, len(new)).logits(ext, obs)
+    # drain:x1 refines estimate:x1; drain:x0.8 copies the nearest multiple
+    # above (0.9) twice the margin lower; the greedy policy is unchanged.
+    assert np.allclose(after[:, 3], before[:, 2] - 0.1)
+    assert np.allclose(after[:, 4], before[:, 1] - 0.2)
+    assert np.array_equal(after.argmax(axis=1), before.argmax(axis=1))
+    with pytest.raises(ValueError, match="drain:x2"):
+        cem.extend_actions(theta, d, old, [*old, "drain:x2"])
+
+
+def test_qos_cap_ignores_qos_above_the_target() -> None:
+    kw = {"cost": 0.6, "miss": 3.0, "target": 0.99, "qos_cap": True}
+    above = {"qos": 0.999, "mean_replicas": 16.0}
+    at = {"qos": 0.99, "mean_replicas": 15.0}
+    assert cem.score(above, **kw) == pytest.approx(0.99 - 0.6 * 0.5)
+    # Capped, the cheaper run at the target wins; uncapped it would not
+    # with a small cost.
+    assert cem.score(at, **kw) > cem.score(above, **kw)
+    assert cem.score(at, cost=0.05, miss=3.0, target=0.99) < cem.score(
+        above, cost=0.05, miss=3.0, target=0.99)
+    # Below the target nothing changes.
+    low = {"qos": 0.95, "mean_replicas": 8.0}
+    assert cem.score(low, **kw) == pytest.approx(
+        cem.score(low, cost=0.6, miss=3.0, target=0.99))

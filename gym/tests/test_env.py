@@ -284,11 +284,15 @@ def test_malformed_batches_are_refused(address: str) -> None:
         stepper.step([1, 1, 1])
     both = pb.StepBatchRequest(steps=[pb.StepRequest(env_id="mb-0", action=1)],
                                env_ids=["mb-0"], actions=[1], packed=True)
+    # Hand-made malformed requests go through grpcio's raw call (neither
+    # transport's own API can build them).
+    raw = FarmClient(address, transport="grpcio")
     with pytest.raises(InvalidArgumentError, match="not both"):
-        client._call_step_batch_raw(both.SerializeToString())
+        raw._call_step_batch_raw(both.SerializeToString())
     short = pb.StepBatchRequest(env_ids=["mb-0", "mb-0"], actions=[1], packed=True)
     with pytest.raises(InvalidArgumentError, match="2 env_ids but 1 actions"):
-        client._call_step_batch_raw(short.SerializeToString())
+        raw._call_step_batch_raw(short.SerializeToString())
+    raw.close()
     dup = client.batch_stepper(["mb-0", "mb-0"])
     with pytest.raises(InvalidArgumentError, match="twice"):
         dup.step([1, 1])

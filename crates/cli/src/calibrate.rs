@@ -237,6 +237,8 @@ pub fn run(a: CalibrateArgs) -> Result<()> {
                 timeout: 120,
                 start_delay: "none".into(),
                 start_delay_seed: None,
+                // Replica starts measured as compare's farms see them.
+                startup_probe_ms: local::FINE_STARTUP_PROBE_MS,
             })?;
             started = true;
             FarmState::load(&state)?

@@ -36,9 +36,12 @@
 //! 3. **Simulated, replaying the live start-up delays** (`sim-replay`):
 //!    step 2 with every replica start-up delay taken, in start order, from
 //!    the live run (the provider's `GET /system/function/{name}/starts`:
-//!    scale call -> health answers, real seconds x speedup), then from the
-//!    step-2 distribution once the live ones run out
-//!    ([`farm_model::scenario::DelaySequence`]). Live and step 2 draw their
+//!    scale call -> health answers, or -> the replica's first task if that
+//!    came first ([`live_serving_delays`]), real seconds x speedup), then
+//!    from the step-2 distribution once the live ones run out
+//!    ([`farm_model::scenario::DelaySequence`]), and every task the live
+//!    run completed holding its replica as long as it did live
+//!    ([`live_service_workload`]). Live and step 2 draw their
 //!    delays independently, and with policies that keep their last
 //!    scale-up (keda, hpa) one different draw changes the whole run; the
 //!    replay compares the same draws, so what is left is the model's error.
@@ -464,6 +467,7 @@ impl Policy for Recording<'_> {
             t_s: now_s,
             signals: s.clone(),
             desired: d.desired.clamp(lo, hi.max(lo)),
+            sampled_s: None,
         });
         d
     }
@@ -536,20 +540,123 @@ pub fn live_startup_delays(
     k: f64,
     start_s: f64,
 ) -> Vec<f64> {
+    live_serving_delays(starts, &[], t0_us, k, start_s)
+}
+
+/// [`live_startup_delays`], but each replica's delay ends when it started
+/// its first task if that came before its health route answered: a
+/// replica pulls from the work queue as soon as its consumer is bound,
+/// and the provider only sees it healthy at its next probe (every 50 ms
+/// real while starting, 0.2 scenario s at x4), so the health time is
+/// late by up to a probe period for the only thing the simulator's
+/// start-up delay stands for, serving. `services` are the run's completed
+/// tasks (worker instance = the provider's replica name); a replica's
+/// tasks are those it started at or after it was asked for and before
+/// the same name was asked for again.
+pub fn live_serving_delays(
+    starts: &[farm_local::ReplicaStart],
+    services: &[run::ServiceRecord],
+    t0_us: i64,
+    k: f64,
+    start_s: f64,
+) -> Vec<f64> {
     let mut picked: Vec<&farm_local::ReplicaStart> =
         starts.iter().filter(|s| s.requested_us >= t0_us).collect();
     picked.sort_by_key(|s| s.requested_us);
     picked
-        .into_iter()
-        .map(|s| s.available_after_s.unwrap_or(s.emulated_delay_s + start_s) * k)
+        .iter()
+        .map(|s| {
+            let healthy = s.available_after_s.unwrap_or(s.emulated_delay_s + start_s);
+            // The same replica name asked for again later ends this one's span.
+            let until = starts
+                .iter()
+                .filter(|o| o.instance == s.instance && o.requested_us > s.requested_us)
+                .map(|o| o.requested_us)
+                .min()
+                .unwrap_or(i64::MAX);
+            let first = services
+                .iter()
+                .filter(|r| {
+                    r.worker == s.instance && r.started_us >= s.requested_us && r.started_us < until
+                })
+                .map(|r| (r.started_us - s.requested_us) as f64 / 1e6)
+                .fold(f64::INFINITY, f64::min);
+            healthy.min(first) * k
+        })
         .collect()
+}
+
+/// The live per-task dispatch overhead, real seconds: the median gap on
+/// one replica between a task's handler end and the next task's handler
+/// start, over the pairs where that next task was already queued when the
+/// first ended (so the gap is the replica's own work: ack, result
+/// publish, the next pull; not waiting for an arrival). `None` without
+/// such a pair.
+pub fn dispatch_gap_s(services: &[run::ServiceRecord]) -> Option<f64> {
+    let mut by_worker: std::collections::BTreeMap<&str, Vec<&run::ServiceRecord>> =
+        std::collections::BTreeMap::new();
+    for r in services {
+        by_worker.entry(r.worker.as_str()).or_default().push(r);
+    }
+    let mut gaps: Vec<f64> = Vec::new();
+    for rs in by_worker.values_mut() {
+        rs.sort_by_key(|r| r.started_us);
+        for w in rs.windows(2) {
+            let (a, b) = (w[0], w[1]);
+            if b.stored_us <= a.finished_us && b.started_us >= a.finished_us {
+                gaps.push((b.started_us - a.finished_us) as f64 / 1e6);
+            }
+        }
+    }
+    if gaps.is_empty() {
+        return None;
+    }
+    gaps.sort_by(f64::total_cmp);
+    Some(gaps[gaps.len() / 2])
+}
+
+/// `workload` (scenario seconds, the nominal service times) with each
+/// task's service replaced by how long it held its live replica: its
+/// handler time plus the dispatch gap `gap_s` (both real seconds, times
+/// `k`). Tasks the live run did not complete keep the calibrated model's
+/// service, nominal plus `overhead_s` (real) times `k`.
+pub fn live_service_workload(
+    workload: &Workload,
+    services: &[run::ServiceRecord],
+    k: f64,
+    gap_s: f64,
+    overhead_s: f64,
+) -> Workload {
+    let mut w = workload.clone();
+    for t in &mut w.tasks {
+        t.service_s += overhead_s * k;
+    }
+    for r in services {
+        if let Some(t) = w.tasks.get_mut(r.index) {
+            let handler_s = (r.finished_us - r.started_us).max(0) as f64 / 1e6;
+            t.service_s = (handler_s + gap_s) * k;
+        }
+    }
+    w
 }
 
 /// How the `sim-replay` run used the live start-up delays.
 #[derive(Debug, Clone, Serialize)]
 pub struct ReplayInfo {
-    /// The live delays, scenario seconds, in start order.
+    /// The live delays, scenario seconds, in start order: asked for ->
+    /// serving (its first task, or its health route answering if earlier).
     pub live_delays_s: Vec<f64>,
+    /// The same replicas' asked for -> health route answering, scenario
+    /// seconds (what the replay used before 2026-11-27, FI3).
+    pub healthy_delays_s: Vec<f64>,
+    /// Median live dispatch gap per task ([`dispatch_gap_s`]), real seconds.
+    pub dispatch_gap_s: Option<f64>,
+    /// Mean time a completed task held its replica, scenario seconds: live
+    /// (handler + dispatch gap, what `sim-replay` used) and the calibrated
+    /// model's (nominal + `task_overhead_s`, what `sim` used).
+    pub occupancy_live_s: f64,
+    /// See `occupancy_live_s`.
+    pub occupancy_model_s: f64,
     /// Delays the simulator took from them.
     pub replayed: usize,
     /// Delays it drew from the fallback after they ran out.
@@ -563,7 +670,9 @@ pub fn ticks_side_by_side(live: &[Tick], sim: &[Tick]) -> String {
         "arr", "backlog", "inflight", "compl", "ontime", "lat_mean", "lat_max", "svc_mean",
         "dl_min", "dl_mean", "ready", "start", "desired",
     ];
-    let mut out = String::from("t_s");
+    // `live_sampled_s`: when the live queue was really read (the simulator
+    // reads its own at `t_s`).
+    let mut out = String::from("t_s\tlive_sampled_s");
     for side in ["live", "sim"] {
         for c in cols {
             let _ = write!(out, "\t{side}_{c}");
@@ -596,7 +705,8 @@ pub fn ticks_side_by_side(live: &[Tick], sim: &[Tick]) -> String {
     for i in 0..live.len().max(sim.len()) {
         let (l, s) = (live.get(i), sim.get(i));
         let t = l.or(s).map_or(0.0, |t| t.t_s);
-        let _ = writeln!(out, "{t:.1}{}{}", cells(l), cells(s));
+        let sampled = f(l.and_then(|t| t.sampled_s.or(Some(t.t_s))));
+        let _ = writeln!(out, "{t:.1}\t{sampled}{}{}", cells(l), cells(s));
     }
     out
 }
@@ -976,6 +1086,7 @@ async fn gateway_ticks(
                 t_s: (d.at_us - t0_us) as f64 / 1e6 * k,
                 signals: d.signals.clone(),
                 desired: d.desired,
+                sampled_s: None,
             }
         })
         .collect();
@@ -1015,6 +1126,7 @@ fn live_once(c: &Ctx<'_>, policy_spec: &str, build: bool) -> Result<LiveRun> {
         timeout: 120,
         start_delay: c.emulation.clone(),
         start_delay_seed: Some(c.seed),
+        startup_probe_ms: local::FINE_STARTUP_PROBE_MS,
     })?;
     let st = FarmState::load(&c.state)?;
     let stack = Stack::load(&st.stack_file)?;
@@ -1190,13 +1302,35 @@ pub fn run(a: CompareArgs) -> Result<()> {
                     .with_context(|| format!("writing {}", tsv.display()))?;
                 let mut replayed = None;
                 if let Some(starts) = &l.starts {
-                    let delays = live_startup_delays(starts, l.live.t0_us, k, measured.start_s);
+                    let services = &l.live.services;
+                    let healthy = live_startup_delays(starts, l.live.t0_us, k, measured.start_s);
+                    let delays =
+                        live_serving_delays(starts, services, l.live.t0_us, k, measured.start_s);
+                    // How long each task held its replica live, where the
+                    // run measured it; the calibrated model elsewhere.
+                    let gap = dispatch_gap_s(services);
+                    let replay_workload = live_service_workload(
+                        &workload,
+                        services,
+                        k,
+                        gap.unwrap_or(measured.task_overhead_s),
+                        measured.task_overhead_s,
+                    );
+                    let occupancy = |w: &Workload| {
+                        services
+                            .iter()
+                            .filter_map(|r| w.tasks.get(r.index).map(|t| t.service_s))
+                            .sum::<f64>()
+                            / services.len().max(1) as f64
+                    };
+                    let (occupancy_live_s, occupancy_model_s) =
+                        (occupancy(&replay_workload), occupancy(&sim_workload));
                     let seq =
                         DelaySequence::new(delays.clone(), sim_platform.startup_delay.clone())
                             .context("the live start-up delays")?;
                     let mut pol = make_policy(&p, &sim_platform)?;
                     let (m, ticks, seq) = simulate_replayed(
-                        &sim_workload,
+                        &replay_workload,
                         &sim_platform,
                         seed,
                         pol.as_mut(),
@@ -1206,17 +1340,25 @@ pub fn run(a: CompareArgs) -> Result<()> {
                     let tsv = out.join(format!("ticks-{}-replay.tsv", file_safe(&p)));
                     std::fs::write(&tsv, ticks_side_by_side(&l.live.ticks, &ticks))
                         .with_context(|| format!("writing {}", tsv.display()))?;
-                    let mean = delays.iter().sum::<f64>() / delays.len().max(1) as f64;
+                    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
                     println!(
-                        "{p}: sim-replay: {} live start-up delays (mean {mean:.2} s scenario), {} replayed, {} drawn after they ran out",
+                        "{p}: sim-replay: {} live start-up delays (mean {:.2} s scenario to serving, {:.2} s to healthy), {} replayed, {} drawn after they ran out; per task held its replica {occupancy_live_s:.3} s live against {occupancy_model_s:.3} s modelled ({} tasks, dispatch gap median {} ms real)",
                         delays.len(),
+                        mean(&delays),
+                        mean(&healthy),
                         seq.replayed(),
-                        seq.fallbacks()
+                        seq.fallbacks(),
+                        services.len(),
+                        gap.map_or("-".into(), |g| format!("{:.2}", g * 1e3)),
                     );
                     replayed = Some((
                         m,
                         ReplayInfo {
                             live_delays_s: delays,
+                            healthy_delays_s: healthy,
+                            dispatch_gap_s: gap,
+                            occupancy_live_s,
+                            occupancy_model_s,
                             replayed: seq.replayed(),
                             fallbacks: seq.fallbacks(),
                         },
@@ -1475,6 +1617,101 @@ mod tests {
             assert!((a - b).abs() < 1e-9, "{d:?}");
         }
         assert!(live_startup_delays(&starts, 1_000, 4.0, 0.05).is_empty());
+    }
+
+    fn rec(
+        index: usize,
+        worker: &str,
+        stored: i64,
+        started: i64,
+        finished: i64,
+    ) -> run::ServiceRecord {
+        run::ServiceRecord {
+            index,
+            worker: worker.into(),
+            stored_us: stored,
+            started_us: started,
+            finished_us: finished,
+        }
+    }
+
+    #[test]
+    fn a_replica_serves_from_its_first_task_when_that_precedes_its_health() {
+        let named =
+            |instance: &str, requested_us: i64, after: Option<f64>| farm_local::ReplicaStart {
+                instance: instance.into(),
+                requested_us,
+                emulated_delay_s: 1.0,
+                available_after_s: after,
+            };
+        let starts = [
+            named("w-1", 1_000_000, Some(1.5)),
+            named("w-2", 1_000_000, Some(1.5)),
+            // w-1 stopped and asked for again: a new replica, a new span.
+            named("w-1", 5_000_000, Some(1.2)),
+        ];
+        let services = [
+            rec(0, "w-1", 0, 2_400_000, 2_600_000), // 1.4 s: before its health at 1.5
+            rec(1, "w-1", 0, 2_300_000, 2_350_000), // 1.3 s: the first, listed late
+            rec(2, "w-2", 0, 2_700_000, 2_800_000), // 1.7 s: after its health
+            rec(3, "w-1", 0, 5_900_000, 6_000_000), // 0.9 s into the second w-1
+            rec(4, "w-9", 0, 1_100_000, 1_200_000), // another function's replica
+        ];
+        let d = live_serving_delays(&starts, &services, 0, 4.0, 0.05);
+        let want = [1.3 * 4.0, 1.5 * 4.0, 0.9 * 4.0];
+        assert_eq!(d.len(), want.len(), "{d:?}");
+        for (a, b) in d.iter().zip(want) {
+            assert!((a - b).abs() < 1e-9, "{d:?}");
+        }
+    }
+
+    #[test]
+    fn dispatch_gap_counts_only_back_to_back_tasks_on_one_replica() {
+        let services = [
+            // w-a: task 1 queued (stored 50) before task 0 ended (100): gap 3.
+            rec(0, "w-a", 0, 10, 100),
+            rec(1, "w-a", 50, 103, 200),
+            // task 2 arrived after task 1 ended: an idle wait, not a gap.
+            rec(2, "w-a", 900, 905, 1_000),
+            // w-b: gaps 5 and 7.
+            rec(3, "w-b", 0, 0, 100),
+            rec(4, "w-b", 10, 105, 300),
+            rec(5, "w-b", 20, 307, 400),
+        ];
+        let g = dispatch_gap_s(&services).unwrap();
+        assert!((g - 5e-6).abs() < 1e-12, "{g}");
+        assert_eq!(dispatch_gap_s(&services[..1]), None);
+    }
+
+    #[test]
+    fn live_service_replaces_the_model_where_measured() {
+        let s = Scenario::builtin("paper-4phase").unwrap();
+        let w = s.generate(0);
+        let services = [rec(1, "w-a", 0, 1_000_000, 1_250_000)];
+        let r = live_service_workload(&w, &services, 4.0, 0.002, 0.004);
+        assert_eq!(r.tasks.len(), w.tasks.len());
+        assert!((r.tasks[1].service_s - (0.25 + 0.002) * 4.0).abs() < 1e-9);
+        assert!((r.tasks[0].service_s - (w.tasks[0].service_s + 0.016)).abs() < 1e-9);
+        assert_eq!(r.tasks[0].arrival_s, w.tasks[0].arrival_s);
+    }
+
+    #[test]
+    fn ticks_file_shows_when_the_live_queue_was_read() {
+        let tick = |t_s: f64, sampled_s: Option<f64>| Tick {
+            t_s,
+            signals: Signals::default(),
+            desired: 1,
+            sampled_s,
+        };
+        let text = ticks_side_by_side(&[tick(8.0, Some(8.04))], &[tick(8.0, None)]);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(
+            lines[0].starts_with("t_s\tlive_sampled_s\tlive_arr"),
+            "{text}"
+        );
+        assert!(lines[1].starts_with("8.0\t8.04\t"), "{text}");
+        let cols = |l: &str| l.split('\t').count();
+        assert_eq!(cols(lines[0]), cols(lines[1]), "{text}");
     }
 
     #[test]

@@ -121,6 +121,30 @@ pub struct Tick {
     pub signals: Signals,
     /// Replicas asked for after the decision.
     pub desired: u32,
+    /// Live only: the scenario time at which the work queue (backlog, in
+    /// flight) was actually read, the midpoint of the consumer-info
+    /// request; `t_s` is when the tick started. The simulator reads its
+    /// queue at exactly `t_s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sampled_s: Option<f64>,
+}
+
+/// One task a worker completed in a live run, as the worker and the server
+/// timed it (wall clock, Unix µs): which replica ran it and when, so the
+/// simulator can be given what the live platform really did (when each
+/// new replica started serving, how long each task held its replica).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ServiceRecord {
+    /// The task's index in the workload.
+    pub index: usize,
+    /// The worker instance (`HOSTNAME`, the provider's replica name).
+    pub worker: String,
+    /// When JetStream stored the task (server clock).
+    pub stored_us: i64,
+    /// Handler start (worker clock).
+    pub started_us: i64,
+    /// Handler end (worker clock).
+    pub finished_us: i64,
 }
 
 /// The completion statistics of one interval, the simulator's way
@@ -200,6 +224,18 @@ enum Outcome {
     Ok,
     /// It failed for good (dead-lettered) or timed out.
     Failed,
+}
+
+/// The work queue and the interval's results as read at a tick.
+struct QueueRead {
+    /// The workers' consumer (backlog, in flight), if JetStream answered.
+    consumer: Option<gateway_ext::observe::ConsumerSample>,
+    /// When it was read: the midpoint of the request.
+    at: Instant,
+    /// Results collected since the previous tick.
+    window: Vec<Done>,
+    /// Tasks posted so far.
+    posted: usize,
 }
 
 /// One OUTPUT entry of this run.
@@ -402,6 +438,9 @@ pub(crate) struct Live {
     pub(crate) ticks: Vec<Tick>,
     /// Wall clock (Unix µs) of the replay's start, scenario time 0.
     pub(crate) t0_us: i64,
+    /// Every task completed successfully (first result only), in the
+    /// order the results arrived.
+    pub(crate) services: Vec<ServiceRecord>,
 }
 
 fn now_us() -> i64 {
@@ -597,6 +636,19 @@ pub(crate) async fn drive(
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
+            // No tick decision until the replay starts: a tick between the
+            // scale to the initial replicas and the clock's restart (the
+            // policy deciding on the idle farm) started the replay with
+            // other replicas than the simulator's (steady-short, queueing:
+            // 4 -> 2 just before the start, -15.8 QoS points).
+            let url = format!("{}/system/autoscaler/hold/{}", g.url, farm.name);
+            let held = client.post(&url).send().await;
+            if !held.is_ok_and(|r| r.status().is_success()) {
+                bail!(
+                    "gateway-ext did not hold {}'s tick decisions for the replay's setup",
+                    farm.name
+                );
+            }
         }
     }
     scale(&client, &st.provider_url, &farm.worker, initial).await?;
@@ -618,6 +670,7 @@ pub(crate) async fn drive(
     let stop = CancellationToken::new();
     // ---- OUTPUT reader: every entry written from now on.
     let done: Arc<Mutex<HashMap<String, Done>>> = Arc::new(Mutex::new(HashMap::new()));
+    let services: Arc<Mutex<Vec<ServiceRecord>>> = Arc::new(Mutex::new(Vec::new()));
     // Results collected since the last control tick (the interval's window).
     let fresh: Arc<Mutex<Vec<Done>>> = Arc::new(Mutex::new(Vec::new()));
     // Tasks posted to the emitter so far (their deadlines enter the window).
@@ -639,6 +692,7 @@ pub(crate) async fn drive(
         .context("reading the OUTPUT stream")?;
     let reader = {
         let done = done.clone();
+        let services = services.clone();
         let fresh = fresh.clone();
         let stop = stop.clone();
         let prefix = prefix.clone();
@@ -685,9 +739,19 @@ pub(crate) async fn drive(
                         .unwrap_or(0),
                     deadline_ms: result.deadline_ms,
                 };
+                let index = id[prefix.len()..].parse::<usize>().ok();
                 // A redelivered duplicate is not a second completion.
                 if lock(&done).insert(id, entry).is_none() {
                     lock(&fresh).push(entry);
+                    if let (Outcome::Ok, Some(index)) = (entry.outcome, index) {
+                        lock(&services).push(ServiceRecord {
+                            index,
+                            worker: result.worker,
+                            stored_us: result.task_stored_us,
+                            started_us: result.started_us,
+                            finished_us: result.finished_us,
+                        });
+                    }
                 }
             }
         })
@@ -772,12 +836,28 @@ pub(crate) async fn drive(
             let mut ticks: Vec<Tick> = Vec::new();
             let mut posted_prev = 0usize;
             let step = Duration::from_millis(100).min(interval_real);
+            let mut queue_read: Option<QueueRead> = None;
             loop {
                 // Wake at the tick itself, not up to a step late.
                 let nap = step.min(next_tick.saturating_duration_since(Instant::now()));
                 tokio::select! {
                     () = tokio::time::sleep(nap) => {}
                     () = stop.cancelled() => break,
+                }
+                // At a tick the work queue and the interval's results are
+                // read first, before the provider's replica counts, so the
+                // backlog is the one at the tick (the simulator's), not one
+                // a provider round trip later.
+                if queue_read.is_none() && Instant::now() >= next_tick {
+                    let before = Instant::now();
+                    let consumer = observer.consumer().await.ok();
+                    let after = Instant::now();
+                    queue_read = Some(QueueRead {
+                        consumer,
+                        at: before + after.duration_since(before) / 2,
+                        window: std::mem::take(&mut *lock(&fresh)),
+                        posted: posted.load(std::sync::atomic::Ordering::Acquire),
+                    });
                 }
                 let Ok(status) = function_status(&client, &provider, &worker).await else {
                     continue;
@@ -832,7 +912,17 @@ pub(crate) async fn drive(
                 if now < next_tick {
                     continue;
                 }
-                let consumer = observer.consumer().await.ok();
+                let Some(QueueRead {
+                    consumer,
+                    at: sampled_at,
+                    window,
+                    posted: posted_now,
+                }) = queue_read.take()
+                else {
+                    // The tick fell due during the provider call: read
+                    // the queue at the next turn (no nap).
+                    continue;
+                };
                 let sample = Sample {
                     consumer,
                     snapshot: observer.snapshot(),
@@ -840,13 +930,13 @@ pub(crate) async fn drive(
                     available,
                 };
                 let ctx = BuildContext {
-                    interval_s: now.duration_since(last_tick).as_secs_f64(),
+                    interval_s: sampled_at.duration_since(last_tick).as_secs_f64(),
                     desired,
                     since_last_scale_s: now.duration_since(last_change).as_secs_f64(),
                     min,
                     max,
                 };
-                last_tick = now;
+                last_tick = sampled_at;
                 next_tick += interval_real;
                 // After a stall (the process starved of CPU) keep the
                 // cadence but skip a scheduled tick that would close less
@@ -856,8 +946,6 @@ pub(crate) async fn drive(
                     next_tick += interval_real;
                 }
                 let built = builder.build(&sample, &ctx);
-                let window: Vec<Done> = std::mem::take(&mut *lock(&fresh));
-                let posted_now = posted.load(std::sync::atomic::Ordering::Acquire);
                 let built = match mode {
                     LiveSignals::Snapshot => built,
                     LiveSignals::Interval => {
@@ -908,6 +996,7 @@ pub(crate) async fn drive(
                     t_s: now_s,
                     signals: signals.clone(),
                     desired,
+                    sampled_s: Some(sampled_at.saturating_duration_since(t0).as_secs_f64() * k),
                 });
                 timeline.push(TimelinePoint {
                     t_s: now_s,
@@ -1011,6 +1100,7 @@ pub(crate) async fn drive(
         sampler.await.map_err(|e| anyhow!("sampler: {e}"))?;
     let _ = reader.await;
     nats.flush().await.ok();
+    let services = std::mem::take(&mut *lock(&services));
 
     let done = std::mem::take(&mut *lock(&done));
     let metrics = live_metrics(LiveInputs {
@@ -1076,6 +1166,7 @@ pub(crate) async fn drive(
         controller,
         ticks,
         t0_us,
+        services,
     })
 }
 

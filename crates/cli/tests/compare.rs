@@ -134,6 +134,15 @@ fn compare_one(root: &Path, onnx: &str, seed: u64, out: &Path, build: bool) -> [
         // The policy decided at every control tick of the 40 s run (8 s interval).
         let ticks = row["live"]["ticks"].as_array().unwrap();
         assert!(ticks.len() >= 4, "{} live ticks: {row}", ticks.len());
+        // Each says when the work queue was really read, within its
+        // interval (scenario seconds).
+        for t in ticks {
+            let (at, sampled) = (t["t_s"].as_f64().unwrap(), t["sampled_s"].as_f64());
+            assert!(
+                sampled.is_some_and(|s| (s - at).abs() < 8.0),
+                "tick without its sampling time: {t}"
+            );
+        }
         assert!(row["qos_diff_pts"].as_f64().is_some(), "{row}");
         // The second simulation replays the live run's start-up delays
         // (every one of them, then the fallback).
@@ -142,6 +151,21 @@ fn compare_one(root: &Path, onnx: &str, seed: u64, out: &Path, build: bool) -> [
         let delays = row["replay"]["live_delays_s"].as_array().unwrap();
         assert!(
             delays.iter().all(|d| d.as_f64().is_some_and(|d| d >= 0.0)),
+            "{row}"
+        );
+        // A replica serves at the latest when its health route answers
+        // (earlier when it pulled its first task before the poll).
+        let healthy = row["replay"]["healthy_delays_s"].as_array().unwrap();
+        assert_eq!(healthy.len(), delays.len(), "{row}");
+        for (d, h) in delays.iter().zip(healthy) {
+            assert!(d.as_f64().unwrap() <= h.as_f64().unwrap() + 1e-9, "{row}");
+        }
+        // The replay's tasks held their replicas as long as live (the
+        // handler plus the dispatch gap), in scenario seconds.
+        assert!(
+            row["replay"]["occupancy_live_s"]
+                .as_f64()
+                .is_some_and(|s| s > 0.0),
             "{row}"
         );
         let replayed = row["replay"]["replayed"].as_u64().unwrap();
@@ -279,6 +303,14 @@ fn gateway_ext_drives_the_live_run_and_loses_nothing() {
     );
     let ticks = row["live"]["ticks"].as_array().unwrap();
     assert!(ticks.len() >= 4, "{} gateway-ext ticks: {row}", ticks.len());
+    // The replay started from the scenario's 4 initial replicas, as the
+    // simulator does: gateway-ext's first tick saw them all (its loop was
+    // held while farmctl set them up; a tick in between once scaled the
+    // idle farm to 2 just before the start, -15.8 QoS points).
+    let first = &ticks[0]["signals"];
+    let replicas =
+        first["replicas_ready"].as_f64().unwrap() + first["replicas_starting"].as_f64().unwrap();
+    assert_eq!(replicas, 4.0, "first gateway-ext tick: {}", ticks[0]);
     // Its signals are on the scenario clock: an interval of about 8 s, not
     // the 2 s of wall clock it ran.
     let iv = ticks[1]["signals"]["interval_s"].as_f64().unwrap();

@@ -227,12 +227,26 @@ async fn replica_that_never_becomes_healthy_is_not_available() {
     p2.shutdown().await;
 }
 
+/// A provider whose every replica waits `delay` before it is started.
+async fn with_start_delay(delay: Duration) -> TestProvider {
+    TestProvider::start(move |c, _| {
+        c.start_delay = farm_local::StartDelay::Fixed(delay);
+    })
+    .await
+}
+
+/// The provider's record of the replica starts of `name`.
+async fn replica_starts(p: &TestProvider, name: &str) -> Vec<farm_local::ReplicaStart> {
+    p.get(&format!("/system/function/{name}/starts"))
+        .await
+        .json()
+        .await
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn emulated_start_delay_holds_replicas_unavailable() {
-    let p = TestProvider::start(|c, _| {
-        c.start_delay = farm_local::StartDelay::Fixed(Duration::from_millis(800));
-    })
-    .await;
+    let p = with_start_delay(Duration::from_millis(800)).await;
     assert_eq!(p.deploy(&fixture("d")).await.status(), 202);
     let s = p.status("d").await;
     assert_eq!((s.replicas, s.available_replicas), (1, 0));
@@ -246,30 +260,17 @@ async fn emulated_start_delay_holds_replicas_unavailable() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replica_starts_report_the_delay_each_replica_had() {
-    let p = TestProvider::start(|c, _| {
-        c.start_delay = farm_local::StartDelay::Fixed(Duration::from_millis(300));
-    })
-    .await;
+    let p = with_start_delay(Duration::from_millis(300)).await;
     assert_eq!(p.deploy(&fixture("s")).await.status(), 202);
     p.wait_counts("s", 1, 1).await;
     assert_eq!(p.scale("s", 3).await, 202);
     // Right after the scale call the new replicas are recorded but not yet
     // available (they wait the emulated delay).
-    let starts: Vec<farm_local::ReplicaStart> = p
-        .get("/system/function/s/starts")
-        .await
-        .json()
-        .await
-        .unwrap();
+    let starts = replica_starts(&p, "s").await;
     assert_eq!(starts.len(), 3, "{starts:?}");
     assert!(starts[1..].iter().all(|s| s.available_after_s.is_none()));
     p.wait_counts("s", 3, 3).await;
-    let starts: Vec<farm_local::ReplicaStart> = p
-        .get("/system/function/s/starts")
-        .await
-        .json()
-        .await
-        .unwrap();
+    let starts = replica_starts(&p, "s").await;
     assert_eq!(starts.len(), 3, "{starts:?}");
     for s in &starts {
         assert!((s.emulated_delay_s - 0.3).abs() < 1e-9, "{s:?}");

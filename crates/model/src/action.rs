@@ -9,9 +9,12 @@
 //! count), `estimate:x1.25` (set it to 1.25 x the queueing model's staffing
 //! estimate, [`crate::queueing::staffing_estimate`]), `smoothed:x1.2` /
 //! `peak:x1.2` (1.2 x the EWMA / the recent peak of that estimate, as the
-//! [`crate::observation::Observer`] keeps them: [`Estimates`]).
+//! [`crate::observation::Observer`] keeps them: [`Estimates`]),
+//! `drain:x0.9` (0.9 x that EWMA, but never below the load of this
+//! interval plus the servers that drain its backlog within the deadline:
+//! [`Action::ScaleToSmoothedDrain`]).
 //!
-//! The `smoothed` and `peak` actions need the history of the intervals
+//! The `smoothed`, `peak` and `drain` actions need the history of the intervals
 //! before: decode them with [`ActionSpace::apply_with`] and the observer's
 //! [`crate::observation::Observer::estimates`]. A decoder without that
 //! history ([`ActionSpace::apply`]) treats the current interval as the only
@@ -19,7 +22,7 @@
 //! decoded exactly as before, and a build that does not know them refuses
 //! such a model's meanings with [`ActionError::BadMeaning`].
 
-use crate::queueing::{DEFAULT_EPS, staffing_estimate};
+use crate::queueing::{DEFAULT_EPS, backlog_drain_servers, staffing_estimate};
 use crate::signals::Signals;
 
 /// One discrete action.
@@ -43,6 +46,15 @@ pub enum Action {
     /// ([`Estimates::peak`]): releases replicas only once the load stayed
     /// low for that long.
     ScaleToPeak(f64),
+    /// Set the desired count to the larger of `ceil(multiplier * smoothed)`
+    /// ([`Estimates::smoothed`]) and the backlog floor of this interval,
+    /// `ceil(lambda * S) + backlog_drain_servers(backlog, S, D)`
+    /// ([`crate::queueing::backlog_drain_servers`], with the measured
+    /// arrival rate, mean service time and mean deadline). A multiple below
+    /// 1 follows the level cheaply; the floor adds replicas at once when a
+    /// queue builds up, which the smoothed level alone would notice late.
+    /// Without a smoothed estimate yet it holds, raised to the floor.
+    ScaleToSmoothedDrain(f64),
 }
 
 /// The staffing history the `smoothed` and `peak` actions follow, in
@@ -67,6 +79,7 @@ impl Action {
             Action::ScaleToEstimate(m) => format!("estimate:x{m}"),
             Action::ScaleToSmoothed(m) => format!("smoothed:x{m}"),
             Action::ScaleToPeak(m) => format!("peak:x{m}"),
+            Action::ScaleToSmoothedDrain(m) => format!("drain:x{m}"),
         }
     }
 
@@ -82,10 +95,11 @@ impl Action {
             return d.parse::<i32>().map(Action::Delta).map_err(|_| bad());
         }
         type Make = fn(f64) -> Action;
-        let scaled: [(&str, Make); 3] = [
+        let scaled: [(&str, Make); 4] = [
             ("estimate:x", Action::ScaleToEstimate),
             ("smoothed:x", Action::ScaleToSmoothed),
             ("peak:x", Action::ScaleToPeak),
+            ("drain:x", Action::ScaleToSmoothedDrain),
         ];
         for (prefix, make) in scaled {
             if let Some(m) = t.strip_prefix(prefix) {
@@ -104,10 +118,11 @@ impl Action {
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ActionError {
     /// A meaning string is not one of `hold`, `delta:<int>`, `estimate:x<number>`,
-    /// `smoothed:x<number>`, `peak:x<number>` (numbers finite and positive).
+    /// `smoothed:x<number>`, `peak:x<number>`, `drain:x<number>` (numbers
+    /// finite and positive).
     #[error(
         "unknown action meaning `{0}` (expected `hold`, `delta:<int>`, `estimate:x<number>`, \
-         `smoothed:x<number>` or `peak:x<number>`)"
+         `smoothed:x<number>`, `peak:x<number>` or `drain:x<number>`)"
     )]
     BadMeaning(String),
     /// An action space must have at least one action.
@@ -225,9 +240,14 @@ impl ActionSpace {
 
     /// Whether some action needs the staffing history ([`ActionSpace::apply_with`]).
     pub fn uses_history(&self) -> bool {
-        self.actions
-            .iter()
-            .any(|a| matches!(a, Action::ScaleToSmoothed(_) | Action::ScaleToPeak(_)))
+        self.actions.iter().any(|a| {
+            matches!(
+                a,
+                Action::ScaleToSmoothed(_)
+                    | Action::ScaleToPeak(_)
+                    | Action::ScaleToSmoothedDrain(_)
+            )
+        })
     }
 
     /// The desired replica count after action `index`, from the current
@@ -262,6 +282,9 @@ impl ActionSpace {
             Some(Action::ScaleToEstimate(m)) => scaled(*m, staffing_estimate(signals, DEFAULT_EPS)),
             Some(Action::ScaleToSmoothed(m)) => scaled(*m, estimates.smoothed),
             Some(Action::ScaleToPeak(m)) => scaled(*m, estimates.peak),
+            Some(Action::ScaleToSmoothedDrain(m)) => {
+                scaled(*m, estimates.smoothed).max(backlog_floor(signals).unwrap_or(0.0))
+            }
             Some(Action::Hold) | None => current,
         };
         let v = target.clamp(lo, hi);
@@ -271,6 +294,19 @@ impl ActionSpace {
             lo as u32
         }
     }
+}
+
+/// The replicas that keep up with this interval's arrivals and drain its
+/// backlog within the mean deadline: `ceil(lambda * S) +
+/// backlog_drain_servers(backlog, S, D)`; `None` without a service-time or
+/// deadline measurement.
+pub fn backlog_floor(signals: &Signals) -> Option<f64> {
+    let mean = signals.service_mean_s.filter(|m| *m > 0.0)?;
+    let deadline = signals.deadline_mean_s.or(signals.deadline_min_s)?;
+    let load = (signals.arrival_rate().max(0.0) * mean).ceil();
+    let drain = backlog_drain_servers(signals.backlog, mean, deadline);
+    let v = load + f64::from(drain);
+    v.is_finite().then_some(v)
 }
 
 #[cfg(test)]
@@ -446,6 +482,58 @@ mod tests {
         let space = history_space();
         assert_eq!(space.apply(1, &s), (1.2 * e).ceil() as u32);
         assert_eq!(space.apply(2, &s), space.apply(3, &s));
+    }
+
+    #[test]
+    fn drain_follows_smoothed_above_the_backlog_floor() {
+        let space = ActionSpace::from_meanings(&["hold".into(), "drain:x0.8".into()]).unwrap();
+        assert_eq!(space.meanings(), ["hold", "drain:x0.8"]);
+        assert_eq!(space.actions()[1], Action::ScaleToSmoothedDrain(0.8));
+        assert!(space.uses_history());
+        for bad in ["drain:x0", "drain:x-1", "drain:1", "drain:xnan"] {
+            assert_eq!(Action::parse(bad), Err(ActionError::BadMeaning(bad.into())));
+        }
+        // 2.5 tasks/s of 2 s tasks (load 5), deadline 3 s, no backlog.
+        let calm = Signals {
+            interval_s: 8.0,
+            arrivals: 20.0,
+            completions: 20.0,
+            completions_on_time: 20.0,
+            service_mean_s: Some(2.0),
+            service_p95_s: Some(2.0),
+            deadline_mean_s: Some(3.0),
+            ..sig(3.0)
+        };
+        assert_eq!(backlog_floor(&calm), Some(5.0));
+        let est = Estimates {
+            smoothed: Some(10.0),
+            peak: Some(12.0),
+        };
+        // ceil(0.8 * 10) = 8 is above the floor of 5.
+        assert_eq!(space.apply_with(1, &calm, &est), 8);
+        // A backlog of 7: horizon max(3 - 2, 2) = 2 s, ceil(7 * 2 / 2) = 7
+        // more servers -> floor 12 beats 8.
+        let queued = Signals {
+            backlog: 7.0,
+            ..calm
+        };
+        assert_eq!(backlog_floor(&queued), Some(12.0));
+        assert_eq!(space.apply_with(1, &queued, &est), 12);
+        // Clamped to max_replicas.
+        let flood = Signals {
+            backlog: 100.0,
+            ..calm
+        };
+        assert_eq!(space.apply_with(1, &flood, &est), 32);
+        // No smoothed estimate yet: the floor still applies, never below the
+        // current count (hold).
+        assert_eq!(space.apply_with(1, &queued, &Estimates::default()), 12);
+        assert_eq!(space.apply_with(1, &calm, &Estimates::default()), 5);
+        assert_eq!(space.apply_with(1, &sig(3.0), &Estimates::default()), 3);
+        // Without a history (`apply`): the smoothed level is this interval's
+        // estimate.
+        let e = staffing_estimate(&queued, DEFAULT_EPS).unwrap();
+        assert_eq!(space.apply(1, &queued), (0.8 * e).ceil().max(12.0) as u32);
     }
 
     #[test]

@@ -84,8 +84,37 @@ pub(crate) fn nearest_rank(v: &mut [f64], q: f64) -> f64 {
     *v.select_nth_unstable_by(k, f64::total_cmp).1
 }
 
+/// Nearest-rank percentiles of unsorted samples (reorders `v`); 0 when
+/// empty. The values of sorting `v` and indexing it, in linear time: a
+/// selection leaves the samples above the rank it places behind it, so a
+/// higher rank is then selected among those only (give `qs` ascending for
+/// that, e.g. p50 on all samples, then p95 on the upper half; any order
+/// is correct).
+pub(crate) fn nearest_ranks<const N: usize>(v: &mut [f64], qs: [f64; N]) -> [f64; N] {
+    let mut out = [0.0; N];
+    let n = v.len();
+    if n == 0 {
+        return out;
+    }
+    // `v[start..]` holds the `n - start` largest samples, `v[start - 1]`
+    // the one below them (when `start > 0`).
+    let mut start = 0;
+    for (o, &q) in out.iter_mut().zip(&qs) {
+        let k = rank_index(n, q);
+        if start > 0 && k == start - 1 {
+            *o = v[k];
+            continue;
+        }
+        let from = if k >= start { start } else { 0 };
+        *o = *v[from..].select_nth_unstable_by(k - from, f64::total_cmp).1;
+        start = k + 1;
+    }
+    out
+}
+
 /// Nearest-rank percentile of sorted samples; 0 when empty.
-pub(crate) fn nearest_rank_sorted(v: &[f64], q: f64) -> f64 {
+#[cfg(test)]
+fn nearest_rank_sorted(v: &[f64], q: f64) -> f64 {
     if v.is_empty() {
         0.0
     } else {
@@ -110,5 +139,41 @@ mod tests {
         assert_eq!(nearest_rank_sorted(&[1.0, 2.0, 3.0], 0.5), 2.0);
         assert_eq!(nearest_rank_sorted(&[7.0], 0.99), 7.0);
         assert_eq!(nearest_rank_sorted(&[], 0.5), 0.0);
+    }
+
+    /// The selections give exactly what sorting and indexing gives, for
+    /// sizes around the ranks' boundaries, ties, signed zeros, and ranks
+    /// in any order.
+    #[test]
+    fn nearest_ranks_equal_sorted_lookup() {
+        let mut x = 0x9e37_79b9_7f4a_7c15_u64;
+        for n in 0..300usize {
+            let v: Vec<f64> = (0..n)
+                .map(|i| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    match i % 7 {
+                        0 => 0.0,
+                        1 => -0.0,
+                        2 => 1.5,
+                        _ => (x % 1000) as f64 / 37.0,
+                    }
+                })
+                .collect();
+            let mut sorted = v.clone();
+            sorted.sort_unstable_by(f64::total_cmp);
+            for qs in [[0.5, 0.95, 0.99], [0.99, 0.5, 0.95], [0.95, 0.95, 0.0]] {
+                let mut w = v.clone();
+                let got = nearest_ranks(&mut w, qs);
+                for (g, q) in got.iter().zip(qs) {
+                    assert_eq!(
+                        g.to_bits(),
+                        nearest_rank_sorted(&sorted, q).to_bits(),
+                        "n {n} q {q}"
+                    );
+                }
+            }
+        }
     }
 }

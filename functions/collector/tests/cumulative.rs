@@ -69,13 +69,6 @@ async fn wait_completed(client: &async_nats::Client, names: &FarmNames, n: u64) 
     }
 }
 
-fn unix_us() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_micros() as i64
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn differenced_snapshots_give_the_interval_window() {
     let nats = NatsServer::start().expect("nats-server");
@@ -114,7 +107,7 @@ async fn differenced_snapshots_give_the_interval_window() {
     }
 
     // First interval: 3 successes (one late), 1 failure.
-    let t = unix_us();
+    let t = farm_runtime::worker::now_us();
     publish(&js, &names, 1, true, 10_000, 60_000, t).await;
     publish(&js, &names, 2, true, 20_000, 60_000, t).await;
     publish(&js, &names, 3, true, 30_000, 1, t - 5_000_000).await;
@@ -125,10 +118,10 @@ async fn differenced_snapshots_give_the_interval_window() {
     assert_eq!(ca.service_sum_us, 60_000);
     assert_eq!(ca.deadline_sum_ms, 120_001);
     assert!(ca.latency_max_us >= 5_000_000, "{ca:?}");
-    assert!(ca.started_us > 0 && ca.started_us <= unix_us());
+    assert!(ca.started_us > 0 && ca.started_us <= farm_runtime::worker::now_us());
 
     // Second interval: 2 successes.
-    let t = unix_us();
+    let t = farm_runtime::worker::now_us();
     publish(&js, &names, 5, true, 100_000, 30_000, t).await;
     publish(&js, &names, 6, true, 300_000, 30_000, t).await;
     let b = wait_completed(&client, &names, 6).await;

@@ -161,6 +161,51 @@ fn run_python(script: &str, args: &[&str]) {
     );
 }
 
+/// Runs a `rustfarm_gym` script with the venv python in gym/, its arguments
+/// as one JSON object in `sys.argv[1]`.
+pub fn gym_python(script: &str, args: &serde_json::Value) {
+    let status = Command::new(python())
+        .current_dir(workspace_root().join("gym"))
+        .args(["-c", script, &args.to_string()])
+        .status()
+        .expect("run the venv python (scripts/setup.sh installs rustfarm_gym)");
+    assert!(status.success(), "python export/inference failed: {status}");
+}
+
+/// Runs a `rustfarm_gym` script that writes `{"obs": [[...]], "actions":
+/// [...]}` (a batch of observations and ONNX Runtime's greedy actions) to
+/// `args["out"]`, which this sets to a temporary file, and returns both.
+pub fn python_greedy_batch(
+    script: &str,
+    mut args: serde_json::Value,
+) -> (Vec<Vec<f32>>, Vec<usize>) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = dir.path().join("greedy.json");
+    args["out"] = serde_json::json!(out);
+    gym_python(script, &args);
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).expect("greedy.json")).expect("json");
+    let obs = v["obs"]
+        .as_array()
+        .expect("obs")
+        .iter()
+        .map(|row| {
+            row.as_array()
+                .expect("row")
+                .iter()
+                .map(|x| x.as_f64().expect("number") as f32)
+                .collect()
+        })
+        .collect();
+    let actions = v["actions"]
+        .as_array()
+        .expect("actions")
+        .iter()
+        .map(|a| a.as_u64().expect("action") as usize)
+        .collect();
+    (obs, actions)
+}
+
 /// The sleep-worker binary (package `handler`, functions/sleep), built on demand.
 pub fn sleep_worker_bin() -> PathBuf {
     if let Ok(p) = farm_testsupport::bin_path("sleep-worker") {
@@ -393,6 +438,37 @@ impl Gateway {
             stop: Some(stop),
             task: Some(task),
         })
+    }
+
+    /// gateway-ext over `upstream` with the one farm `spec` and discovery
+    /// off, once the farm's loop has made its first decision.
+    pub async fn with_farm(upstream: &str, spec: FarmSpec) -> Gateway {
+        let farm = spec.farm.clone();
+        let gw = Gateway::start(
+            config(upstream, &[("DISCOVERY_INTERVAL", "off")]),
+            vec![spec],
+            None,
+        )
+        .await
+        .unwrap();
+        eventually(Duration::from_secs(20), "first decision", || async {
+            gw.farm(&farm)
+                .await
+                .filter(|f| f["decisions"].as_u64().unwrap_or(0) >= 1)
+        })
+        .await;
+        gw
+    }
+
+    /// POSTs an empty body to `path` (e.g. `/system/autoscaler/hold/f`);
+    /// the status.
+    pub async fn post(&self, path: &str) -> reqwest::StatusCode {
+        reqwest::Client::new()
+            .post(format!("{}{path}", self.url))
+            .send()
+            .await
+            .unwrap()
+            .status()
     }
 
     /// Stops it and checks it stopped cleanly.
