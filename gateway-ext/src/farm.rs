@@ -403,12 +403,6 @@ fn unix_s() -> f64 {
         .map_or(0.0, |d| d.as_secs_f64())
 }
 
-fn unix_us() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
-}
-
 /// Starts the loop of `spec` with a built policy.
 pub fn start(spec: FarmSpec, policy: FarmPolicy, deps: Arc<FarmDeps>) -> Arc<FarmHandle> {
     let (cmd_tx, cmd_rx) = mpsc::channel(64);
@@ -864,7 +858,7 @@ impl FarmLoop {
         self.seq += 1;
         let record = Arc::new(DecisionRecord {
             farm: self.spec.farm.clone(),
-            at_us: unix_us(),
+            at_us: farm_runtime::worker::now_us(),
             seq: self.seq,
             observation: obs.to_vec(),
             signals,

@@ -355,12 +355,6 @@ impl Stages {
     }
 }
 
-fn unix_us() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
-}
-
 /// (c) Farm latency at `rate` tasks/s for `secs`: submit -> output published.
 async fn farm_latency(farm: &Farm, rate: f64, secs: f64) -> (Histogram<u64>, Stages) {
     let (client, _js) = farm.js().await;
@@ -384,7 +378,7 @@ async fn farm_latency(farm: &Farm, rate: f64, secs: f64) -> (Histogram<u64>, Sta
                     break;
                 };
                 let now = Instant::now();
-                let now_us = unix_us();
+                let now_us = farm_runtime::worker::now_us();
                 let Some(id) = m
                     .headers
                     .as_ref()
@@ -415,7 +409,7 @@ async fn farm_latency(farm: &Farm, rate: f64, secs: f64) -> (Histogram<u64>, Sta
                 if due <= next { continue; }
                 let body = farm_e2e::noop_batch("lat", next as usize..due as usize, |_| 0);
                 {
-                    let now = (Instant::now(), unix_us());
+                    let now = (Instant::now(), farm_runtime::worker::now_us());
                     let mut s = sent.lock().expect("lock");
                     for i in next..due {
                         s.insert(format!("lat-{i}"), now);

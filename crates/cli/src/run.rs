@@ -33,7 +33,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use clap::Args;
@@ -443,12 +443,6 @@ pub(crate) struct Live {
     pub(crate) services: Vec<ServiceRecord>,
 }
 
-fn now_us() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
-}
-
 /// When a replay posts each task: at its own due time (scenario arrival
 /// divided by the speedup, seconds of wall clock after the replay's
 /// start), never before it, together with every other task already due.
@@ -521,7 +515,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// A short id for this run's tasks, unique enough within JetStream's
 /// de-duplication window.
 fn run_id() -> String {
-    format!("r{:x}", now_us())
+    format!("r{:x}", farm_runtime::worker::now_us())
 }
 
 /// Replays `workload` on the farm in `st` and accounts for every task.
@@ -795,7 +789,7 @@ pub(crate) async fn drive(
     );
     lock(&fresh).clear();
     let t0 = Instant::now();
-    let t0_us = now_us();
+    let t0_us = farm_runtime::worker::now_us();
     if let (true, Some(g)) = (gateway, &st.gateway_ext) {
         // gateway-ext's ticks and policy clock start with the replay, as
         // the simulator's do (else they keep the phase of its farm loop).

@@ -67,15 +67,9 @@ impl Shared {
     pub fn snapshot(&mut self) -> MetricsSnapshot {
         let now = self.origin.elapsed();
         let (arrivals, failed) = (self.arrivals, self.failed);
-        self.stats.snapshot(now, unix_us(), arrivals, failed)
+        self.stats
+            .snapshot(now, farm_runtime::worker::now_us(), arrivals, failed)
     }
-}
-
-/// Wall clock in Unix microseconds (only for the snapshot's `at_us` stamp).
-pub fn unix_us() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
 }
 
 /// Locks the shared state; a poisoned lock (a panic while holding it) still

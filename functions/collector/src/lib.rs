@@ -122,7 +122,7 @@ pub async fn run(
     for id in &recovered.ids {
         ids.insert(id);
     }
-    let mut stats = Stats::new(names.farm(), cfg.window).started_at(collect::unix_us());
+    let mut stats = Stats::new(names.farm(), cfg.window).started_at(farm_runtime::worker::now_us());
     stats.restore(recovered.totals);
     let shared = Arc::new(Mutex::new(Shared::new(stats)));
 

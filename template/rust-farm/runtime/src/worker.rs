@@ -67,7 +67,8 @@ pub struct WorkerContext {
     pub handler: SharedHandler,
 }
 
-/// Wall clock in Unix microseconds (service time only, never QoS).
+/// Wall clock in Unix microseconds (0 before 1970): time stamps that
+/// cross processes (service times, result and snapshot stamps).
 pub fn now_us() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
