@@ -42,6 +42,44 @@ const QOS_TOLERANCE_PTS: f64 = 5.0;
 /// Held by each test for its whole run.
 static ONE_FARM: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
+/// `farmctl compare` of the workspace's stack.yml on the steady-short
+/// fixture at x4 (dev-profile functions), writing into `out` and run from
+/// its parent; the caller adds policies, seed and options.
+fn compare_command(root: &Path, out: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_farmctl"));
+    cmd.env(
+        "NATS_SERVER",
+        farm_testsupport::nats_server_binary().expect("nats-server >= 2.10 (run scripts/setup.sh)"),
+    )
+    .env_remove("RUST_LOG")
+    .current_dir(out.parent().unwrap())
+    .arg("compare")
+    .arg("-f")
+    .arg(root.join("stack.yml"))
+    .arg("--scenario")
+    .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/steady-short.yaml"))
+    .args(["--speedup", "4"])
+    .args(["--cargo-profile", "dev", "--drain-timeout", "60"])
+    .arg("--out")
+    .arg(out);
+    cmd
+}
+
+/// Runs `cmd` (`what` names it in the failure), asserts it succeeded and
+/// returns (and echoes) its stdout.
+fn run_ok(mut cmd: Command, what: &str) -> String {
+    let output = cmd.output().unwrap();
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "{what} failed ({}):\nstdout:\n{text}\nstderr:\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    eprintln!("{text}");
+    text
+}
+
 /// Runs `farmctl compare` for one seed and checks its outputs; returns the
 /// live (on time, tasks) of the learned policy and of queueing. `build`:
 /// build the functions into `out`'s image store (the first seed), else
@@ -55,39 +93,15 @@ fn compare_one(root: &Path, onnx: &str, seed: u64, out: &Path, build: bool) -> [
     }
     let policies = format!("{onnx},queueing");
     let t0 = std::time::Instant::now();
-    let output = Command::new(env!("CARGO_BIN_EXE_farmctl"))
-        .env(
-            "NATS_SERVER",
-            farm_testsupport::nats_server_binary()
-                .expect("nats-server >= 2.10 (run scripts/setup.sh)"),
-        )
-        .env_remove("RUST_LOG")
-        .current_dir(out.parent().unwrap())
-        .arg("compare")
-        .arg("-f")
-        .arg(root.join("stack.yml"))
-        .arg("--scenario")
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/steady-short.yaml"))
-        .args(["--policies", &policies, "--speedup", "4"])
+    let mut cmd = compare_command(root, out);
+    cmd.args(["--policies", &policies])
         .args(["--seed", &seed.to_string()])
-        .args(["--cargo-profile", "dev", "--drain-timeout", "60"])
-        .args(if build { &[][..] } else { &["--no-build"][..] })
-        .arg("--out")
-        .arg(out)
-        .output()
-        .unwrap();
+        .args(if build { &[][..] } else { &["--no-build"][..] });
+    let text = run_ok(cmd, &format!("farmctl compare (seed {seed})"));
     eprintln!(
         "farmctl compare seed {seed}: {:.1}s",
         t0.elapsed().as_secs_f64()
     );
-    let text = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "farmctl compare (seed {seed}) failed ({}):\nstdout:\n{text}\nstderr:\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
-    eprintln!("{text}");
     // One table, one line per policy, live / sim in each cell.
     assert!(text.contains("QoS % live/sim"), "{text}");
     for p in [onnx, "queueing"] {
@@ -244,35 +258,11 @@ fn gateway_ext_drives_the_live_run_and_loses_nothing() {
         .expect("gateway-ext binary (cargo build -p gateway-ext)");
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("cmp");
-    let output = Command::new(env!("CARGO_BIN_EXE_farmctl"))
-        .env(
-            "NATS_SERVER",
-            farm_testsupport::nats_server_binary()
-                .expect("nats-server >= 2.10 (run scripts/setup.sh)"),
-        )
-        .env("GATEWAY_EXT", &gateway)
-        .env_remove("RUST_LOG")
-        .current_dir(tmp.path())
-        .arg("compare")
-        .arg("-f")
-        .arg(root.join("stack.yml"))
-        .arg("--scenario")
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/steady-short.yaml"))
-        .args(["--policies", "queueing", "--speedup", "4", "--seed", "7"])
-        .args(["--driver", "gateway-ext"])
-        .args(["--cargo-profile", "dev", "--drain-timeout", "60"])
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "farmctl compare --driver gateway-ext failed ({}):\nstdout:\n{text}\nstderr:\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
-    eprintln!("{text}");
+    let mut cmd = compare_command(&root, &out);
+    cmd.env("GATEWAY_EXT", &gateway)
+        .args(["--policies", "queueing", "--seed", "7"])
+        .args(["--driver", "gateway-ext"]);
+    let text = run_ok(cmd, "farmctl compare --driver gateway-ext");
     assert!(
         text.lines()
             .any(|l| l.starts_with("queueing") && l.contains(" / ")),
