@@ -321,13 +321,14 @@ pub struct Measured {
 
 impl Default for Measured {
     /// Measured with `farmctl calibrate` on the 2-core development machine
-    /// (see BENCHMARKS.md, "Live vs simulated").
+    /// with a debug farmctl, dev-profile functions and the 5 ms start-up
+    /// probe `compare` uses (see BENCHMARKS.md, "Live vs simulated").
     fn default() -> Self {
         Measured {
-            start_s: 0.06,
-            drain_s: 0.03,
-            scale_call_s: 0.001,
-            task_overhead_s: 0.004,
+            start_s: 0.019,
+            drain_s: 0.004,
+            scale_call_s: 0.002,
+            task_overhead_s: 0.0007,
             source: "built-in defaults (farmctl calibrate on the development machine)".into(),
         }
     }

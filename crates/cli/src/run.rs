@@ -635,14 +635,9 @@ pub(crate) async fn drive(
             // policy deciding on the idle farm) started the replay with
             // other replicas than the simulator's (steady-short, queueing:
             // 4 -> 2 just before the start, -15.8 QoS points).
-            let url = format!("{}/system/autoscaler/hold/{}", g.url, farm.name);
-            let held = client.post(&url).send().await;
-            if !held.is_ok_and(|r| r.status().is_success()) {
-                bail!(
-                    "gateway-ext did not hold {}'s tick decisions for the replay's setup",
-                    farm.name
-                );
-            }
+            autoscaler_clock(&client, &g.url, "hold", &farm.name)
+                .await
+                .context("holding tick decisions for the replay's setup")?;
         }
     }
     scale(&client, &st.provider_url, &farm.worker, initial).await?;
@@ -793,12 +788,11 @@ pub(crate) async fn drive(
     if let (true, Some(g)) = (gateway, &st.gateway_ext) {
         // gateway-ext's ticks and policy clock start with the replay, as
         // the simulator's do (else they keep the phase of its farm loop).
-        let url = format!("{}/system/autoscaler/restart/{}", g.url, farm.name);
-        match client.post(&url).send().await {
-            Ok(r) if r.status().is_success() => {}
-            Ok(r) => warn!(status = %r.status(), "gateway-ext did not restart its control clock"),
-            Err(e) => warn!(error = %e, "gateway-ext did not restart its control clock"),
-        }
+        // The restart also releases the hold above: a failed restart would
+        // leave the farm without tick decisions for the whole replay.
+        autoscaler_clock(&client, &g.url, "restart", &farm.name)
+            .await
+            .context("restarting the control clock for the replay")?;
     }
     let sampler = {
         let stop = stop.clone();
@@ -1173,6 +1167,31 @@ async fn scale(client: &reqwest::Client, provider: &str, name: &str, replicas: u
         .await?;
     if !r.status().is_success() {
         bail!("scaling {name} to {replicas}: {}", r.status());
+    }
+    Ok(())
+}
+
+/// `POST /system/autoscaler/{route}/{farm}` on gateway-ext (`hold` or
+/// `restart` its control clock); an error unless gateway-ext accepted it.
+async fn autoscaler_clock(
+    client: &reqwest::Client,
+    gateway_ext: &str,
+    route: &str,
+    farm: &str,
+) -> Result<()> {
+    let url = format!("{gateway_ext}/system/autoscaler/{route}/{farm}");
+    let r = client
+        .post(&url)
+        .send()
+        .await
+        .with_context(|| format!("POST {url}"))?;
+    let status = r.status();
+    if !status.is_success() {
+        let body = r.text().await.unwrap_or_default();
+        bail!(
+            "gateway-ext refused {route} for {farm}: {status} {}",
+            body.trim()
+        );
     }
     Ok(())
 }
