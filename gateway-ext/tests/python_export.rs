@@ -89,15 +89,13 @@ fn shipped_policy_loads_and_agrees_with_python() {
     assert_same_greedy(&model, &obs, &expected);
 }
 
-/// Python side: export the numpy Double-DQN (output `q`) and PPO (output
-/// `logits`) MLPs of `rustfarm_gym` with seeded random weights.
-const MLP_SCRIPT: &str = r#"
+/// Python side, the start of the export scripts below: the arguments and a
+/// `Spec` built from them.
+const SPEC_PRELUDE: &str = r#"
 import json, sys
 import numpy as np
 from rustfarm_gym.client import Spec
-from rustfarm_gym.dqn import DQNAgent, DQNConfig
 from rustfarm_gym.onnx_export import metadata, save
-from rustfarm_gym.ppo import PPOAgent, PPOConfig
 
 args = json.loads(sys.argv[1])
 spec = Spec(obs_version=args["obs_version"], observation_names=tuple(args["names"]),
@@ -105,6 +103,15 @@ spec = Spec(obs_version=args["obs_version"], observation_names=tuple(args["names
             action_meanings=tuple(args["actions"]), control_interval_s=8.0,
             episode_steps=30, backend="sim", server_version="test",
             scenarios=(), policies=())
+"#;
+
+/// Python side, after [`SPEC_PRELUDE`]: export the numpy Double-DQN (output
+/// `q`) and PPO (output `logits`) MLPs of `rustfarm_gym` with seeded random
+/// weights.
+const MLP_SCRIPT: &str = r#"
+from rustfarm_gym.dqn import DQNAgent, DQNConfig
+from rustfarm_gym.ppo import PPOAgent, PPOConfig
+
 kw = dict(low=spec.observation_low, high=spec.observation_high)
 dim, n = len(spec.observation_names), len(spec.action_meanings)
 dqn = DQNAgent(dim, n, cfg=DQNConfig(seed=7), **kw)
@@ -127,7 +134,7 @@ fn dqn_and_ppo_exports_load_and_agree_with_python() {
         "dqn": dqn, "ppo": ppo, "obs_version": OBS_VERSION, "names": names(),
         "actions": actions, "low": low(), "high": high(),
     });
-    gym_python(MLP_SCRIPT, &args);
+    gym_python(&format!("{SPEC_PRELUDE}{MLP_SCRIPT}"), &args);
     for model in [&dqn, &ppo] {
         let (obs, expected) = python_greedy(model, false, &actions);
         let distinct: std::collections::BTreeSet<_> = expected.iter().collect();
@@ -138,4 +145,58 @@ fn dqn_and_ppo_exports_load_and_agree_with_python() {
         );
         assert_same_greedy(model, &obs, &expected);
     }
+}
+
+/// Python side, after [`SPEC_PRELUDE`]: export a regime-gated CEM policy (`rustfarm_gym.cem.GatedShape`:
+/// two linear experts and a linear gate, `Greater` + `Where` in the graph)
+/// over observation v2 with seeded random weights, then write a batch of
+/// observations with ONNX Runtime's greedy actions (the script above).
+const GATED_SCRIPT: &str = r#"
+from rustfarm_gym import cem
+
+a_actions = args["a_actions"]
+shape = cem.GatedShape(len(args["names"]), len(args["actions"]), args["a_dim"],
+                       tuple(args["actions"].index(m) for m in a_actions))
+rng = np.random.default_rng(9)
+theta = shape.compose(rng.normal(size=(args["a_dim"] + 1) * len(a_actions)),
+                      rng.normal(size=(len(args["names"]) + 1) * len(args["actions"])))
+theta[:shape.gate_size] = rng.normal(size=shape.gate_size)
+save(cem.policy_graph(shape, theta), args["model"],
+     metadata(spec, output="logits", algorithm=shape.algorithm, config={"seed": 9}))
+"#;
+
+#[test]
+fn gated_export_loads_and_agrees_with_python() {
+    use farm_model::observation::{OBS_DIM, dim_of, high_of, low_of, names_of};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let model = dir.path().join("gated.onnx");
+    let v2 = 2;
+    let mut actions = ActionSpace::with_estimates().meanings();
+    let a_actions = actions.clone();
+    actions.extend(["smoothed:x1".to_string(), "drain:x0.95".to_string()]);
+    let (names, lo, hi) = (
+        names_of(v2).expect("v2"),
+        low_of(v2).expect("v2"),
+        high_of(v2).expect("v2"),
+    );
+    assert_eq!(dim_of(v2).expect("v2"), names.len());
+    let args = serde_json::json!({
+        "model": model, "obs_version": v2, "names": names, "low": lo, "high": hi,
+        "actions": actions, "a_actions": a_actions, "a_dim": OBS_DIM,
+    });
+    gym_python(&format!("{SPEC_PRELUDE}{GATED_SCRIPT}"), &args);
+    let batch = serde_json::json!({
+        "model": model, "export": false, "low": lo, "high": hi,
+    });
+    let (obs, expected) = python_greedy_batch(SCRIPT, batch);
+    let distinct: std::collections::BTreeSet<_> = expected.iter().collect();
+    assert!(
+        distinct.len() > 2,
+        "the batch reaches both experts' actions"
+    );
+    assert!(
+        expected.iter().any(|&a| a >= a_actions.len()),
+        "some observations open the gate (an action only expert B has)"
+    );
+    assert_same_greedy(&model, &obs, &expected);
 }

@@ -30,10 +30,15 @@ and shape, start-up delays). ``paper-4phase`` and the scenarios in
 ``--eval-scenarios`` are never trained on. The same ``--seed`` reproduces a
 run bit for bit (single-threaded numpy and the seeded simulator).
 
+A regime-gated policy (:class:`GatedShape`, ``--gate-experts A.npz,B.npz``)
+combines two trained linear policies with a linear gate,
+``where(gate(obs) > 0, B(obs), A(obs))``; ``--gate-train gate`` searches
+only the gate, ``all`` fine-tunes gate and experts together.
+
 Writes ``config.json``, ``train.csv`` (one row per generation), ``eval.csv``
 (the final mean policy on held-out seeds), ``policy.npz``, ``policy.onnx``
-(output ``logits``; metadata ``algorithm`` = ``cem-linear``, ``cem-mlp`` or
-``cem-residual-mlp``)
+(output ``logits``; metadata ``algorithm`` = ``cem-linear``, ``cem-mlp``,
+``cem-residual-mlp`` or ``cem-gated-linear``)
 and ``wall_time_s.txt``.
 """
 
@@ -164,6 +169,190 @@ class PolicyShape:
         return "cem-residual-mlp" if self.residual else "cem-mlp"
 
 
+#: The score a gated policy gives the actions its ``A`` expert does not have
+#: (never the argmax while the expert speaks).
+GATE_FILL = -1.0e4
+
+
+@dataclass(frozen=True)
+class GatedShape:
+    """A regime-gated pair of linear experts (``--gate-experts``).
+
+    ``logits = where(obs @ g + g0 > 0, obs @ WB + bB, obs @ WA + bA)`` over
+    the union action space (``n_actions``, the meanings of ``--actions``).
+    Expert ``A`` is a linear scorer over the first ``a_dim`` features and the
+    actions ``a_cols`` of the union (e.g. the shipped v1 policy: 17 features,
+    11 actions): its weights for the other features are 0 and the other
+    actions score :data:`GATE_FILL`, and :meth:`structure_mask` keeps them
+    so. Expert ``B`` reads the whole observation over every action. The gate
+    is linear over the whole observation (``gate_features`` restricts it).
+    Parameter order: ``[g, g0, WA, bA, WB, bB]``.
+    """
+
+    obs_dim: int
+    n_actions: int
+    a_dim: int
+    a_cols: tuple[int, ...]
+    hidden: int = 0
+    residual: bool = False
+
+    def _shapes(self) -> list[tuple[int, ...]]:
+        d, a = self.obs_dim, self.n_actions
+        return [(d,), (1,), (d, a), (a,), (d, a), (a,)]
+
+    @property
+    def size(self) -> int:
+        """Number of parameters (structural zeros included)."""
+        return sum(int(np.prod(s)) for s in self._shapes())
+
+    @property
+    def gate_size(self) -> int:
+        """Number of gate parameters (they come first)."""
+        return self.obs_dim + 1
+
+    def unpack(self, theta: np.ndarray) -> list[np.ndarray]:
+        """Views ``[g, g0, WA, bA, WB, bB]`` of ``theta``."""
+        if theta.shape != (self.size,):
+            raise ValueError(f"expected {self.size} parameters, got shape {theta.shape}")
+        out, i = [], 0
+        for s in self._shapes():
+            n = int(np.prod(s))
+            out.append(theta[i:i + n].reshape(s))
+            i += n
+        return out
+
+    def compose(self, theta_a: np.ndarray, theta_b: np.ndarray,
+                gate_bias: float = -0.1) -> np.ndarray:
+        """Parameters from a linear ``A`` (``a_dim`` features, ``len(a_cols)``
+        actions) and a linear ``B`` (whole observation, every action), with
+        the gate's weights 0 and its bias ``gate_bias`` (negative: the
+        composed policy is ``A`` everywhere)."""
+        wa, ba = PolicyShape(self.a_dim, len(self.a_cols)).unpack(
+            np.asarray(theta_a, dtype=np.float64))
+        wb, bb = PolicyShape(self.obs_dim, self.n_actions).unpack(
+            np.asarray(theta_b, dtype=np.float64))
+        full_wa = np.zeros((self.obs_dim, self.n_actions))
+        full_ba = np.full(self.n_actions, GATE_FILL)
+        full_wa[:self.a_dim, list(self.a_cols)] = wa
+        full_ba[list(self.a_cols)] = ba
+        return np.concatenate([np.zeros(self.obs_dim), [gate_bias], full_wa.ravel(), full_ba,
+                               wb.ravel(), bb])
+
+    def structure_mask(self, train: str = "all",
+                       gate_features: Sequence[int] | None = None) -> np.ndarray:
+        """1 for the parameters the search may move: ``train`` = ``gate`` (the
+        experts stay as given), ``heads`` (the gate stays) or ``all``; never
+        ``A``'s structural zeros and fills, nor gate weights outside
+        ``gate_features`` (``None``: every feature)."""
+        if train not in ("gate", "heads", "all"):
+            raise ValueError(f"train must be gate, heads or all, got {train!r}")
+        g = np.ones(self.obs_dim) if gate_features is None else np.zeros(self.obs_dim)
+        if gate_features is not None:
+            g[list(gate_features)] = 1.0
+        wa = np.zeros((self.obs_dim, self.n_actions))
+        wa[:self.a_dim, list(self.a_cols)] = 1.0
+        ba = np.zeros(self.n_actions)
+        ba[list(self.a_cols)] = 1.0
+        on_gate = 1.0 if train in ("gate", "all") else 0.0
+        on_heads = 1.0 if train in ("heads", "all") else 0.0
+        return np.concatenate([on_gate * g, [on_gate], on_heads * wa.ravel(), on_heads * ba,
+                               np.full(self.obs_dim * self.n_actions, on_heads),
+                               np.full(self.n_actions, on_heads)])
+
+    def input_mask(self, features: Sequence[int]) -> np.ndarray:
+        """1 for every parameter, 0 for the weights (gate and both experts) of
+        ``features``."""
+        p = [np.ones(s) for s in self._shapes()]
+        for i in (0, 2, 4):
+            p[i][list(features)] = 0.0
+        return np.concatenate([m.ravel() for m in p])
+
+    def gate(self, theta: np.ndarray, obs: np.ndarray) -> np.ndarray:
+        """The gate's value per observation (``> 0``: expert ``B``)."""
+        g, g0 = self.unpack(theta)[:2]
+        return np.asarray(obs, dtype=np.float64) @ g + g0[0]
+
+    def logits(self, theta: np.ndarray, obs: np.ndarray) -> np.ndarray:
+        """Action scores ``[N, n_actions]`` for observations ``[N, obs_dim]``."""
+        g, g0, wa, ba, wb, bb = self.unpack(theta)
+        x = np.asarray(obs, dtype=np.float64)
+        on_b = (x @ g + g0[0]) > 0
+        return np.where(on_b[:, None], x @ wb + bb, x @ wa + ba)
+
+    @property
+    def algorithm(self) -> str:
+        """The ONNX metadata ``algorithm``."""
+        return "cem-gated-linear"
+
+
+def _policy_model(nodes: list, inits: list, name: str, obs_dim: int, n_actions: int):
+    """The checked ONNX model of a policy graph: input ``obs`` ``[N, obs_dim]``,
+    output ``logits`` ``[N, n_actions]``."""
+    graph = helper.make_graph(
+        nodes, name,
+        [helper.make_tensor_value_info("obs", TensorProto.FLOAT, ["N", obs_dim])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", n_actions])],
+        inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
+                              producer_name="rustfarm_gym")
+    model.ir_version = 8  # loadable by gateway-ext's ONNX Runtime
+    onnx.checker.check_model(model)
+    return model
+
+
+def gated_graph(shape: GatedShape, theta: np.ndarray) -> onnx.ModelProto:
+    """ONNX graph ``obs -> logits`` computing :meth:`GatedShape.logits` in float32
+    (``MatMul``/``Add`` per expert and for the gate, ``Greater`` and ``Where``)."""
+    g, g0, wa, ba, wb, bb = [a.astype(np.float32) for a in shape.unpack(theta)]
+    inits = [numpy_helper.from_array(g.reshape(-1, 1), "G"),
+             numpy_helper.from_array(g0, "g0"),
+             numpy_helper.from_array(np.zeros(1, dtype=np.float32), "zero"),
+             numpy_helper.from_array(wa, "WA"), numpy_helper.from_array(ba, "bA"),
+             numpy_helper.from_array(wb, "WB"), numpy_helper.from_array(bb, "bB")]
+    nodes = [helper.make_node("MatMul", ["obs", "G"], ["gx"]),
+             helper.make_node("Add", ["gx", "g0"], ["gate"]),
+             helper.make_node("Greater", ["gate", "zero"], ["on_b"]),
+             helper.make_node("MatMul", ["obs", "WA"], ["xa"]),
+             helper.make_node("Add", ["xa", "bA"], ["logits_a"]),
+             helper.make_node("MatMul", ["obs", "WB"], ["xb"]),
+             helper.make_node("Add", ["xb", "bB"], ["logits_b"]),
+             helper.make_node("Where", ["on_b", "logits_b", "logits_a"], ["logits"])]
+    return _policy_model(nodes, inits, "cem_gated_policy", shape.obs_dim, shape.n_actions)
+
+
+def gated_start(a: argparse.Namespace, spec: Any) -> tuple[GatedShape, np.ndarray]:
+    """The gated shape and initial mean of ``--gate-experts A.npz,B.npz`` (gate
+    closed: ``A`` everywhere) or of ``--init-from`` a gated ``policy.npz``."""
+    meanings = list(spec.action_meanings)
+    a_actions = [m for m in a.gate_a_actions.split(",") if m]
+    missing = [m for m in a_actions if m not in meanings]
+    if missing:
+        raise SystemExit(f"--gate-a-actions {missing} are not among --actions")
+    cols = tuple(meanings.index(m) for m in a_actions)
+    d = len(spec.observation_names)
+    if a.gate_experts:
+        paths = [p for p in a.gate_experts.split(",") if p]
+        if len(paths) != 2:
+            raise SystemExit("--gate-experts needs two policy.npz files: A,B")
+        ta, tb = (np.asarray(np.load(p)["theta"], dtype=np.float64) for p in paths)
+        a_dim = ta.shape[0] // len(cols) - 1
+        if (a_dim + 1) * len(cols) != ta.shape[0] or not 0 < a_dim <= d:
+            raise SystemExit(f"--gate-experts {paths[0]}: {ta.shape[0]} parameters is no linear "
+                             f"policy over {len(cols)} actions and <= {d} features")
+        shape = GatedShape(d, len(meanings), a_dim, cols)
+        if tb.shape != (PolicyShape(d, len(meanings)).size,):
+            raise SystemExit(f"--gate-experts {paths[1]}: {tb.shape[0]} parameters, expected "
+                             f"a linear policy over {d} features and {len(meanings)} actions")
+        return shape, shape.compose(ta, tb, a.gate_bias)
+    z = np.load(a.init_from)
+    theta = np.asarray(z["theta"], dtype=np.float64)
+    shape = GatedShape(d, len(meanings), int(z["a_dim"]), cols)
+    if theta.shape != (shape.size,):
+        raise SystemExit(f"--init-from {a.init_from}: {theta.shape[0]} parameters, expected "
+                         f"{shape.size} for a gated policy")
+    return shape, theta
+
+
 def extend_actions(theta: np.ndarray, obs_dim: int, old: Sequence[str], new: Sequence[str],
                    margin: float = 0.1) -> np.ndarray:
     """Linear parameters over the action space ``new`` computing the same greedy
@@ -203,8 +392,11 @@ def extend_actions(theta: np.ndarray, obs_dim: int, old: Sequence[str], new: Seq
     return np.concatenate([np.stack(cols, axis=1).ravel(), np.asarray(bias)])
 
 
-def policy_graph(shape: PolicyShape, theta: np.ndarray) -> onnx.ModelProto:
-    """ONNX graph ``obs -> logits`` computing :meth:`PolicyShape.logits` in float32."""
+def policy_graph(shape: PolicyShape | GatedShape, theta: np.ndarray) -> onnx.ModelProto:
+    """ONNX graph ``obs -> logits`` computing :meth:`PolicyShape.logits` in float32
+    (a :class:`GatedShape` goes to :func:`gated_graph`)."""
+    if isinstance(shape, GatedShape):
+        return gated_graph(shape, theta)
     p = [a.astype(np.float32) for a in shape.unpack(theta)]
     if shape.hidden == 0:
         names = ["W", "b"]
@@ -230,16 +422,7 @@ def policy_graph(shape: PolicyShape, theta: np.ndarray) -> onnx.ModelProto:
                  helper.make_node("Tanh", ["h_pre"], ["h"]),
                  helper.make_node("MatMul", ["h", "W2"], ["hw"]),
                  helper.make_node("Add", ["hw", "b2"], ["logits"])]
-    graph = helper.make_graph(
-        nodes, "cem_policy",
-        [helper.make_tensor_value_info("obs", TensorProto.FLOAT, ["N", shape.obs_dim])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", shape.n_actions])],
-        inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
-                              producer_name="rustfarm_gym")
-    model.ir_version = 8  # loadable by gateway-ext's ONNX Runtime
-    onnx.checker.check_model(model)
-    return model
+    return _policy_model(nodes, inits, "cem_policy", shape.obs_dim, shape.n_actions)
 
 
 #: Service time of the reference farm (Gamma, mean 1.5 s, clipped).
@@ -369,7 +552,7 @@ class RunBatch:
         """Close the connection (and stop a server started for it)."""
         self._conn.close()
 
-    def run(self, shape: PolicyShape, thetas: Sequence[np.ndarray],
+    def run(self, shape: PolicyShape | GatedShape, thetas: Sequence[np.ndarray],
             episodes: Sequence[tuple[str, int, dict[str, str]]]) -> list[list[dict[str, Any]]]:
         """Greedy whole runs; ``episodes`` are ``(scenario name or YAML, seed, options)``."""
         n_c, n_e = len(thetas), len(episodes)
@@ -468,6 +651,22 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--init-actions", default=None,
                     help="the action meanings of --init-from when they differ from --actions "
                          "(linear only; see extend_actions)")
+    ap.add_argument("--gate-experts", default=None,
+                    help="A.npz,B.npz: a regime-gated policy (GatedShape) from two linear "
+                         "policy.npz files: A over --gate-a-actions (and the first features), "
+                         "B over --actions and the whole observation; the gate starts closed "
+                         "(A everywhere). With --init-from instead: a gated policy.npz")
+    ap.add_argument("--gate-a-actions", default=None,
+                    help="action meanings of the gated policy's expert A (a subset of "
+                         "--actions; default: the shipped policy's)")
+    ap.add_argument("--gate-train", choices=["gate", "heads", "all"], default="all",
+                    help="gated policy: which parameters the search moves")
+    ap.add_argument("--gate-std", type=float, default=None,
+                    help="gated policy: initial std of the gate's parameters (default --init-std)")
+    ap.add_argument("--gate-bias", type=float, default=-0.1,
+                    help="gated policy from --gate-experts: the gate's initial bias")
+    ap.add_argument("--gate-features", default="",
+                    help="gated policy: comma list of the features the gate reads (default all)")
     ap.add_argument("--rate", default="0.6,1.3",
                     help="randomize.rate range (arrival-rate factor); the server's default "
                          "reaches loads beyond the farm's capacity")
@@ -508,6 +707,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         del cfg["init_actions"]  # likewise
     if not a.qos_cap:
         del cfg["qos_cap"]  # likewise
+    gated = bool(a.gate_experts or a.gate_a_actions)
+    if gated:
+        a.gate_a_actions = a.gate_a_actions or DEFAULT_ACTIONS
+        cfg["gate_a_actions"] = a.gate_a_actions
+    else:
+        for k in ("gate_experts", "gate_a_actions", "gate_train", "gate_std", "gate_bias",
+                  "gate_features"):
+            del cfg[k]  # likewise
     (out / "config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True))
     rng = np.random.default_rng(a.seed)
     pool: list[str] = [s for s in a.scenarios.split(",") if s]
@@ -520,10 +727,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     batch = RunBatch(a.actions, a.address, obs_version=a.obs_version)
     try:
         spec = batch.spec
-        shape = PolicyShape(len(spec.observation_names), len(spec.action_meanings), a.hidden,
-                            a.residual and a.hidden > 0)
+        shape: PolicyShape | GatedShape = PolicyShape(
+            len(spec.observation_names), len(spec.action_meanings), a.hidden,
+            a.residual and a.hidden > 0)
         mu = np.zeros(shape.size)
-        if a.init_from:
+        if gated:
+            shape, mu = gated_start(a, spec)
+        elif a.init_from:
             mu = np.asarray(np.load(a.init_from)["theta"], dtype=np.float64)
             if a.init_actions:
                 old = [m for m in a.init_actions.split(",") if m]
@@ -546,6 +756,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                                  for n in a.mask_features.split(",") if n])
         mu = mu * free
         std = np.full(shape.size, a.init_std)
+        if isinstance(shape, GatedShape):
+            # Only the noise is masked: the frozen parts keep their values.
+            gate_feats = ([spec.observation_names.index(n) for n in a.gate_features.split(",")
+                           if n] if a.gate_features else None)
+            free = free * shape.structure_mask(a.gate_train, gate_feats)
+            if a.gate_std is not None:
+                std[:shape.gate_size] = a.gate_std
+            std = std * free
         n_elite = max(2, round(a.elite * a.pop))
         log = open(out / "train.csv", "w", newline="")  # noqa: SIM115
         w = csv.writer(log)
@@ -571,7 +789,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                            for row in runs]).mean(1)
             order = np.argsort(-sc)
             elite = np.stack([cands[i] for i in order[:n_elite]])
-            mu = a.smoothing * elite.mean(0) + (1 - a.smoothing) * mu
+            new_mu = a.smoothing * elite.mean(0) + (1 - a.smoothing) * mu
+            # A gated policy's frozen parameters stay bit for bit (the refit of
+            # equal values is not exact in floating point).
+            mu = np.where(free > 0, new_mu, mu) if isinstance(shape, GatedShape) else new_mu
             std = a.smoothing * elite.std(0) + (1 - a.smoothing) * std
             mean_runs = runs[-1]
             last = g == a.generations - 1
@@ -610,8 +831,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             dw = csv.DictWriter(fh, fieldnames=list(rows[0]))
             dw.writeheader()
             dw.writerows(rows)
+    extra_npz = ({"a_dim": shape.a_dim, "gate_a_actions": a.gate_a_actions}
+                 if isinstance(shape, GatedShape) else {})
     np.savez(out / "policy.npz", theta=theta, final_mean=mu, hidden=a.hidden,
-             residual=shape.residual)
+             residual=shape.residual, **extra_npz)
     meta = metadata(spec, output="logits", algorithm=shape.algorithm, config=cfg)
     path = save(policy_graph(shape, theta), out / "policy.onnx", meta)
     (out / "wall_time_s.txt").write_text(f"{wall:.1f}\n")

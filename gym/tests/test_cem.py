@@ -311,3 +311,99 @@ def test_qos_cap_ignores_qos_above_the_target() -> None:
     low = {"qos": 0.95, "mean_replicas": 8.0}
     assert cem.score(low, **kw) == pytest.approx(
         cem.score(low, cost=0.6, miss=3.0, target=0.99))
+
+
+def _gated_example() -> tuple[cem.GatedShape, list[str], np.ndarray, np.ndarray]:
+    """A gated shape over 6 features and 5 actions; expert A reads 4 features
+    and 3 of the actions."""
+    union = ["hold", "estimate:x1", "estimate:x1.6", "smoothed:x1", "drain:x0.95"]
+    a_actions = ["hold", "estimate:x1", "estimate:x1.6"]
+    shape = cem.GatedShape(6, 5, 4, tuple(union.index(m) for m in a_actions))
+    rng = np.random.default_rng(11)
+    return (shape, a_actions, rng.normal(size=cem.PolicyShape(4, 3).size),
+            rng.normal(size=cem.PolicyShape(6, 5).size))
+
+
+def test_gated_compose_is_expert_a_until_the_gate_opens() -> None:
+    shape, _, ta, tb = _gated_example()
+    assert shape.size == 7 + 2 * (6 * 5 + 5)
+    theta = shape.compose(ta, tb, gate_bias=-0.1)
+    obs = np.random.default_rng(12).uniform(0, 2, size=(400, 6))
+    a = cem.PolicyShape(4, 3).logits(ta, obs[:, :4])
+    b = cem.PolicyShape(6, 5).logits(tb, obs)
+    cols = np.array(shape.a_cols)
+    # Gate closed: expert A's greedy action, as an index of the union.
+    assert np.array_equal(shape.logits(theta, obs).argmax(1), cols[a.argmax(1)])
+    # An open gate on part of the batch: B there, A elsewhere.
+    theta[:7] = [1.0, -1.0, 0.0, 0.0, 0.0, 0.0, 0.0]  # open when obs[0] > obs[1]
+    on_b = obs[:, 0] > obs[:, 1]
+    assert 0.2 < on_b.mean() < 0.8
+    got = shape.logits(theta, obs).argmax(1)
+    assert np.array_equal(got[on_b], b.argmax(1)[on_b])
+    assert np.array_equal(got[~on_b], cols[a.argmax(1)][~on_b])
+
+
+def test_gated_structure_mask_freezes_what_it_must() -> None:
+    shape, _, _, _ = _gated_example()
+    g, g0, wa, ba, wb, bb = shape.unpack(shape.structure_mask("gate"))
+    assert (g == 1).all() and g0[0] == 1 and not wa.any() and not ba.any()
+    assert not wb.any() and not bb.any()
+    g, g0, wa, ba, wb, bb = shape.unpack(shape.structure_mask("all", gate_features=[2]))
+    assert list(g) == [0, 0, 1, 0, 0, 0] and g0[0] == 1
+    # A's weights for the features it does not read and its absent actions stay fixed.
+    assert not wa[4:].any() and not wa[:, [3, 4]].any() and wa[:4, [0, 1, 2]].all()
+    assert list(ba) == [1, 1, 1, 0, 0] and wb.all() and bb.all()
+    g, g0, wa, _, wb, _ = shape.unpack(shape.structure_mask("heads"))
+    assert not g.any() and g0[0] == 0 and wb.all()
+    with pytest.raises(ValueError, match="gate, heads or all"):
+        shape.structure_mask("both")
+
+
+def test_gated_onnx_matches_numpy_greedy_actions(tmp_path) -> None:
+    shape, _, ta, tb = _gated_example()
+    theta = shape.compose(ta, tb)
+    obs = np.random.default_rng(14).uniform(0, 2, size=(512, 6)).astype(np.float32)
+    theta[:6] = np.random.default_rng(13).normal(size=6)
+    theta[6] = -float(np.median(obs @ theta[:6]))  # open on about half the batch
+    path = tmp_path / "g.onnx"
+    path.write_bytes(cem.policy_graph(shape, theta).SerializeToString())
+    gate = shape.gate(theta, obs)
+    assert 0.1 < (gate > 0).mean() < 0.9, "the batch exercises both experts"
+    ref, got = shape.logits(theta, obs), run_onnx(path, obs)
+    assert got.shape == (512, 5)
+    assert np.array_equal(ref.argmax(1), got.argmax(1))
+    assert np.abs(ref - got).max() < 1e-2  # the absent actions score GATE_FILL
+
+
+def test_gated_cli_trains_only_the_gate_and_reloads(address: str, tmp_path) -> None:
+    union = "hold,estimate:x1,estimate:x1.6,drain:x0.95"
+    d = 23  # observation v2
+    rng = np.random.default_rng(15)
+    np.savez(tmp_path / "a.npz", theta=rng.normal(size=(17 + 1) * 3))
+    np.savez(tmp_path / "b.npz", theta=rng.normal(size=(d + 1) * 4))
+    args = ["--generations", "2", "--pop", "4", "--episodes", "2", "--eval-seeds", "0",
+            "--val-episodes", "0", "--scenarios", "steady", "--no-extra", "--obs-version", "2",
+            "--actions", union, "--gate-a-actions", "hold,estimate:x1,estimate:x1.6",
+            "--address", address]
+    assert cem.main([*args, "--gate-experts", f"{tmp_path / 'a.npz'},{tmp_path / 'b.npz'}",
+                     "--gate-train", "gate", "--gate-std", "0.5",
+                     "--out", str(tmp_path / "g")]) == 0
+    z = np.load(tmp_path / "g" / "policy.npz")
+    shape = cem.GatedShape(d, 4, int(z["a_dim"]), (0, 1, 2))
+    start = shape.compose(np.load(tmp_path / "a.npz")["theta"],
+                          np.load(tmp_path / "b.npz")["theta"])
+    theta = z["theta"]
+    assert int(z["a_dim"]) == 17
+    assert np.array_equal(theta[shape.gate_size:], start[shape.gate_size:]), "experts frozen"
+    assert not np.array_equal(theta[:shape.gate_size], start[:shape.gate_size])
+    meta = read_metadata(tmp_path / "g" / "policy.onnx")
+    assert meta["algorithm"] == "cem-gated-linear"
+    assert meta["rust_farm.obs_version"] == "2"
+    assert json.loads(meta["action_meanings"]) == union.split(",")
+    # A gated policy.npz warm-starts a joint fine-tune.
+    assert cem.main([*args, "--init-from", str(tmp_path / "g" / "policy.npz"),
+                     "--out", str(tmp_path / "j")]) == 0
+    joint = np.load(tmp_path / "j" / "policy.npz")["theta"]
+    assert not np.array_equal(joint[shape.gate_size:], theta[shape.gate_size:])
+    wa = shape.unpack(joint)[2]
+    assert not wa[17:].any() and not wa[:, 3].any(), "expert A's structure is kept"
