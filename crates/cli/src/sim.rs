@@ -8,6 +8,9 @@
 //!   clairvoyant plan), and every row carries the ratio to the oracle's
 //!   provable lower bound.
 //!
+//! A policy is a farm-model built-in or `onnx:<model.onnx>` (run through
+//! gateway-ext's loader, as `farmctl compare` does).
+//!
 //! Seeds are `S..S+N` with `S = --seed` (default: the scenario's own seed).
 
 use std::fmt::Write as _;
@@ -23,6 +26,7 @@ use farm_sim::oracle::{self, DEFAULT_TARGET_QOS};
 use farm_sim::{RunMetrics, SimOptions, simulate_workload};
 use serde::Serialize;
 
+use crate::compare::make_policy;
 use crate::plot;
 
 /// `farmctl sim` arguments.
@@ -131,7 +135,7 @@ const ORACLE: &str = "oracle";
 
 fn check_policy(name: &str, scenario: &Scenario) -> Result<()> {
     if name != ORACLE {
-        policy::builtin(name, &scenario.platform)?;
+        make_policy(name, &scenario.platform)?;
     }
     Ok(())
 }
@@ -162,7 +166,7 @@ fn run_one(
     let metrics = if policy_name == ORACLE {
         oracle::plan(&workload, &scenario.platform, seed, c.target, &opts)?.metrics
     } else {
-        let mut p = policy::builtin(policy_name, &scenario.platform)?;
+        let mut p = make_policy(policy_name, &scenario.platform)?;
         simulate_workload(&workload, &scenario.platform, seed, p.as_mut(), &opts)?
     };
     let bound_at_qos =
@@ -389,7 +393,18 @@ fn compare(a: CompareArgs) -> Result<()> {
             if let (Some(dir), Some(first)) = (&a.plot_dir, runs.first()) {
                 std::fs::create_dir_all(dir)
                     .with_context(|| format!("creating {}", dir.display()))?;
-                let path = dir.join(format!("{}-{}.png", s.name, p.replace(':', "_")));
+                // `onnx:<path>` names hold separators: one file name per policy.
+                let file_policy: String = p
+                    .chars()
+                    .map(|c| {
+                        if c.is_ascii_alphanumeric() || "-._".contains(c) {
+                            c
+                        } else {
+                            '_'
+                        }
+                    })
+                    .collect();
+                let path = dir.join(format!("{}-{file_policy}.png", s.name));
                 plot::timeline(
                     &path,
                     &format!("{} / {} / seed {}", s.name, p, first.seed),

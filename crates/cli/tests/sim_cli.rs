@@ -117,3 +117,54 @@ fn unknown_names_fail_with_a_message() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no-such-policy"));
 }
+
+#[test]
+fn compare_runs_onnx_policies_and_names_a_missing_model() {
+    let model = concat!(env!("CARGO_MANIFEST_DIR"), "/../../models/farm-policy.onnx");
+    let spec = format!("onnx:{model}");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let json = dir.path().join("rows.json");
+    let out = farmctl(&[
+        "sim",
+        "compare",
+        "--scenarios",
+        "steady",
+        "--policies",
+        &format!("{spec},queueing"),
+        "--seeds",
+        "1",
+        "--json",
+        json.to_str().expect("utf-8 temp path"),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(&json).expect("the JSON file");
+    let rows: serde_json::Value = serde_json::from_str(&text).expect("JSON rows");
+    let row = rows
+        .as_array()
+        .and_then(|rows| rows.iter().find(|r| r["policy"] == spec.as_str()))
+        .unwrap_or_else(|| panic!("no row for {spec}: {rows}"));
+    let qos = row["qos_mean"].as_f64().expect("qos_mean");
+    assert!(qos > 0.9, "the shipped policy on steady: QoS {qos}");
+    assert!(row["ratio_to_bound_at_own_qos"].as_f64().expect("bound") >= 1.0);
+
+    let out = farmctl(&[
+        "sim",
+        "compare",
+        "--scenarios",
+        "steady",
+        "--policies",
+        "onnx:no-such-model.onnx",
+        "--seeds",
+        "1",
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no-such-model.onnx") && err.contains("does not exist"),
+        "{err}"
+    );
+}
