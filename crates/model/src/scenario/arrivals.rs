@@ -327,7 +327,8 @@ impl SineConsts {
 /// A piecewise rate function over the whole workload, built from phases.
 ///
 /// Workload generation inverts it once per arrival (Newton steps, each one
-/// [`RateCurve::cumulative`] and one [`RateCurve::rate`]), so the hot path
+/// [`RateCurve::cumulative`] and one rate; Poisson windows inside a sine
+/// phase use the cheaper local form of [`SineWindow`]), so the hot path
 /// caches what the phase formulas would recompute (see [`SineConsts`]) and
 /// finds a time's phase once per Newton step, with results bit for bit
 /// those of the plain formulas (`cargo bench -p farm-model --bench
@@ -428,6 +429,53 @@ impl<'a> RateCurve<'a> {
         self.cumulative_in(self.phase_at(t), t)
     }
 
+    /// [`SineWindow`] of the window `[a, b]` when it lies inside one sine
+    /// phase (bounds included) and spans at most
+    /// [`SINE_WINDOW_MAX_ANGLE`] radians; `None` otherwise.
+    fn sine_window(&self, a: f64, b: f64) -> Option<SineWindow> {
+        let i = self.phase_at(a);
+        let c = self.sine.get(i).copied().flatten()?;
+        let end = self.starts.get(i + 1).copied().unwrap_or(self.duration_s);
+        let h = b - a;
+        if !(self.starts[i] <= a && b <= end && h > 0.0 && c.w * h <= SINE_WINDOW_MAX_ANGLE) {
+            return None;
+        }
+        let theta0 = c.w * (a - self.starts[i]) + c.start;
+        let (mid, amp, w) = (self.base_rate * c.mid, self.base_rate * c.amp, c.w);
+        let (c0, s0) = (theta0.cos(), theta0.sin());
+        // The cumulative from the window's start is a1 δ + a2 δ^2 + a3 δ^3
+        // + a4 δ^4 + ...; reverting the series gives a first guess that is
+        // off by O((w δ)^5), close enough for one Halley step to finish.
+        // Only while the rate at the start dominates the series (a rate
+        // near zero would make it diverge; the linear guess is used then).
+        let a1 = mid + amp * s0;
+        let mut b = [0.0; 4];
+        if a1 > 0.25 * amp.abs() && a1 > 0.0 {
+            let a2 = amp * w * c0 / 2.0;
+            let a3 = -amp * w * w * s0 / 6.0;
+            let a4 = -amp * w * w * w * c0 / 24.0;
+            let r = 1.0 / a1;
+            let r3 = r * r * r;
+            let r5 = r3 * r * r;
+            b = [
+                r,
+                -a2 * r3,
+                (2.0 * a2 * a2 - a1 * a3) * r5,
+                (5.0 * a1 * a2 * a3 - a1 * a1 * a4 - 5.0 * a2 * a2 * a2) * r5 * r * r,
+            ];
+        }
+        Some(SineWindow {
+            mid,
+            amp,
+            amp_w: self.base_rate * c.amp_w,
+            w,
+            c0,
+            s0,
+            h,
+            b,
+        })
+    }
+
     /// The time in `[lo, hi]` at which the integrated rate reaches `target`:
     /// safeguarded Newton (the rate is the derivative), bisection fallback.
     /// Bounded to 60 iterations. `clo` and `chi` are `cumulative(lo)` and
@@ -470,6 +518,170 @@ impl<'a> RateCurve<'a> {
             }
         }
         t
+    }
+}
+
+/// Largest phase angle `w * (b - a)` one window of a sine phase may span
+/// for [`SineWindow`]: [`sin_and_versin`]'s series are exact to a few
+/// units in the last place up to it. Wider windows (periods under about
+/// 6.3 s for one-second windows) take [`RateCurve::invert`].
+const SINE_WINDOW_MAX_ANGLE: f64 = 1.0;
+
+/// `(sin x, 1 - cos x)` for `|x| <= SINE_WINDOW_MAX_ANGLE`, by their Taylor
+/// series to the `x^19` / `x^20` terms (the first term left out is below
+/// 1e-17 at `|x| = 1`). `1 - cos x` is summed directly, without the
+/// cancellation of subtracting a cosine from one. Plain multiplies and
+/// adds: `mul_add` is a library call on the baseline x86-64 target.
+#[inline(always)]
+fn sin_and_versin(x: f64) -> (f64, f64) {
+    const S: [f64; 9] = [
+        -1.0 / 6.0,
+        1.0 / 120.0,
+        -1.0 / 5040.0,
+        1.0 / 362_880.0,
+        -1.0 / 39_916_800.0,
+        1.0 / 6_227_020_800.0,
+        -1.0 / 1_307_674_368_000.0,
+        1.0 / 355_687_428_096_000.0,
+        -1.0 / 121_645_100_408_832_000.0,
+    ];
+    const V: [f64; 10] = [
+        1.0 / 2.0,
+        -1.0 / 24.0,
+        1.0 / 720.0,
+        -1.0 / 40_320.0,
+        1.0 / 3_628_800.0,
+        -1.0 / 479_001_600.0,
+        1.0 / 87_178_291_200.0,
+        -1.0 / 20_922_789_888_000.0,
+        1.0 / 6_402_373_705_728_000.0,
+        -1.0 / 2_432_902_008_176_640_000.0,
+    ];
+    // Estrin's scheme: the powers of z and the pairs of terms are
+    // independent, so the two series take a few multiply latencies, not
+    // nine or ten in a row (Horner's rule made this inversion as slow as
+    // the libm calls it replaces).
+    let z = x * x;
+    let z2 = z * z;
+    let z4 = z2 * z2;
+    let z8 = z4 * z4;
+    let s = (S[0] + S[1] * z)
+        + z2 * (S[2] + S[3] * z)
+        + z4 * ((S[4] + S[5] * z) + z2 * (S[6] + S[7] * z))
+        + z8 * S[8];
+    let v = (V[0] + V[1] * z)
+        + z2 * (V[2] + V[3] * z)
+        + z4 * ((V[4] + V[5] * z) + z2 * (V[6] + V[7] * z))
+        + z8 * (V[8] + V[9] * z);
+    (x + x * z * s, z * v)
+}
+
+/// The integrated rate of a sine phase over one arrival window `[a, a + h]`
+/// inside it, in local form. With `θ0` the phase angle at `a` and
+/// `φ = w δ`, the angle-addition formulas give
+///
+/// `C(a + δ) - C(a) = base (mid δ + (amp / w) (cos θ0 (1 - cos φ) + sin θ0 sin φ))`
+///
+/// and the rate `base (mid + amp (sin θ0 cos φ + cos θ0 sin φ))`: the same
+/// curve as [`RateCurve::cumulative`], with one `sin` and one `cos` per
+/// window instead of a `cos` and a `sin` per Newton step, and with the
+/// tasks counted from the window's start (a few units, not the hundreds of
+/// the whole run), so the inversion is also more precise.
+#[derive(Debug, Clone, Copy)]
+struct SineWindow {
+    /// `base * mid`.
+    mid: f64,
+    /// `base * amp`.
+    amp: f64,
+    /// `base * amp / w`.
+    amp_w: f64,
+    /// Angular frequency `w`, radians per second.
+    w: f64,
+    /// `cos θ0`.
+    c0: f64,
+    /// `sin θ0`.
+    s0: f64,
+    /// Window length `h`, seconds.
+    h: f64,
+    /// Coefficients of the inverse series `δ(y) = b1 y + b2 y^2 + b3 y^3 +
+    /// b4 y^4` around the window's start (series reversion of the
+    /// cumulative's Taylor series), all zero when the rate at the start is
+    /// too small for the series to be of use.
+    b: [f64; 4],
+}
+
+impl SineWindow {
+    /// First guess of [`SineWindow::invert`] for `target` tasks, a
+    /// fraction `u` of the window's: the inverse series, or `u h` (the
+    /// linear interpolation of [`RateCurve::invert`]) without one.
+    fn guess(&self, target: f64, u: f64) -> f64 {
+        if self.b[0] > 0.0 {
+            let [b1, b2, b3, b4] = self.b;
+            target * (b1 + target * (b2 + target * (b3 + target * b4)))
+        } else {
+            u * self.h
+        }
+    }
+
+    /// The offset `δ` in `[0, h]` at which the tasks counted from the
+    /// window's start reach `target`, starting from the guess `δ0`.
+    ///
+    /// Halley's method (the rate's derivative is a by-product of the same
+    /// series), safeguarded as [`RateCurve::invert`] is: a step leaving the
+    /// bracket `[lo, hi]` of the root is replaced by bisection. A step is
+    /// accepted as the answer once Halley's error term after it,
+    /// `(r'^2 / (4 r^2) + |r''| / (6 r)) |step|^3`, is below 1e-12 s (with
+    /// the step itself under a millisecond, where that term is the error);
+    /// otherwise the loop ends when the count is within `1e-13 (1 +
+    /// target)` tasks or the bracket is narrower than 1e-13 s, as in
+    /// [`RateCurve::invert`]. From [`SineWindow::guess`], one evaluation
+    /// usually suffices for the reference workload's oscillations.
+    fn invert(&self, target: f64, guess: f64) -> f64 {
+        let (mut lo, mut hi) = (0.0, self.h);
+        let mut d = guess.clamp(0.0, self.h);
+        let tol = 1e-13 * (1.0 + target.abs());
+        for _ in 0..60 {
+            let (s, v) = sin_and_versin(self.w * d);
+            let c = 1.0 - v;
+            let f = self.mid * d + self.amp_w * (self.c0 * v + self.s0 * s) - target;
+            if f.abs() < tol {
+                break;
+            }
+            if f > 0.0 {
+                hi = d;
+            } else {
+                lo = d;
+            }
+            // The rate and its first two derivatives at d.
+            let wave = self.s0 * c + self.c0 * s;
+            let r = self.mid + self.amp * wave;
+            let r1 = self.amp * self.w * (self.c0 * c - self.s0 * s);
+            let r2 = -self.amp * self.w * self.w * wave;
+            let next = if r > 0.0 {
+                let step = 2.0 * f * r / (2.0 * r * r - f * r1);
+                let next = d - step;
+                let a = step.abs();
+                if next > lo
+                    && next < hi
+                    && a < 1e-3
+                    && (r1 * r1 / (4.0 * r * r) + r2.abs() / (6.0 * r)) * a * a * a < 1e-12
+                {
+                    return next;
+                }
+                next
+            } else {
+                f64::NAN
+            };
+            d = if next > lo && next < hi {
+                next
+            } else {
+                0.5 * (lo + hi)
+            };
+            if hi - lo < 1e-13 {
+                break;
+            }
+        }
+        d
     }
 }
 
@@ -585,9 +797,20 @@ impl Arrivals {
                             let cb = curve.cumulative(b);
                             let n = poisson_count(rng, cb - ca) as usize;
                             sorted_fractions(rng, n, &mut fractions);
-                            for &u in &fractions {
-                                let t = curve.invert(ca + u * (cb - ca), a, b, ca, cb);
-                                times.push(t.clamp(a, next_below(b)));
+                            let window = if n > 0 { curve.sine_window(a, b) } else { None };
+                            if let Some(win) = window {
+                                // Same targets as below, counted from the
+                                // window's start.
+                                for &u in &fractions {
+                                    let target = u * (cb - ca);
+                                    let d = win.invert(target, win.guess(target, u));
+                                    times.push((a + d).clamp(a, next_below(b)));
+                                }
+                            } else {
+                                for &u in &fractions {
+                                    let t = curve.invert(ca + u * (cb - ca), a, b, ca, cb);
+                                    times.push(t.clamp(a, next_below(b)));
+                                }
                             }
                             ca = cb;
                         }
@@ -953,5 +1176,105 @@ mod tests {
             }
         }
         assert!(checked > 4000, "{checked}");
+    }
+
+    /// The time where the curve's integrated rate reaches `target` in
+    /// `[lo, hi]`, by 200 bisections of [`RateCurve::cumulative`]: slow,
+    /// and as exact as the cumulative itself.
+    fn bisect(c: &RateCurve, target: f64, mut lo: f64, mut hi: f64) -> f64 {
+        for _ in 0..200 {
+            let mid = 0.5 * (lo + hi);
+            if mid <= lo || mid >= hi {
+                break;
+            }
+            if c.cumulative(mid) < target {
+                lo = mid;
+            } else {
+                hi = mid;
+            }
+        }
+        0.5 * (lo + hi)
+    }
+
+    #[test]
+    fn sine_windows_invert_within_a_nanosecond() {
+        // The reference's two oscillations (paper-4phase's last two
+        // phases), a sine reaching zero rate, a steep one (narrow windows
+        // only), and an offset start.
+        let Arrivals::Phases { phases: paper, .. } =
+            crate::scenario::Scenario::builtin("paper-4phase")
+                .unwrap()
+                .arrivals
+        else {
+            panic!("paper-4phase has phases")
+        };
+        let mut phases = paper[2..].to_vec();
+        assert!(phases.iter().all(|p| matches!(p, Phase::Sine { .. })));
+        phases.extend([
+            Phase::Constant {
+                duration_s: 2.5,
+                level: 1.0,
+            },
+            Phase::Sine {
+                duration_s: 40.3,
+                min: 0.0,
+                max: 3.0,
+                period_s: 9.0,
+                offset: 0.6,
+            },
+            Phase::Sine {
+                duration_s: 10.0,
+                min: 0.2,
+                max: 4.0,
+                period_s: 2.0,
+                offset: 0.25,
+            },
+        ]);
+        let curve = RateCurve::new(5.0, &phases);
+        let mut rng = rand_pcg::Pcg64::seed_from_u64(9);
+        let (mut fast_windows, mut checked, mut worst) = (0, 0, 0.0f64);
+        for width in [1.0, 0.05, 6.5] {
+            let mut a = 0.0;
+            while a < curve.duration_s {
+                let b = (a + width).min(curve.duration_s);
+                let (ca, cb) = (curve.cumulative(a), curve.cumulative(b));
+                if let Some(win) = curve.sine_window(a, b) {
+                    fast_windows += 1;
+                    assert!(win.w * win.h <= SINE_WINDOW_MAX_ANGLE);
+                    for _ in 0..40 {
+                        let u = rng.random::<f64>();
+                        let y = u * (cb - ca);
+                        let fast = a + win.invert(y, win.guess(y, u));
+                        let target = ca + u * (cb - ca);
+                        // Tasks counted at the answer: right up to the
+                        // rounding of the whole-run cumulative.
+                        let residual = curve.cumulative(fast) - target;
+                        assert!(residual.abs() <= 1e-10, "u {u} in [{a}, {b}]: {residual}");
+                        // Times compared where the reference is itself
+                        // exact to a fraction of a nanosecond: where the
+                        // rate is not ~0 (at zero rate a count pins no time).
+                        let exact = bisect(&curve, target, a, b);
+                        if curve.rate_in(curve.phase_at(exact), exact) >= 0.01 {
+                            worst = worst.max((fast - exact).abs());
+                            assert!(
+                                (fast - exact).abs() <= 1e-9,
+                                "u {u} in [{a}, {b}]: {fast} vs {exact}"
+                            );
+                            checked += 1;
+                        }
+                    }
+                }
+                a = b;
+            }
+        }
+        // Windows crossing a phase boundary, in the non-sine phase or too
+        // wide an angle take the general inversion.
+        assert!(curve.sine_window(119.5, 120.5).is_none());
+        assert!(curve.sine_window(100.0, 101.0).is_some());
+        assert!(curve.sine_window(121.0, 122.0).is_none());
+        assert!(curve.sine_window(165.0, 166.0).is_none());
+        assert!(fast_windows > 300, "{fast_windows}");
+        assert!(checked > 12_000, "{checked}");
+        assert!(worst < 1e-10, "worst error {worst} s");
     }
 }
