@@ -74,6 +74,19 @@ DEFAULT_HELD_OUT = "paper-4phase,spike,cold-start,ce-capped"
 _ids = itertools.count()
 
 
+def _views(theta: np.ndarray, shapes: Sequence[tuple[int, ...]]) -> list[np.ndarray]:
+    """Views of the flat ``theta`` as consecutive arrays of ``shapes``."""
+    size = sum(int(np.prod(s)) for s in shapes)
+    if theta.shape != (size,):
+        raise ValueError(f"expected {size} parameters, got shape {theta.shape}")
+    out, i = [], 0
+    for s in shapes:
+        n = int(np.prod(s))
+        out.append(theta[i:i + n].reshape(s))
+        i += n
+    return out
+
+
 @dataclass(frozen=True)
 class PolicyShape:
     """Shape of the parameter vector.
@@ -112,14 +125,7 @@ class PolicyShape:
     def unpack(self, theta: np.ndarray) -> list[np.ndarray]:
         """Views of ``theta``: ``[W, b]`` (linear), ``[W1, b1, W2, b2]`` (MLP) or
         ``[W, b, W1, b1, W2]`` (residual)."""
-        if theta.shape != (self.size,):
-            raise ValueError(f"expected {self.size} parameters, got shape {theta.shape}")
-        out, i = [], 0
-        for s in self._shapes():
-            n = int(np.prod(s))
-            out.append(theta[i:i + n].reshape(s))
-            i += n
-        return out
+        return _views(theta, self._shapes())
 
     def widen(self, theta: np.ndarray, obs_dim: int) -> np.ndarray:
         """Parameters of this shape computing the same policy as ``theta`` of the
@@ -212,14 +218,7 @@ class GatedShape:
 
     def unpack(self, theta: np.ndarray) -> list[np.ndarray]:
         """Views ``[g, g0, WA, bA, WB, bB]`` of ``theta``."""
-        if theta.shape != (self.size,):
-            raise ValueError(f"expected {self.size} parameters, got shape {theta.shape}")
-        out, i = [], 0
-        for s in self._shapes():
-            n = int(np.prod(s))
-            out.append(theta[i:i + n].reshape(s))
-            i += n
-        return out
+        return _views(theta, self._shapes())
 
     def compose(self, theta_a: np.ndarray, theta_b: np.ndarray,
                 gate_bias: float = -0.1) -> np.ndarray:
