@@ -981,7 +981,7 @@ fn timelines(path: &Path, title: &str, rows: &[Row]) -> Result<()> {
 // ---------------------------------------------------------------- run
 
 /// `p` as a file-name fragment.
-fn file_safe(p: &str) -> String {
+pub(crate) fn file_safe(p: &str) -> String {
     p.chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || c == '-' {

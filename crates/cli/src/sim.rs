@@ -26,7 +26,7 @@ use farm_sim::oracle::{self, DEFAULT_TARGET_QOS};
 use farm_sim::{RunMetrics, SimOptions, simulate_workload};
 use serde::Serialize;
 
-use crate::compare::make_policy;
+use crate::compare::{file_safe, make_policy};
 use crate::plot;
 
 /// `farmctl sim` arguments.
@@ -394,17 +394,7 @@ fn compare(a: CompareArgs) -> Result<()> {
                 std::fs::create_dir_all(dir)
                     .with_context(|| format!("creating {}", dir.display()))?;
                 // `onnx:<path>` names hold separators: one file name per policy.
-                let file_policy: String = p
-                    .chars()
-                    .map(|c| {
-                        if c.is_ascii_alphanumeric() || "-._".contains(c) {
-                            c
-                        } else {
-                            '_'
-                        }
-                    })
-                    .collect();
-                let path = dir.join(format!("{}-{file_policy}.png", s.name));
+                let path = dir.join(format!("{}-{}.png", s.name, file_safe(p)));
                 plot::timeline(
                     &path,
                     &format!("{} / {} / seed {}", s.name, p, first.seed),

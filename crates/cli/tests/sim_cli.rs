@@ -9,6 +9,29 @@ fn farmctl(args: &[&str]) -> std::process::Output {
         .expect("run farmctl")
 }
 
+/// `farmctl sim compare` of `policies` on one seed of `steady`, `extra`
+/// arguments appended; it must succeed.
+fn steady_compare(policies: &str, extra: &[&str]) -> std::process::Output {
+    let mut args = vec![
+        "sim",
+        "compare",
+        "--scenarios",
+        "steady",
+        "--policies",
+        policies,
+        "--seeds",
+        "1",
+    ];
+    args.extend_from_slice(extra);
+    let out = farmctl(&args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 #[test]
 fn scenarios_lists_the_public_suite() {
     let out = farmctl(&["sim", "scenarios"]);
@@ -68,21 +91,7 @@ fn eval_writes_json_and_a_png() {
 
 #[test]
 fn compare_includes_the_oracle() {
-    let out = farmctl(&[
-        "sim",
-        "compare",
-        "--scenarios",
-        "steady",
-        "--policies",
-        "fixed:8,oracle",
-        "--seeds",
-        "1",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = steady_compare("fixed:8,oracle", &[]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         text.contains("fixed:8") && text.contains("oracle") && text.contains("/oracle"),
@@ -124,22 +133,9 @@ fn compare_runs_onnx_policies_and_names_a_missing_model() {
     let spec = format!("onnx:{model}");
     let dir = tempfile::tempdir().expect("temp dir");
     let json = dir.path().join("rows.json");
-    let out = farmctl(&[
-        "sim",
-        "compare",
-        "--scenarios",
-        "steady",
-        "--policies",
+    steady_compare(
         &format!("{spec},queueing"),
-        "--seeds",
-        "1",
-        "--json",
-        json.to_str().expect("utf-8 temp path"),
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        &["--json", json.to_str().expect("utf-8 temp path")],
     );
     let text = std::fs::read_to_string(&json).expect("the JSON file");
     let rows: serde_json::Value = serde_json::from_str(&text).expect("JSON rows");
