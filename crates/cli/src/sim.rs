@@ -59,9 +59,19 @@ struct Common {
     /// QoS target of the oracle, as a fraction.
     #[arg(long, default_value_t = DEFAULT_TARGET_QOS)]
     target: f64,
-    /// Shard functions the desired parallelism is spread over (per-function cap applies to each).
-    #[arg(long, default_value_t = 1)]
+    /// Shard functions the desired parallelism is spread over (per-function
+    /// cap applies to each); 0 = as many as `max_replicas` needs under the
+    /// cap, as gateway-ext spreads a farm.
+    #[arg(long, default_value_t = 0)]
     shards: u32,
+    /// Decide every this many seconds instead of the scenario's
+    /// `control_interval_s` (the episode keeps its length in seconds).
+    #[arg(long)]
+    interval: Option<f64>,
+    /// Signals over a sliding window of this many seconds (default: the
+    /// interval since the previous decision).
+    #[arg(long)]
+    window: Option<f64>,
     /// Write the results as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -131,6 +141,26 @@ pub(crate) fn load_scenario(spec: &str) -> Result<Scenario> {
     }
 }
 
+/// The scenario with `--interval` applied: the same episode length in
+/// seconds at the new decision interval. `--window` must be a positive
+/// number of seconds.
+fn with_cadence(mut scenario: Scenario, c: &Common) -> Result<Scenario> {
+    if let Some(w) = c.window
+        && !(w.is_finite() && w > 0.0)
+    {
+        bail!("--window: expected a positive number of seconds, got {w}");
+    }
+    if let Some(dt) = c.interval {
+        if !(dt.is_finite() && dt > 0.0) {
+            bail!("--interval: expected a positive number of seconds, got {dt}");
+        }
+        scenario.platform.episode_steps =
+            (scenario.platform.episode_s() / dt).round().max(1.0) as u32;
+        scenario.platform.control_interval_s = dt;
+    }
+    Ok(scenario)
+}
+
 const ORACLE: &str = "oracle";
 
 fn check_policy(name: &str, scenario: &Scenario) -> Result<()> {
@@ -161,6 +191,7 @@ fn run_one(
     let workload = scenario.generate(seed);
     let opts = SimOptions {
         shards: c.shards,
+        window_s: c.window,
         ..SimOptions::default()
     };
     let metrics = if policy_name == ORACLE {
@@ -285,7 +316,7 @@ fn parallel<T: Send, F: Fn(usize) -> Result<T> + Sync>(
 }
 
 fn eval(a: EvalArgs) -> Result<()> {
-    let scenario = load_scenario(&a.scenario)?;
+    let scenario = with_cadence(load_scenario(&a.scenario)?, &a.common)?;
     check_policy(&a.policy, &scenario)?;
     let c = &a.common;
     let seeds = seeds(&scenario, c);
@@ -358,7 +389,7 @@ fn compare(a: CompareArgs) -> Result<()> {
     };
     let scenarios: Vec<Scenario> = scenario_specs
         .iter()
-        .map(|s| load_scenario(s))
+        .map(|s| load_scenario(s).and_then(|sc| with_cadence(sc, &a.common)))
         .collect::<Result<_>>()?;
     for s in &scenarios {
         for p in &policies {

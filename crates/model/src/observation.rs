@@ -505,6 +505,7 @@ mod tests {
             redeliveries: 0.0,
             min_replicas: 1.0,
             max_replicas: 32.0,
+            ..Signals::default()
         }
     }
 

@@ -2,7 +2,8 @@
 //!
 //! A policy maps the signals of the last interval to a desired replica count.
 //! Built-ins (reactive rules from the reference paper, OpenFaaS CE, HPA, KEDA,
-//! Knative KPA, OpenFaaS Pro queue mode, fixed, queueing-theory) implement it
+//! Knative KPA, OpenFaaS Pro queue mode, fixed, queueing-theory, the causal
+//! model-predictive controller) implement it
 //! directly; a learned policy implements it by building the observation
 //! vector, choosing a discrete action and applying the action space.
 //!
@@ -13,10 +14,12 @@
 //! interval (Knative's 6 s panic window against an 8 s interval) the policy
 //! documents how it approximates it from one `Signals` per interval.
 
+mod estimate;
 mod fixed;
 mod hpa;
 mod keda;
 mod kpa;
+mod mpc;
 mod openfaas;
 mod reactive;
 mod staffing;
@@ -25,6 +28,7 @@ pub use fixed::Fixed;
 pub use hpa::{Hpa, HpaBehavior, HpaConfig};
 pub use keda::{Keda, KedaConfig};
 pub use kpa::{Kpa, KpaConfig};
+pub use mpc::{Mpc, MpcConfig};
 pub use openfaas::{OpenFaasCe, OpenFaasCeConfig, OpenFaasProQueue, OpenFaasProQueueConfig};
 pub use reactive::{Reactive, ReactiveConfig, ReactiveVariant};
 pub use staffing::{Staffing, StaffingConfig};
@@ -99,6 +103,7 @@ const NAMES: &[&str] = &[
     "openfaas-pro-queue",
     "fixed:8",
     "queueing",
+    "mpc",
 ];
 
 /// Names of the built-in policies. `fixed:8` stands for the family
@@ -141,6 +146,7 @@ pub fn builtin(name: &str, platform: &Platform) -> Result<Box<dyn Policy>, Polic
             platform,
         )),
         "queueing" => Box::new(Staffing::new(StaffingConfig::default(), platform)),
+        "mpc" => Box::new(Mpc::new(MpcConfig::default(), platform)),
         _ => return Err(PolicyError::Unknown(n.into())),
     })
 }

@@ -200,7 +200,7 @@ pub const DEFAULT_EPS: f64 = 0.01;
 ///   ([`min_servers_for_slack`] with the measured arrival rate, service mean
 ///   and the `Cs^2` implied by the service p95), and
 /// - the arrivals' load plus draining the backlog within
-///   `H = max(mean slack, interval)`: `ceil(lambda S + B S / H)`.
+///   `H = max(mean slack, decision step)`: `ceil(lambda S + B S / H)`.
 ///
 /// `None` when no service time has been measured in the interval. Used by
 /// the observation (as a hint), by [`crate::action::Action::ScaleToEstimate`]
@@ -211,7 +211,7 @@ pub fn staffing_estimate(s: &crate::signals::Signals, eps: f64) -> Option<f64> {
     let slack = s.slack_mean_s().unwrap_or(mean);
     let lambda = s.arrival_rate();
     let c_q = f64::from(min_servers_for_slack(lambda, mean, cs2, slack, eps));
-    let horizon = slack.max(s.interval_s).max(mean);
+    let horizon = slack.max(s.step()).max(mean);
     let c_d = (lambda * mean + s.backlog.max(0.0) * mean / horizon).ceil();
     Some(c_q.max(c_d))
 }

@@ -15,8 +15,13 @@ use serde::{Deserialize, Serialize};
 /// a made-up value.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Signals {
-    /// Length of the interval these signals cover, seconds.
+    /// Length of the window these signals cover, seconds: the interval
+    /// since the previous decision, or a longer sliding window.
     pub interval_s: f64,
+    /// Seconds since the previous decision (the decision step); 0 means the
+    /// same as `interval_s` (tumbling windows). See [`Signals::step`].
+    #[serde(default)]
+    pub step_s: f64,
     /// Tasks waiting in the work queue, not yet delivered (JetStream `num_pending`).
     pub backlog: f64,
     /// Tasks delivered to a worker and not yet acknowledged (`num_ack_pending`).
@@ -60,6 +65,10 @@ pub struct Signals {
     pub min_replicas: f64,
     /// Upper bound on replicas.
     pub max_replicas: f64,
+    /// How long the task at the head of the work queue has waited, seconds
+    /// (0 with an empty queue): the backlog's age.
+    #[serde(default)]
+    pub oldest_age_s: f64,
 }
 
 impl Signals {
@@ -72,6 +81,8 @@ impl Signals {
         let t = |x: Option<f64>| x.map(|v| v * k);
         Signals {
             interval_s: self.interval_s * k,
+            step_s: self.step_s * k,
+            oldest_age_s: self.oldest_age_s * k,
             service_mean_s: t(self.service_mean_s),
             service_p95_s: t(self.service_p95_s),
             latency_mean_s: t(self.latency_mean_s),
@@ -81,6 +92,16 @@ impl Signals {
             deadline_mean_s: t(self.deadline_mean_s),
             since_last_scale_s: self.since_last_scale_s * k,
             ..self.clone()
+        }
+    }
+
+    /// Seconds between the previous decision and this one (`step_s`, or
+    /// `interval_s` when the window is the step).
+    pub fn step(&self) -> f64 {
+        if self.step_s > 0.0 {
+            self.step_s
+        } else {
+            self.interval_s
         }
     }
 

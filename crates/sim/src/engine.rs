@@ -55,8 +55,16 @@ use crate::metrics::{RunMetrics, TimelinePoint, nearest_rank, nearest_ranks};
 #[derive(Debug, Clone, PartialEq)]
 pub struct SimOptions {
     /// Shard functions the desired parallelism is spread over, each capped at
-    /// `platform.per_function_cap` (DESIGN.md "Act"). 1 = no sharding.
+    /// `platform.per_function_cap` (DESIGN.md "Act"). 0 (the default) =
+    /// automatic: as many as `max_replicas` needs under the cap, as
+    /// gateway-ext spreads a farm ([`shards_for`]); 1 = no sharding.
     pub shards: u32,
+    /// Length of the sliding window the signals of a decision cover,
+    /// seconds; `None` (or anything up to the control interval) = the
+    /// interval since the previous decision (tumbling windows). Longer
+    /// windows let a policy decide every second or two on statistics of
+    /// several seconds (the same rule gateway-ext applies live).
+    pub window_s: Option<f64>,
     /// After the last arrival window ends, keep the control loop running at
     /// most this long for the queue to drain; what is left then is counted
     /// unfinished.
@@ -71,12 +79,41 @@ pub struct SimOptions {
 impl Default for SimOptions {
     fn default() -> Self {
         SimOptions {
-            shards: 1,
+            shards: 0,
+            window_s: None,
             max_drain_s: 600.0,
             alerts: true,
             timeline: true,
         }
     }
+}
+
+/// Shard functions a farm on `platform` is spread over: `requested`, or
+/// for 0 (automatic) the fewest that hold `max_replicas` under the
+/// per-function cap (1 without a cap).
+pub fn shards_for(platform: &Platform, requested: u32) -> u32 {
+    if requested > 0 {
+        return requested;
+    }
+    match platform.per_function_cap {
+        Some(cap) if cap > 0 => platform.max_replicas.div_ceil(cap).max(1),
+        _ => 1,
+    }
+}
+
+/// Counts and samples of one closed decision interval, kept while it is
+/// inside the sliding window ([`SimOptions::window_s`]).
+#[derive(Debug, Clone, Default)]
+struct Bucket {
+    start: f64,
+    arrivals: u32,
+    completions: u32,
+    on_time: u32,
+    redeliveries: u32,
+    deadline_min: f64,
+    deadline_sum: f64,
+    service: Vec<f64>,
+    latency: Vec<f64>,
 }
 
 /// The OpenFaaS CE alert: `rate(invocations[10s]) > 5` for 5 s, evaluated
@@ -321,6 +358,8 @@ pub struct Engine {
     tasks: Vec<TaskSpec>,
     duration_s: f64,
     interval_s: f64,
+    /// Sliding window of the signals (>= `interval_s`).
+    window_s: f64,
     min_replicas: u32,
     max_replicas: u32,
     startup: Dist,
@@ -374,6 +413,10 @@ pub struct Engine {
     w_service: Vec<f64>,
     w_latency: Vec<f64>,
     scratch: Vec<f64>,
+    /// Closed intervals still inside the sliding window, oldest first (empty
+    /// with tumbling windows), and emptied buckets kept for reuse.
+    past: VecDeque<Bucket>,
+    spare: Vec<Bucket>,
 
     // alert emulation
     alert_counts: [u64; 3],
@@ -403,10 +446,15 @@ impl Engine {
         seed: u64,
         opts: SimOptions,
     ) -> Engine {
-        let cap = platform
-            .per_function_cap
-            .map_or(u32::MAX, |c| c.saturating_mul(opts.shards.max(1)));
+        let cap = platform.per_function_cap.map_or(u32::MAX, |c| {
+            c.saturating_mul(shards_for(platform, opts.shards))
+        });
         let max_replicas = platform.max_replicas.min(cap).max(platform.min_replicas);
+        let window_s = opts
+            .window_s
+            .filter(|w| w.is_finite())
+            .unwrap_or(0.0)
+            .max(platform.control_interval_s);
         let initial = platform
             .initial_replicas
             .clamp(platform.min_replicas, max_replicas);
@@ -415,6 +463,7 @@ impl Engine {
             tasks,
             duration_s,
             interval_s: platform.control_interval_s,
+            window_s,
             min_replicas: platform.min_replicas,
             max_replicas,
             startup: platform.startup_delay.clone(),
@@ -461,6 +510,8 @@ impl Engine {
             w_service: Vec::with_capacity(64),
             w_latency: Vec::with_capacity(64),
             scratch: Vec::with_capacity(64),
+            past: VecDeque::new(),
+            spare: Vec::new(),
             alert_counts: [0; 3],
             alert_pending_since: None,
             alert_firing: false,
@@ -835,28 +886,63 @@ impl Engine {
         d
     }
 
-    /// Signals of the window since the last tick, without closing it.
+    /// Signals of the window (since the last tick, or the sliding window of
+    /// [`SimOptions::window_s`]), without closing it.
     pub fn signals(&mut self) -> Signals {
-        let n = self.w_service.len();
+        // Buckets that started before the window are out of it.
+        while let Some(b) = self.past.front() {
+            if b.start < self.now - self.window_s - 1e-9 {
+                if let Some(mut b) = self.past.pop_front() {
+                    b.service.clear();
+                    b.latency.clear();
+                    self.spare.push(b);
+                }
+            } else {
+                break;
+            }
+        }
+        let mut start = self.w_start;
+        let mut arrivals = self.w_arrivals;
+        let mut completions = self.w_completions;
+        let mut on_time = self.w_on_time;
+        let mut redeliveries = self.w_redeliveries;
+        let mut deadline_min = self.w_deadline_min;
+        let mut deadline_sum = self.w_deadline_sum;
+        for b in &self.past {
+            start = start.min(b.start);
+            arrivals += b.arrivals;
+            completions += b.completions;
+            on_time += b.on_time;
+            redeliveries += b.redeliveries;
+            deadline_min = deadline_min.min(b.deadline_min);
+            deadline_sum += b.deadline_sum;
+        }
+        let n = completions as usize;
         let (service_mean_s, service_p95_s) = if n == 0 {
             (None, None)
         } else {
-            let mean = self.w_service.iter().sum::<f64>() / n as f64;
             self.scratch.clear();
+            for b in &self.past {
+                self.scratch.extend_from_slice(&b.service);
+            }
             self.scratch.extend_from_slice(&self.w_service);
+            let mean = self.scratch.iter().sum::<f64>() / n as f64;
             (Some(mean), Some(nearest_rank(&mut self.scratch, 0.95)))
         };
         let (latency_mean_s, latency_max_s, latency_p95_s) = if n == 0 {
             (None, None, None)
         } else {
-            let mean = self.w_latency.iter().sum::<f64>() / n as f64;
+            self.scratch.clear();
+            for b in &self.past {
+                self.scratch.extend_from_slice(&b.latency);
+            }
+            self.scratch.extend_from_slice(&self.w_latency);
+            let mean = self.scratch.iter().sum::<f64>() / n as f64;
             let max = self
-                .w_latency
+                .scratch
                 .iter()
                 .copied()
                 .fold(f64::NEG_INFINITY, f64::max);
-            self.scratch.clear();
-            self.scratch.extend_from_slice(&self.w_latency);
             (
                 Some(mean),
                 Some(max),
@@ -864,36 +950,42 @@ impl Engine {
             )
         };
         Signals {
-            interval_s: self.now - self.w_start,
+            interval_s: self.now - start,
+            step_s: self.now - self.w_start,
             backlog: self.queue.len() as f64,
             in_flight: self.in_flight() as f64,
-            arrivals: f64::from(self.w_arrivals),
-            completions: f64::from(self.w_completions),
-            completions_on_time: f64::from(self.w_on_time),
+            arrivals: f64::from(arrivals),
+            completions: f64::from(completions),
+            completions_on_time: f64::from(on_time),
             service_mean_s,
             service_p95_s,
             latency_mean_s,
             latency_max_s,
             latency_p95_s,
-            deadline_min_s: self
-                .w_deadline_min
-                .is_finite()
-                .then_some(self.w_deadline_min),
-            deadline_mean_s: (n > 0).then(|| self.w_deadline_sum / n as f64),
+            deadline_min_s: deadline_min.is_finite().then_some(deadline_min),
+            deadline_mean_s: (n > 0).then(|| deadline_sum / n as f64),
             replicas_desired: f64::from(self.desired),
             replicas_ready: f64::from(self.n_ready),
             replicas_starting: f64::from(self.n_starting),
             replicas_busy: f64::from(self.n_busy),
             since_last_scale_s: self.now - self.last_scale_s,
-            redeliveries: f64::from(self.w_redeliveries),
+            redeliveries: f64::from(redeliveries),
             min_replicas: f64::from(self.min_replicas),
             max_replicas: f64::from(self.max_replicas),
+            oldest_age_s: self.queue_head_age(),
         }
     }
 
     /// Tasks delivered and not yet completed (busy and draining replicas).
     fn in_flight(&self) -> u64 {
         self.completed_pending()
+    }
+
+    /// Age of the task at the head of the queue, seconds (0 when empty).
+    fn queue_head_age(&self) -> f64 {
+        self.queue.front().map_or(0.0, |&i| {
+            (self.now - self.tasks[i as usize].arrival_s).max(0.0)
+        })
     }
 
     fn completed_pending(&self) -> u64 {
@@ -914,6 +1006,19 @@ impl Engine {
                 completions: self.w_completions,
                 window_qos: s.window_qos(),
             });
+        }
+        if self.window_s > self.interval_s + 1e-9 {
+            let mut b = self.spare.pop().unwrap_or_default();
+            b.start = self.w_start;
+            b.arrivals = self.w_arrivals;
+            b.completions = self.w_completions;
+            b.on_time = self.w_on_time;
+            b.redeliveries = self.w_redeliveries;
+            b.deadline_min = self.w_deadline_min;
+            b.deadline_sum = self.w_deadline_sum;
+            std::mem::swap(&mut b.service, &mut self.w_service);
+            std::mem::swap(&mut b.latency, &mut self.w_latency);
+            self.past.push_back(b);
         }
         self.w_start = self.now;
         self.w_arrivals = 0;

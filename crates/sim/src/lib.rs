@@ -47,7 +47,7 @@ pub mod metrics;
 pub mod oracle;
 pub mod run;
 
-pub use engine::{Engine, Pause, SimOptions};
+pub use engine::{Engine, Pause, SimOptions, shards_for};
 pub use env::{Env, EnvError, StepInfo, StepOut};
 pub use metrics::{RunMetrics, TimelinePoint};
 pub use run::{SimError, drive, simulate, simulate_workload, simulate_workload_replay, validate};

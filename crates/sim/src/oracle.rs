@@ -153,9 +153,9 @@ struct Block {
 }
 
 /// Lower bound on replica-seconds of any run of `workload` on `platform`
-/// (one shard) reaching `target_qos` (fraction of all tasks on time).
+/// (shards automatic, [`crate::engine::shards_for`]) reaching `target_qos` (fraction of all tasks on time).
 pub fn lower_bound(workload: &Workload, platform: &Platform, target_qos: f64) -> LowerBound {
-    lower_bound_sharded(workload, platform, target_qos, 1)
+    lower_bound_sharded(workload, platform, target_qos, 0)
 }
 
 /// [`lower_bound`] for a farm spread over `shards` functions (this only
@@ -205,9 +205,9 @@ pub fn lower_bound_sharded(
     } else {
         delta_min
     };
-    let cap = platform
-        .per_function_cap
-        .map_or(u32::MAX, |c| c.saturating_mul(shards.max(1)));
+    let cap = platform.per_function_cap.map_or(u32::MAX, |c| {
+        c.saturating_mul(crate::engine::shards_for(platform, shards))
+    });
     let initial = platform.initial_replicas.clamp(
         platform.min_replicas,
         platform.max_replicas.min(cap).max(platform.min_replicas),
@@ -664,9 +664,9 @@ pub fn plan(
 ) -> Result<OraclePlan, SimError> {
     validate(workload, platform)?;
     let dt = platform.control_interval_s;
-    let cap = platform
-        .per_function_cap
-        .map_or(u32::MAX, |c| c.saturating_mul(opts.shards.max(1)));
+    let cap = platform.per_function_cap.map_or(u32::MAX, |c| {
+        c.saturating_mul(crate::engine::shards_for(platform, opts.shards))
+    });
     let hi = platform.max_replicas.min(cap).max(platform.min_replicas);
     let lo = platform.min_replicas;
     let (_, startup_plan) = delay_support(&platform.startup_delay);

@@ -4,6 +4,7 @@ mod common;
 
 use common::{Fixed, Recorder, Script, platform, workload};
 use farm_model::scenario::{DelaySequence, Dist};
+use farm_model::signals::Signals;
 use farm_sim::{SimError, SimOptions, simulate_workload, simulate_workload_replay};
 
 fn close(a: f64, b: f64) -> bool {
@@ -157,8 +158,19 @@ fn per_function_cap_clamps_unless_sharded() {
     let w = workload(&[], 20.0);
     let mut p = platform(5.0, 1, 32, 1, 1.0, 1.0);
     p.per_function_cap = Some(5);
-    let m = simulate_workload(&w, &p, 1, &mut Fixed(20), &SimOptions::default()).unwrap();
+    let one = SimOptions {
+        shards: 1,
+        ..SimOptions::default()
+    };
+    let m = simulate_workload(&w, &p, 1, &mut Fixed(20), &one).unwrap();
     assert_eq!(m.max_replicas, 5);
+    // Automatic (the default): ceil(32 / 5) = 7 shards hold all 20.
+    let m = simulate_workload(&w, &p, 1, &mut Fixed(20), &SimOptions::default()).unwrap();
+    assert_eq!(m.max_replicas, 20);
+    assert_eq!(farm_sim::shards_for(&p, 0), 7);
+    p.per_function_cap = None;
+    assert_eq!(farm_sim::shards_for(&p, 0), 1);
+    p.per_function_cap = Some(5);
     let opts = SimOptions {
         shards: 3,
         ..SimOptions::default()
@@ -214,6 +226,66 @@ fn signals_describe_the_interval() {
     // The second interval has no arrivals; an empty-window statistic is None
     // only when nothing completed.
     assert_eq!(rec.ticks[1].1.arrivals, 0.0);
+}
+
+#[test]
+fn a_sliding_window_spans_several_decisions() {
+    // One task a second (service 0.5 s), decisions every 2 s over an 8 s window.
+    let tasks: Vec<(f64, f64, f64)> = (0..20).map(|i| (f64::from(i) + 0.25, 0.5, 1.0)).collect();
+    let w = workload(&tasks, 20.0);
+    let p = platform(2.0, 1, 1, 1, 2.0, 1.0);
+    let mut rec = Recorder::default();
+    let opts = SimOptions {
+        alerts: false,
+        window_s: Some(8.0),
+        ..SimOptions::default()
+    };
+    simulate_workload(&w, &p, 1, &mut rec, &opts).unwrap();
+    // The first decisions see what there is: 2, 4, 6 s.
+    let (t, s) = &rec.ticks[0];
+    assert!(close(*t, 2.0) && close(s.interval_s, 2.0) && close(s.step_s, 2.0));
+    assert_eq!((s.arrivals, s.completions), (2.0, 2.0));
+    // From 8 s on, every decision 2 s apart covers the last 8 s.
+    for (t, s) in &rec.ticks[3..9] {
+        assert!(close(s.interval_s, 8.0), "{t}: {}", s.interval_s);
+        assert!(close(s.step_s, 2.0));
+        assert_eq!(s.arrivals, 8.0, "{t}");
+        assert_eq!(s.completions, 8.0, "{t}");
+        assert!(close(s.arrival_rate(), 1.0));
+        assert_eq!(s.service_mean_s, Some(0.5));
+    }
+    // The same run with tumbling windows sees 2 s at a time.
+    let mut tumbling = Recorder::default();
+    let opts = SimOptions {
+        alerts: false,
+        ..SimOptions::default()
+    };
+    simulate_workload(&w, &p, 1, &mut tumbling, &opts).unwrap();
+    assert_eq!(tumbling.ticks[5].1.arrivals, 2.0);
+    assert!(close(tumbling.ticks[5].1.interval_s, 2.0));
+}
+
+#[test]
+fn the_queue_head_age_is_the_longest_wait() {
+    // Five tasks at 0 s on one replica of 4 s service: at the 5 s tick the
+    // second task (arrived at 0) has waited 5 s.
+    let tasks: Vec<(f64, f64, f64)> = (0..5).map(|_| (0.0, 4.0, 30.0)).collect();
+    let w = workload(&tasks, 5.0);
+    let p = platform(5.0, 1, 1, 1, 2.0, 1.0);
+    let mut rec = Recorder::default();
+    let opts = SimOptions {
+        alerts: false,
+        ..SimOptions::default()
+    };
+    simulate_workload(&w, &p, 1, &mut rec, &opts).unwrap();
+    let s = &rec.ticks[0].1;
+    assert_eq!(s.backlog, 3.0);
+    assert!(close(s.oldest_age_s, 5.0), "{}", s.oldest_age_s);
+    // At 15 s the last task, still queued, has waited 15 s; nothing queued
+    // means age 0.
+    let (t, s) = rec.ticks.last().unwrap();
+    assert!(close(*t, 15.0) && s.backlog == 1.0 && close(s.oldest_age_s, 15.0));
+    assert_eq!(Signals::default().oldest_age_s, 0.0);
 }
 
 #[test]

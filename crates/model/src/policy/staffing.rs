@@ -30,10 +30,9 @@
 //! (plus one replica per queued task up to the load it can see, if nothing
 //! is ready).
 
-use std::collections::VecDeque;
-
+use super::estimate::{RecentMax, ServiceEstimate};
 use super::{Decision, Policy, bounds, clamp_ceil, current};
-use crate::queueing::{cs2_from_p95, min_servers_for_slack};
+use crate::queueing::min_servers_for_slack;
 use crate::scenario::Platform;
 use crate::signals::Signals;
 
@@ -70,20 +69,10 @@ impl Default for StaffingConfig {
 pub struct Staffing {
     config: StaffingConfig,
     platform: Platform,
-    service: Option<f64>,
-    cs2: Option<f64>,
-    slack: Option<f64>,
+    service: ServiceEstimate,
     level: Option<f64>,
     trend: f64,
-    history: VecDeque<(f64, u32)>,
-}
-
-fn ewma(old: Option<f64>, new: Option<f64>, w: f64) -> Option<f64> {
-    match (old, new) {
-        (Some(o), Some(n)) => Some(w * n + (1.0 - w) * o),
-        (None, n) => n,
-        (o, None) => o,
-    }
+    history: RecentMax,
 }
 
 impl Staffing {
@@ -92,18 +81,17 @@ impl Staffing {
         Staffing {
             config,
             platform: platform.clone(),
-            service: None,
-            cs2: None,
-            slack: None,
+            service: ServiceEstimate::default(),
             level: None,
             trend: 0.0,
-            history: VecDeque::new(),
+            history: RecentMax::default(),
         }
     }
 
+    /// Seconds between two decisions (the Holt trend is per decision).
     fn interval(&self, s: &Signals) -> f64 {
-        if s.interval_s > 0.0 {
-            s.interval_s
+        if s.step() > 0.0 {
+            s.step()
         } else {
             self.platform.control_interval_s
         }
@@ -133,18 +121,11 @@ impl Staffing {
     /// The raw (unstabilised) staffing for these signals, given the
     /// smoothed state; `None` before any service time is known.
     fn raw(&mut self, s: &Signals) -> Option<f64> {
-        let w = self.config.smoothing;
-        self.service = ewma(self.service, s.service_mean_s.filter(|v| *v > 0.0), w);
-        let cs2_now = match (s.service_mean_s, s.service_p95_s) {
-            (Some(m), Some(p)) => Some(cs2_from_p95(m, p)),
-            _ => None,
-        };
-        self.cs2 = ewma(self.cs2, cs2_now, w);
-        self.slack = ewma(self.slack, s.slack_mean_s(), w);
+        self.service.update(s, self.config.smoothing);
         let lambda = self.forecast(s);
-        let mean = self.service?;
-        let cs2 = self.cs2.unwrap_or(1.0);
-        let slack = self.slack.unwrap_or(mean);
+        let mean = self.service.mean?;
+        let cs2 = self.service.cs2.unwrap_or(1.0);
+        let slack = self.service.slack.unwrap_or(mean);
         let c_q = f64::from(min_servers_for_slack(
             lambda,
             mean,
@@ -168,9 +149,7 @@ impl Policy for Staffing {
     }
 
     fn reset(&mut self) {
-        self.service = None;
-        self.cs2 = None;
-        self.slack = None;
+        self.service = ServiceEstimate::default();
         self.level = None;
         self.trend = 0.0;
         self.history.clear();
@@ -187,15 +166,7 @@ impl Policy for Staffing {
         let window = self.config.down_window_s.unwrap_or(
             2.0 * (self.platform.startup_delay.mean() + self.platform.control_interval_s),
         );
-        self.history.push_back((now_s, raw));
-        while let Some(&(t, _)) = self.history.front() {
-            if t < now_s - window - 1e-9 {
-                self.history.pop_front();
-            } else {
-                break;
-            }
-        }
-        let desired = self.history.iter().map(|&(_, r)| r).max().unwrap_or(raw);
+        let desired = self.history.push(now_s, raw, window);
         Decision::to(desired.clamp(lo, hi))
     }
 }
