@@ -11,7 +11,7 @@
 //! | key | value |
 //! |---|---|
 //! | `rust_farm.format` | `1` (version of this metadata scheme) |
-//! | `rust_farm.obs_version` | the observation layout version the model was trained on: `1` or `2` (`farm_model::observation::Observer`) |
+//! | `rust_farm.obs_version` | the observation layout version the model was trained on: `1`, `2` or `3` (`farm_model::observation::Observer`) |
 //! | `rust_farm.obs_names` | JSON array of the observation feature names, in order (must equal `observation::names_of(version)`) |
 //! | `rust_farm.normalisation` | JSON: `{"kind":"none"}` or `{"kind":"standard","mean":[..],"std":[..],"clip":10.0}` (`clip` optional); applied to the observation before the graph: `clip((x - mean) / std)` |
 //! | `rust_farm.action_meanings` | JSON array of action meanings (`hold`, `delta:+1`, `estimate:x1.25`, ...) |
@@ -29,7 +29,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use farm_model::action::ActionSpace;
-use farm_model::observation::{dim_of, names_of};
+use farm_model::observation::{OBS_VERSION_LATEST, dim_of, names_of};
 use ort::environment::Environment;
 use ort::session::Session;
 use ort::value::{TensorRef, ValueType};
@@ -316,7 +316,7 @@ impl OnnxModel {
             return Err(OnnxError::Observation {
                 path: path.to_owned(),
                 message: format!(
-                    "model trained on observation v{version}, this build computes v1 and v2"
+                    "model trained on observation v{version}, this build computes v1 to v{OBS_VERSION_LATEST}"
                 ),
             });
         };

@@ -475,6 +475,7 @@ mod tests {
         let history = Estimates {
             smoothed: Some(6.2),
             peak: Some(9.0),
+            plan: None,
         };
         let smoothed = p.decide(0.0, &s, &obs, &history, Some(1)).await;
         assert_eq!(smoothed.proposed, 7, "ceil(1 x 6.2)");

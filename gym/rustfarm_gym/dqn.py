@@ -331,8 +331,16 @@ def train_vector_agent(a: argparse.Namespace, cfg: dict[str, Any], out: Path,
     ``--steps`` over ``--envs`` environments. Returns ``(agent, spec)``."""
     cfg[key] = conf.as_dict()
     (out / "config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True))
-    venv = FarmVectorEnv(a.envs, "paper-4phase", address=a.address,
-                         action_space=a.action_space, server_options=server_opts,
+    scenario: str | list[str] = "paper-4phase"
+    opts = dict(server_opts)
+    if getattr(a, "shapes", False):
+        from .cem import training_scenarios
+
+        pool = [s for s in opts.pop("scenarios").split(",") if s]
+        pool += list(training_scenarios().values())
+        scenario = [pool[i % len(pool)] for i in range(a.envs)]
+    venv = FarmVectorEnv(a.envs, scenario, address=a.address,
+                         action_space=a.action_space, server_options=opts,
                          step_info=False)
     try:
         spec = venv.farm_spec

@@ -65,6 +65,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                     help="first evaluation seed (training uses seeds derived from --seed)")
     ap.add_argument("--action-space", default="estimates")
     ap.add_argument("--no-randomize", action="store_true")
+    ap.add_argument("--obs-version", type=int, default=1, help="observation layout (1, 2 or 3)")
+    ap.add_argument("--interval", default="",
+                    help="decision intervals an episode draws from, seconds (comma list; "
+                         "default: each scenario's)")
+    ap.add_argument("--window", type=float, default=0.0,
+                    help="sliding window of the signals, seconds (0: the interval)")
+    ap.add_argument("--shapes", action="store_true",
+                    help="dqn/ppo: also train on cem.training_scenarios() (steps, surges, "
+                         "oscillations, log-normal service, starts from one replica), one "
+                         "scenario per environment in turn")
     ap.add_argument("--reward", default="qos=1,cost=0.15,backlog=0.5,churn=0.05",
                     help="reward weights k=v,... (keys qos, cost, backlog, churn)")
     ap.add_argument("--alpha", type=float, default=0.1)
@@ -169,6 +179,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     server_opts = {"scenarios": a.scenarios, **reward_options(a.reward)}
     if not a.no_randomize:
         server_opts["randomize"] = "true"
+    if a.obs_version != 1:
+        server_opts["obs_version"] = str(a.obs_version)
+    if a.interval:
+        server_opts["interval"] = a.interval
+    if a.window > 0:
+        server_opts["window"] = f"{a.window:g}"
     cfg = {k: v for k, v in vars(a).items()
            if k not in ("out", "address", "no_progress")}
     cfg["server_options"] = server_opts

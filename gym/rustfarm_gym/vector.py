@@ -63,7 +63,8 @@ class FarmVectorEnv(VectorEnv):
         self.client = self._conn.client
         self.transport = self.client.transport
         try:
-            self.farm_spec = self.client.get_spec(action_space=action_space)
+            version = int((server_options or {}).get("obs_version", 0))
+            self.farm_spec = self.client.get_spec(action_space=action_space, obs_version=version)
         except FarmError:
             self._conn.close()
             raise

@@ -34,7 +34,9 @@
 //! | `randomize.shape` | `lo,hi`: gamma shape multiplier (lognormal: 1/sigma^2), mean kept | `0.5,2.0` |
 //! | `randomize.startup` | `lo,hi`: start-up delay multiplier range | `0.5,2.0` |
 //! | `episode_steps` | override of `platform.episode_steps` | scenario's |
-//! | `obs_version` | observation layout: `1`, or `2` (v1 plus history features; `farm_model::observation::Observer`) | `1` |
+//! | `obs_version` | observation layout: `1`, `2` (v1 plus history features) or `3` (v2 plus memory in seconds and the planner's decision; `farm_model::observation::Observer`) | `1` |
+//! | `interval` | comma list of decision intervals, seconds: each episode draws one (seeded) and keeps its length in seconds | scenario's |
+//! | `window` | sliding window of the signals, seconds (at least the interval) | the interval |
 //! | `reward.qos`, `reward.cost`, `reward.backlog`, `reward.churn` | reward weights | `farm_model::reward::RewardWeights::default()` |
 //!
 //! Each factor is drawn uniformly in its range from a random stream derived
@@ -82,6 +84,8 @@ const MAX_MESSAGE_BYTES: usize = 64 << 20;
 const RANDOMIZE_STREAM: u64 = 0x7261_6e64_6f6d_697a;
 /// Random stream choosing an episode's scenario from a list ("scenmix").
 const MIX_STREAM: u64 = 0x0073_6365_6e6d_6978;
+/// Stream of the per-episode draw of the decision interval (`interval` option).
+const INTERVAL_STREAM: u64 = 0x0069_6e74_6572_7661;
 
 /// Arguments of `farmctl sim serve`.
 #[derive(Debug, Clone, clap::Args)]
@@ -126,6 +130,8 @@ const KNOWN_OPTIONS: &[&str] = &[
     "randomize.startup",
     "episode_steps",
     "obs_version",
+    "interval",
+    "window",
     "reward.qos",
     "reward.cost",
     "reward.backlog",
@@ -192,8 +198,12 @@ pub struct EpisodeConfig {
     pub weights: RewardWeights,
     /// Override of the episode length in steps.
     pub episode_steps: Option<u32>,
-    /// Observation layout version (1 or 2).
+    /// Observation layout version (1, 2 or 3).
     pub obs_version: u32,
+    /// Decision intervals an episode draws from (empty = the scenario's).
+    pub intervals: Vec<f64>,
+    /// Sliding window of the signals, seconds.
+    pub window: Option<f64>,
 }
 
 impl EpisodeConfig {
@@ -230,6 +240,8 @@ impl EpisodeConfig {
             weights: RewardWeights::default(),
             episode_steps: None,
             obs_version: OBS_VERSION,
+            intervals: Vec::new(),
+            window: None,
         };
         let mut ranges = Randomization::default();
         let mut randomize = false;
@@ -291,7 +303,30 @@ impl EpisodeConfig {
                         .parse::<u32>()
                         .ok()
                         .filter(|v| observation::dim_of(*v).is_ok())
-                        .ok_or_else(|| invalid(bad("1 or 2")))?;
+                        .ok_or_else(|| invalid(bad("1, 2 or 3")))?;
+                }
+                "interval" => {
+                    let seconds = |v: &str| {
+                        v.trim()
+                            .parse::<f64>()
+                            .ok()
+                            .filter(|x| x.is_finite() && *x > 0.0)
+                    };
+                    cfg.intervals = value
+                        .split(',')
+                        .map(seconds)
+                        .collect::<Option<Vec<f64>>>()
+                        .ok_or_else(|| invalid(bad("a comma list of positive seconds")))?;
+                }
+                "window" => {
+                    cfg.window = Some(
+                        value
+                            .trim()
+                            .parse::<f64>()
+                            .ok()
+                            .filter(|x| x.is_finite() && *x > 0.0)
+                            .ok_or_else(|| invalid(bad("a positive number of seconds")))?,
+                    );
                 }
                 "reward.qos" => cfg.weights.qos = weight(value).map_err(invalid)?,
                 "reward.cost" => cfg.weights.cost = weight(value).map_err(invalid)?,
@@ -317,6 +352,12 @@ impl EpisodeConfig {
         let mut s = self.scenarios[index].clone();
         if let Some(r) = &self.randomize {
             randomize(&mut s, r, seed);
+        }
+        if !self.intervals.is_empty() {
+            let k = stream_rng(seed, INTERVAL_STREAM).random_range(0..self.intervals.len());
+            let dt = self.intervals[k];
+            s.platform.episode_steps = (s.platform.episode_s() / dt).round().max(1.0) as u32;
+            s.platform.control_interval_s = dt;
         }
         if let Some(n) = self.episode_steps {
             s.platform.episode_steps = n;
@@ -741,7 +782,9 @@ impl FarmControl for SimControl {
         let (slot, reply) = blocking(move || {
             let observer = Observer::new(cfg.obs_version)
                 .map_err(|e| Status::invalid_argument(e.to_string()))?;
-            let env = Env::new(cfg.actions.clone(), cfg.weights).with_observer(observer);
+            let env = Env::new(cfg.actions.clone(), cfg.weights)
+                .with_observer(observer)
+                .with_window(cfg.window);
             let mut slot = Slot {
                 env,
                 cfg,
@@ -1032,9 +1075,41 @@ mod tests {
         assert_eq!(cfg.obs_version, 1);
         let cfg = EpisodeConfig::from_request(&req(&[("obs_version", "2")])).unwrap();
         assert_eq!(cfg.obs_version, 2);
-        for v in ["0", "3", "v2", ""] {
+        let cfg = EpisodeConfig::from_request(&req(&[("obs_version", "3")])).unwrap();
+        assert_eq!(cfg.obs_version, 3);
+        for v in ["0", "4", "v2", ""] {
             let e = EpisodeConfig::from_request(&req(&[("obs_version", v)])).unwrap_err();
             assert_eq!(e.code(), tonic::Code::InvalidArgument, "{v}");
+        }
+    }
+
+    #[test]
+    fn cadence_options_draw_an_interval_and_keep_the_episode_length() {
+        let cfg =
+            EpisodeConfig::from_request(&req(&[("interval", "1, 2,8"), ("window", "8")])).unwrap();
+        assert_eq!(cfg.intervals, [1.0, 2.0, 8.0]);
+        assert_eq!(cfg.window, Some(8.0));
+        let base = EpisodeConfig::from_request(&req(&[]))
+            .unwrap()
+            .scenario_for(3);
+        let mut seen = HashSet::new();
+        for seed in 0..64 {
+            let s = cfg.scenario_for(seed);
+            assert_eq!(s, cfg.scenario_for(seed));
+            let dt = s.platform.control_interval_s;
+            assert!([1.0, 2.0, 8.0].contains(&dt), "{dt}");
+            assert!((s.platform.episode_s() - base.platform.episode_s()).abs() < 1e-9);
+            seen.insert(dt.to_bits());
+        }
+        assert_eq!(seen.len(), 3);
+        for (k, v) in [
+            ("interval", "0"),
+            ("interval", "2,x"),
+            ("interval", ""),
+            ("window", "-1"),
+        ] {
+            let e = EpisodeConfig::from_request(&req(&[(k, v)])).unwrap_err();
+            assert_eq!(e.code(), tonic::Code::InvalidArgument, "{k}={v}");
         }
     }
 

@@ -55,6 +55,12 @@ pub enum Action {
     /// queue builds up, which the smoothed level alone would notice late.
     /// Without a smoothed estimate yet it holds, raised to the floor.
     ScaleToSmoothedDrain(f64),
+    /// Set the desired count to `ceil(multiplier * plan)`, the causal
+    /// model-predictive planner's decision ([`Estimates::plan`],
+    /// [`crate::planner::Planner`], kept by observation layout v3): a
+    /// learned policy chooses how much headroom to keep over the plan, or
+    /// how much leaner to run. Holds without a plan.
+    ScaleToPlan(f64),
 }
 
 /// The staffing history the `smoothed` and `peak` actions follow, in
@@ -66,6 +72,9 @@ pub struct Estimates {
     pub smoothed: Option<f64>,
     /// Peak of the staffing estimate over the last few non-empty windows.
     pub peak: Option<f64>,
+    /// The model-predictive planner's decision, replicas (observation
+    /// layout v3 keeps a planner; `None` before it or for older layouts).
+    pub plan: Option<f64>,
 }
 
 impl Action {
@@ -80,6 +89,7 @@ impl Action {
             Action::ScaleToSmoothed(m) => format!("smoothed:x{m}"),
             Action::ScaleToPeak(m) => format!("peak:x{m}"),
             Action::ScaleToSmoothedDrain(m) => format!("drain:x{m}"),
+            Action::ScaleToPlan(m) => format!("mpc:x{m}"),
         }
     }
 
@@ -95,7 +105,8 @@ impl Action {
             return d.parse::<i32>().map(Action::Delta).map_err(|_| bad());
         }
         type Make = fn(f64) -> Action;
-        let scaled: [(&str, Make); 4] = [
+        let scaled: [(&str, Make); 5] = [
+            ("mpc:x", Action::ScaleToPlan),
             ("estimate:x", Action::ScaleToEstimate),
             ("smoothed:x", Action::ScaleToSmoothed),
             ("peak:x", Action::ScaleToPeak),
@@ -118,11 +129,11 @@ impl Action {
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ActionError {
     /// A meaning string is not one of `hold`, `delta:<int>`, `estimate:x<number>`,
-    /// `smoothed:x<number>`, `peak:x<number>`, `drain:x<number>` (numbers
-    /// finite and positive).
+    /// `smoothed:x<number>`, `peak:x<number>`, `drain:x<number>`, `mpc:x<number>`
+    /// (numbers finite and positive).
     #[error(
         "unknown action meaning `{0}` (expected `hold`, `delta:<int>`, `estimate:x<number>`, \
-         `smoothed:x<number>`, `peak:x<number>` or `drain:x<number>`)"
+         `smoothed:x<number>`, `peak:x<number>`, `drain:x<number>` or `mpc:x<number>`)"
     )]
     BadMeaning(String),
     /// An action space must have at least one action.
@@ -246,6 +257,7 @@ impl ActionSpace {
                 Action::ScaleToSmoothed(_)
                     | Action::ScaleToPeak(_)
                     | Action::ScaleToSmoothedDrain(_)
+                    | Action::ScaleToPlan(_)
             )
         })
     }
@@ -263,6 +275,7 @@ impl ActionSpace {
             &Estimates {
                 smoothed: now,
                 peak: now,
+                plan: None,
             },
         )
     }
@@ -285,6 +298,7 @@ impl ActionSpace {
             Some(Action::ScaleToSmoothedDrain(m)) => {
                 scaled(*m, estimates.smoothed).max(backlog_floor(signals).unwrap_or(0.0))
             }
+            Some(Action::ScaleToPlan(m)) => scaled(*m, estimates.plan),
             Some(Action::Hold) | None => current,
         };
         let v = target.clamp(lo, hi);
@@ -448,6 +462,7 @@ mod tests {
         let est = Estimates {
             smoothed: Some(10.0),
             peak: Some(14.2),
+            plan: None,
         };
         // ceil(1.2 * 10) = 12; ceil(14.2) = 15.
         assert_eq!(space.apply_with(1, &s, &est), 12);
@@ -456,6 +471,7 @@ mod tests {
         let big = Estimates {
             smoothed: Some(100.0),
             peak: Some(100.0),
+            plan: None,
         };
         assert_eq!(space.apply_with(1, &s, &big), 32);
         // No history yet: hold.
@@ -486,6 +502,17 @@ mod tests {
 
     #[test]
     fn drain_follows_smoothed_above_the_backlog_floor() {
+        let plan = ActionSpace::from_meanings(&["hold".into(), "mpc:x1.3".into()]).unwrap();
+        assert_eq!(plan.meanings(), ["hold", "mpc:x1.3"]);
+        assert!(plan.uses_history());
+        let est = Estimates {
+            plan: Some(10.0),
+            ..Estimates::default()
+        };
+        assert_eq!(plan.apply_with(1, &sig(4.0), &est), 13);
+        // Without a plan it holds.
+        assert_eq!(plan.apply_with(1, &sig(4.0), &Estimates::default()), 4);
+        assert!(ActionSpace::from_meanings(&["mpc:x0".into()]).is_err());
         let space = ActionSpace::from_meanings(&["hold".into(), "drain:x0.8".into()]).unwrap();
         assert_eq!(space.meanings(), ["hold", "drain:x0.8"]);
         assert_eq!(space.actions()[1], Action::ScaleToSmoothedDrain(0.8));
@@ -508,6 +535,7 @@ mod tests {
         let est = Estimates {
             smoothed: Some(10.0),
             peak: Some(12.0),
+            plan: None,
         };
         // ceil(0.8 * 10) = 8 is above the floor of 5.
         assert_eq!(space.apply_with(1, &calm, &est), 8);

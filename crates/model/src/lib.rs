@@ -58,7 +58,9 @@
 //! ```
 
 pub mod action;
+pub mod estimate;
 pub mod observation;
+pub mod planner;
 pub mod policy;
 pub mod queueing;
 pub mod reward;

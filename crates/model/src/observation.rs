@@ -45,6 +45,19 @@
 //! | 21 | `floor_peak_frac` | largest staffing estimate of the last [`PEAK_WINDOW`] non-empty windows / `max_replicas` | [0, 2] |
 //! | 22 | `desired_change_frac` | `(replicas_desired - previous replicas_desired) / max_replicas`: the last decision's change | [-1, 1] |
 //!
+//! Version 3 ([`OBS_DIM_V3`] = 31) appends [`MEMORY_DIM`] = 8 features
+//! measured in seconds, so one policy serves any decision interval and
+//! window: `step_log` and `window_log` (the cadence itself, log1p(s) /
+//! log1p(60)), `queue_age_log` (log1p(queue-head age / mean deadline) /
+//! log1p(10): tasks already late when above log1p(1)), `plan_frac` (the
+//! causal [`crate::planner::Planner`]'s decision / `max_replicas`, also
+//! the target of the `mpc:xM` actions), `rate_peak_log` (peak window rate of
+//! the last [`LONG_MEMORY_S`] s), `rate_fast_slow_log` (ln of the ratio of
+//! 4 s and 60 s rate averages / ln 4), `rate_cv` (coefficient of variation
+//! of the window rates of the last 120 s: bursty regimes) and `startup_log`
+//! (the planner's start-up estimate, learned from the replicas seen
+//! starting).
+//!
 //! Why these: one 8 s window of a Poisson stream at 7.5 tasks/s has a ~13 %
 //! relative noise, and a replica takes 5 - 9 s to start, so a policy needs
 //! both a smoothed level (19, 20) to avoid chasing noise downwards and the
@@ -62,7 +75,10 @@
 //! version 2 is about the farm's own past signals, never about the episode's
 //! position.
 
+use std::collections::VecDeque;
+
 use crate::action::Estimates;
+use crate::planner::{MpcConfig, Planner};
 use crate::queueing::{DEFAULT_EPS, staffing_estimate};
 use crate::signals::Signals;
 
@@ -72,9 +88,9 @@ pub const OBS_VERSION: u32 = 1;
 pub const OBS_DIM: usize = 17;
 
 // Version 1 is the first OBS_DIM features of version 2 (one table).
-const NAMES: [&str; OBS_DIM] = prefix(NAMES_V2);
+const NAMES: [&str; OBS_DIM] = prefix(NAMES_ALL);
 
-const HIGH: [f32; OBS_DIM] = prefix(HIGH_V2);
+const HIGH: [f32; OBS_DIM] = prefix(HIGH_ALL);
 
 /// The first `N` entries of `all`.
 const fn prefix<T: Copy, const N: usize, const M: usize>(all: [T; M]) -> [T; N] {
@@ -115,13 +131,21 @@ fn log_ratio(x: f64, reference: f64) -> f64 {
 }
 
 /// The latest layout version [`Observer`] builds.
-pub const OBS_VERSION_LATEST: u32 = 2;
+pub const OBS_VERSION_LATEST: u32 = 3;
 /// Number of history features version 2 appends to version 1.
 pub const HISTORY_DIM: usize = 6;
 /// Number of features of version 2.
 pub const OBS_DIM_V2: usize = OBS_DIM + HISTORY_DIM;
+/// Number of memory features version 3 appends to version 2.
+pub const MEMORY_DIM: usize = 8;
+/// Number of features of version 3.
+pub const OBS_DIM_V3: usize = OBS_DIM_V2 + MEMORY_DIM;
 /// The longest observation of any version.
-pub const OBS_DIM_MAX: usize = OBS_DIM_V2;
+pub const OBS_DIM_MAX: usize = OBS_DIM_V3;
+/// How far back the long memory of version 3 looks, seconds.
+pub const LONG_MEMORY_S: f64 = 120.0;
+/// Time constants of the fast and slow arrival-rate averages of version 3, seconds.
+pub const RATE_TAU_S: (f64, f64) = (4.0, 60.0);
 /// Weight of the newest interval in the EWMA features of version 2: 0.5
 /// halves the variance of one window's Poisson noise (to a third) while
 /// following a step change within two intervals.
@@ -131,7 +155,7 @@ pub const EWMA_WEIGHT: f64 = 0.5;
 /// replica's start-up plus one interval.
 pub const PEAK_WINDOW: usize = 3;
 
-const NAMES_V2: [&str; OBS_DIM_V2] = [
+const NAMES_ALL: [&str; OBS_DIM_MAX] = [
     "backlog_log",
     "in_flight_frac",
     "arrival_rate_log",
@@ -155,16 +179,24 @@ const NAMES_V2: [&str; OBS_DIM_V2] = [
     "floor_ewma_frac",
     "floor_peak_frac",
     "desired_change_frac",
+    "step_log",
+    "window_log",
+    "queue_age_log",
+    "plan_frac",
+    "rate_peak_log",
+    "rate_fast_slow_log",
+    "rate_cv",
+    "startup_log",
 ];
 
-const LOW_V2: [f32; OBS_DIM_V2] = [
+const LOW_ALL: [f32; OBS_DIM_MAX] = [
     0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, -1.0,
-    0.0, 0.0, 0.0, -1.0,
+    0.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0, 0.0, 0.0, -1.0, 0.0, 0.0,
 ];
 
-const HIGH_V2: [f32; OBS_DIM_V2] = [
+const HIGH_ALL: [f32; OBS_DIM_MAX] = [
     2.0, 2.0, 2.0, 2.0, 1.5, 1.5, 1.5, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 2.0, 2.0, 1.0, 2.0, 1.0,
-    2.0, 2.0, 2.0, 1.0,
+    2.0, 2.0, 2.0, 1.0, 1.0, 1.0, 2.0, 1.0, 2.0, 1.0, 2.0, 1.0,
 ];
 
 /// Why an observation layout was refused.
@@ -172,7 +204,7 @@ const HIGH_V2: [f32; OBS_DIM_V2] = [
 pub enum ObservationError {
     /// No layout with this version exists in this build.
     #[error(
-        "observation layout v{version} is not known (this build has v1 and v{OBS_VERSION_LATEST})"
+        "observation layout v{version} is not known (this build has v1 to v{OBS_VERSION_LATEST})"
     )]
     UnknownVersion {
         /// The version asked for.
@@ -184,6 +216,7 @@ fn check_version(version: u32) -> Result<usize, ObservationError> {
     match version {
         1 => Ok(OBS_DIM),
         2 => Ok(OBS_DIM_V2),
+        3 => Ok(OBS_DIM_V3),
         _ => Err(ObservationError::UnknownVersion { version }),
     }
 }
@@ -195,23 +228,24 @@ pub fn dim_of(version: u32) -> Result<usize, ObservationError> {
 
 /// Feature names of layout `version`, in vector order.
 pub fn names_of(version: u32) -> Result<&'static [&'static str], ObservationError> {
-    Ok(&NAMES_V2[..check_version(version)?])
+    Ok(&NAMES_ALL[..check_version(version)?])
 }
 
 /// Lower bounds of layout `version`.
 pub fn low_of(version: u32) -> Result<&'static [f32], ObservationError> {
-    Ok(&LOW_V2[..check_version(version)?])
+    Ok(&LOW_ALL[..check_version(version)?])
 }
 
 /// Upper bounds of layout `version`.
 pub fn high_of(version: u32) -> Result<&'static [f32], ObservationError> {
-    Ok(&HIGH_V2[..check_version(version)?])
+    Ok(&HIGH_ALL[..check_version(version)?])
 }
 
 /// The normalisation description of layout `version` (ONNX metadata, `GetSpec`).
 pub fn normalisation_of(version: u32) -> Result<&'static str, ObservationError> {
     match check_version(version)? {
         OBS_DIM => Ok(normalisation()),
+        OBS_DIM_V3 => Ok(NORMALISATION_V3),
         _ => Ok(
             "farm-model observation v2: v1 (counts log1p(x)/log1p(ref) (backlog ref 1000, rates ref \
              100/s, redeliveries ref 100); replicas / max_replicas; times log1p(s)/log1p(60); \
@@ -223,6 +257,12 @@ pub fn normalisation_of(version: u32) -> Result<&'static str, ObservationError> 
         ),
     }
 }
+
+const NORMALISATION_V3: &str = "farm-model observation v3: v2 then memory in seconds: \
+     log1p(decision step s)/log1p(60), log1p(window s)/log1p(60), log1p(queue-head age / mean \
+     deadline)/log1p(10), planner decision / max_replicas, log1p(peak window rate of the last \
+     120 s)/log1p(100), ln((1+EWMA 4 s rate)/(1+EWMA 60 s rate))/ln(4), CV of the window rates of \
+     the last 120 s, log1p(estimated start-up s)/log1p(60); clamped to [low, high]";
 
 /// One observation of any version: a fixed-capacity vector (no allocation
 /// per step) that reads as a slice of its version's length.
@@ -305,6 +345,90 @@ struct History {
 pub struct Observer {
     version: u32,
     history: Option<History>,
+    memory: Option<Memory>,
+}
+
+/// What version 3 remembers, measured in seconds so that it means the same
+/// at any decision interval.
+#[derive(Debug, Clone, PartialEq)]
+struct Memory {
+    /// Seconds observed since the reset (sum of the decision steps).
+    clock_s: f64,
+    /// The causal planner, fed every interval (its decision is feature 26
+    /// and the target of the `mpc:xM` actions).
+    planner: Planner,
+    plan: Option<f64>,
+    /// (time, window arrival rate) of the last [`LONG_MEMORY_S`] seconds.
+    rates: VecDeque<(f64, f64)>,
+    fast: f64,
+    slow: f64,
+}
+
+impl Memory {
+    fn new() -> Memory {
+        Memory {
+            clock_s: 0.0,
+            planner: Planner::new(MpcConfig::default(), 0.0, 8.0),
+            plan: None,
+            rates: VecDeque::new(),
+            fast: 0.0,
+            slow: 0.0,
+        }
+    }
+
+    /// Advance by one interval; the raw memory features of layout 3.
+    fn advance(&mut self, s: &Signals) -> [f64; MEMORY_DIM] {
+        let step = s.step().max(0.0);
+        let first = self.rates.is_empty();
+        self.clock_s += step;
+        let t = self.clock_s;
+        let lo = s.min_replicas.max(0.0) as u32;
+        let hi = (s.max_replicas.max(1.0) as u32).max(lo);
+        let plan = self.planner.decide(t, s, lo, hi);
+        self.plan = Some(f64::from(plan));
+        let rate = s.arrival_rate().max(0.0);
+        let rate = if rate.is_finite() { rate } else { 0.0 };
+        let blend = |old: f64, tau: f64| {
+            if first {
+                rate
+            } else {
+                let a = 1.0 - (-step / tau).exp();
+                a * rate + (1.0 - a) * old
+            }
+        };
+        self.fast = blend(self.fast, RATE_TAU_S.0);
+        self.slow = blend(self.slow, RATE_TAU_S.1);
+        self.rates.push_back((t, rate));
+        while self
+            .rates
+            .front()
+            .is_some_and(|&(t0, _)| t0 < t - LONG_MEMORY_S - 1e-9)
+        {
+            self.rates.pop_front();
+        }
+        let n = self.rates.len() as f64;
+        let mean = self.rates.iter().map(|r| r.1).sum::<f64>() / n;
+        let peak = self.rates.iter().map(|r| r.1).fold(0.0, f64::max);
+        let var = self.rates.iter().map(|r| (r.1 - mean).powi(2)).sum::<f64>() / n;
+        let cv = if mean > 0.0 { var.sqrt() / mean } else { 0.0 };
+        let deadline = s
+            .deadline_mean_s
+            .or(s.deadline_min_s)
+            .or(s.service_mean_s)
+            .filter(|d| *d > 0.0)
+            .unwrap_or(1.0);
+        let max_r = s.max_replicas.max(1.0);
+        [
+            log_ratio(step, 60.0),
+            log_ratio(s.interval_s, 60.0),
+            (s.oldest_age_s.max(0.0) / deadline).ln_1p() / 10f64.ln_1p(),
+            f64::from(plan) / max_r,
+            log_ratio(peak, 100.0),
+            ((1.0 + self.fast) / (1.0 + self.slow)).ln() / 4f64.ln(),
+            cv,
+            log_ratio(self.planner.startup_estimate(), 60.0),
+        ]
+    }
 }
 
 impl Observer {
@@ -314,6 +438,7 @@ impl Observer {
         Ok(Observer {
             version,
             history: None,
+            memory: (version >= 3).then(Memory::new),
         })
     }
 
@@ -322,6 +447,7 @@ impl Observer {
         Observer {
             version: 1,
             history: None,
+            memory: None,
         }
     }
 
@@ -332,16 +458,15 @@ impl Observer {
 
     /// Number of features per observation.
     pub fn dim(&self) -> usize {
-        if self.version == 1 {
-            OBS_DIM
-        } else {
-            OBS_DIM_V2
-        }
+        check_version(self.version).unwrap_or(OBS_DIM)
     }
 
     /// Forget the history (a new episode, or a farm whose policy changed).
     pub fn reset(&mut self) {
         self.history = None;
+        if let Some(m) = self.memory.as_mut() {
+            *m = Memory::new();
+        }
     }
 
     /// The staffing estimates remembered so far (replicas): the EWMA and
@@ -350,13 +475,18 @@ impl Observer {
     /// version (v1 observations do not show them) because the `smoothed:xM`
     /// and `peak:xM` actions ([`crate::action::Action`]) follow them.
     pub fn estimates(&self) -> Estimates {
+        let plan = self.memory.as_ref().and_then(|m| m.plan);
         match &self.history {
             Some(h) => Estimates {
+                plan,
                 smoothed: h.floor_ewma,
                 peak: (h.floors_len > 0)
                     .then(|| h.floors[..h.floors_len].iter().copied().fold(0.0, f64::max)),
             },
-            None => Estimates::default(),
+            None => Estimates {
+                plan,
+                ..Estimates::default()
+            },
         }
     }
 
@@ -375,11 +505,22 @@ impl Observer {
         for (i, r) in history.iter().enumerate() {
             let k = OBS_DIM + i;
             let v = if r.is_finite() { *r as f32 } else { 0.0 };
-            values[k] = v.clamp(LOW_V2[k], HIGH_V2[k]);
+            values[k] = v.clamp(LOW_ALL[k], HIGH_ALL[k]);
+        }
+        let Some(memory) = self.memory.as_mut() else {
+            return Obs {
+                values,
+                len: OBS_DIM_V2,
+            };
+        };
+        for (i, r) in memory.advance(s).iter().enumerate() {
+            let k = OBS_DIM_V2 + i;
+            let v = if r.is_finite() { *r as f32 } else { 0.0 };
+            values[k] = v.clamp(LOW_ALL[k], HIGH_ALL[k]);
         }
         Obs {
             values,
-            len: OBS_DIM_V2,
+            len: OBS_DIM_V3,
         }
     }
 
@@ -565,7 +706,7 @@ mod tests {
 
     #[test]
     fn unknown_versions_are_refused() {
-        for v in [0, 3, 17] {
+        for v in [0, 4, 17] {
             assert_eq!(
                 Observer::new(v),
                 Err(ObservationError::UnknownVersion { version: v })
@@ -656,6 +797,58 @@ mod tests {
         }
         let x = o.observe(&low_load);
         assert!((f64::from(x[21]) - base).abs() < 1e-5);
+    }
+
+    #[test]
+    fn v3_memory_by_hand() {
+        let mut o = Observer::new(3).unwrap();
+        let n = names_of(3).unwrap();
+        assert_eq!(n.len(), OBS_DIM_V3);
+        assert_eq!(&n[..OBS_DIM_V2], names_of(2).unwrap());
+        let mut s = busy_window();
+        s.interval_s = 8.0;
+        s.step_s = 2.0;
+        s.oldest_age_s = 3.0;
+        let first = s.clone();
+        let a = o.observe(&s);
+        assert_eq!(a.len(), OBS_DIM_V3);
+        let mut v2 = Observer::new(2).unwrap();
+        assert_eq!(&a[..OBS_DIM_V2], &v2.observe(&s)[..]);
+        let close = |x: f32, y: f64| (f64::from(x) - y).abs() < 1e-5;
+        assert!(close(a[23], 3f64.ln() / 61f64.ln()));
+        assert!(close(a[24], 9f64.ln() / 61f64.ln()));
+        // Age 3 s against a mean deadline of 3 s: log1p(1) / log1p(10).
+        assert!(close(a[25], 2f64.ln() / 11f64.ln()));
+        let plan = o.estimates().plan.unwrap();
+        assert!(plan >= 8.0, "{plan}");
+        assert!(close(a[26], plan / 32.0));
+        // One sample: peak = the rate, no trend, no spread.
+        assert!(close(a[27], 8.5f64.ln() / 101f64.ln()));
+        assert!(close(a[28], 0.0) && close(a[29], 0.0));
+        // A burst: the peak remembers it, the fast average leads the slow one.
+        s.arrivals = 240.0;
+        let b = o.observe(&s);
+        assert!(close(b[27], 31f64.ln() / 101f64.ln()));
+        assert!(b[28] > 0.0 && b[29] > 0.5);
+        // The plan follows the burst; reset forgets it.
+        assert!(o.estimates().plan.unwrap() > plan);
+        o.reset();
+        assert_eq!(o.observe(&first), a);
+    }
+
+    #[test]
+    fn v3_always_within_bounds() {
+        let mut o = Observer::new(3).unwrap();
+        let (lo, hi) = (low_of(3).unwrap(), high_of(3).unwrap());
+        let mut s = busy_window();
+        for (arrivals, age) in [(0.0, 0.0), (1e9, 1e9), (0.0, f64::NAN), (f64::NAN, 5.0)] {
+            s.arrivals = arrivals;
+            s.oldest_age_s = age;
+            let x = o.observe(&s);
+            for (i, v) in x.iter().enumerate() {
+                assert!(*v >= lo[i] && *v <= hi[i], "{i}: {v}");
+            }
+        }
     }
 
     #[test]

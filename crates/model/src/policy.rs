@@ -14,7 +14,6 @@
 //! interval (Knative's 6 s panic window against an 8 s interval) the policy
 //! documents how it approximates it from one `Signals` per interval.
 
-mod estimate;
 mod fixed;
 mod hpa;
 mod keda;
@@ -24,11 +23,12 @@ mod openfaas;
 mod reactive;
 mod staffing;
 
+pub use crate::planner::MpcConfig;
 pub use fixed::Fixed;
 pub use hpa::{Hpa, HpaBehavior, HpaConfig};
 pub use keda::{Keda, KedaConfig};
 pub use kpa::{Kpa, KpaConfig};
-pub use mpc::{Mpc, MpcConfig};
+pub use mpc::Mpc;
 pub use openfaas::{OpenFaasCe, OpenFaasCeConfig, OpenFaasProQueue, OpenFaasProQueueConfig};
 pub use reactive::{Reactive, ReactiveConfig, ReactiveVariant};
 pub use staffing::{Staffing, StaffingConfig};

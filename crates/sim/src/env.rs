@@ -118,7 +118,14 @@ impl Env {
         self
     }
 
-    /// The observation layout version of this environment.
+    /// Signals over a sliding window of `window_s` seconds
+    /// ([`SimOptions::window_s`]; `None` = the decision interval).
+    pub fn with_window(mut self, window_s: Option<f64>) -> Env {
+        self.opts.window_s = window_s;
+        self
+    }
+
+    /// The observation layout version.
     pub fn obs_version(&self) -> u32 {
         self.observer.version()
     }

@@ -30,8 +30,8 @@
 //! (plus one replica per queued task up to the load it can see, if nothing
 //! is ready).
 
-use super::estimate::{RecentMax, ServiceEstimate};
 use super::{Decision, Policy, bounds, clamp_ceil, current};
+use crate::estimate::{RecentMax, ServiceEstimate};
 use crate::queueing::min_servers_for_slack;
 use crate::scenario::Platform;
 use crate::signals::Signals;

@@ -1,5 +1,5 @@
-//! Smoothed measurements and the scale-down hold shared by the queueing
-//! policies (`queueing`, `mpc`).
+//! Smoothed measurements and the scale-down hold that the queueing-model
+//! policies share (`queueing`, `mpc` and the planner behind it).
 
 use std::collections::VecDeque;
 
@@ -8,7 +8,7 @@ use crate::signals::Signals;
 
 /// EWMA with weight `w` on the new sample, keeping the last known value
 /// through windows without one.
-pub(crate) fn ewma(old: Option<f64>, new: Option<f64>, w: f64) -> Option<f64> {
+pub fn ewma(old: Option<f64>, new: Option<f64>, w: f64) -> Option<f64> {
     match (old, new) {
         (Some(o), Some(n)) => Some(w * n + (1.0 - w) * o),
         (None, n) => n,
@@ -18,16 +18,16 @@ pub(crate) fn ewma(old: Option<f64>, new: Option<f64>, w: f64) -> Option<f64> {
 
 /// Smoothed service mean, `Cs^2` (from the service p95) and mean waiting
 /// budget (deadline - service).
-#[derive(Debug, Clone, Default)]
-pub(crate) struct ServiceEstimate {
-    pub(crate) mean: Option<f64>,
-    pub(crate) cs2: Option<f64>,
-    pub(crate) slack: Option<f64>,
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ServiceEstimate {
+    pub mean: Option<f64>,
+    pub cs2: Option<f64>,
+    pub slack: Option<f64>,
 }
 
 impl ServiceEstimate {
     /// Fold in one window's measurements with weight `w`.
-    pub(crate) fn update(&mut self, s: &Signals, w: f64) {
+    pub fn update(&mut self, s: &Signals, w: f64) {
         let mean_now = s.service_mean_s.filter(|v| *v > 0.0);
         self.mean = ewma(self.mean, mean_now, w);
         let cs2_now = match (mean_now, s.service_p95_s) {
@@ -40,14 +40,14 @@ impl ServiceEstimate {
 }
 
 /// Scale-down stabilisation: the largest target of the last few seconds.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct RecentMax {
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RecentMax {
     history: VecDeque<(f64, u32)>,
 }
 
 impl RecentMax {
     /// Record `raw` at `now_s`; the largest target within `window_s`.
-    pub(crate) fn push(&mut self, now_s: f64, raw: u32, window_s: f64) -> u32 {
+    pub fn push(&mut self, now_s: f64, raw: u32, window_s: f64) -> u32 {
         self.history.push_back((now_s, raw));
         while let Some(&(t, _)) = self.history.front() {
             if t < now_s - window_s - 1e-9 {
@@ -60,7 +60,7 @@ impl RecentMax {
     }
 
     /// Forget every target.
-    pub(crate) fn clear(&mut self) {
+    pub fn clear(&mut self) {
         self.history.clear();
     }
 }
