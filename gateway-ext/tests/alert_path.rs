@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{Gateway, Local, config, eventually, workspace_root};
-use farm_model::policy::{OpenFaasCe, OpenFaasCeConfig};
+use farm_policy::baselines::{OpenFaasCe, OpenFaasCeConfig};
 use farm_proto::control::farm_control_client::FarmControlClient;
 use farm_proto::control::{Decision, WatchRequest};
 use farm_runtime::names::FarmNames;
@@ -604,5 +604,5 @@ async fn alertmanager_alert_makes_the_policy_decide_and_replicas_change() {
 
 /// The platform the CE reference step is computed for: this farm's bounds.
 fn policy_platform() -> farm_model::scenario::Platform {
-    gateway_ext::policy::platform(Duration::from_secs(600), MIN, MAX, None)
+    farm_policy::platform(Duration::from_secs(600), MIN, MAX, None)
 }

@@ -24,7 +24,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use farm_model::policy;
 use farm_model::scenario::{Dist, Platform, Scenario, TaskSpec, Workload};
 
 use crate::compare::{CalibrationFile, Measured};
@@ -201,7 +200,7 @@ async fn measure(a: &CalibrateArgs, st: &FarmState, stack: &Stack) -> Result<Fig
         slice_ms: 25,
         live_signals: run::LiveSignals::Interval,
     };
-    let pol = policy::builtin("fixed:2", &scenario.platform)?;
+    let pol = farm_policy::builtin("fixed:2", &scenario.platform)?;
     let task = run::drive(
         &run_args, st, stack, &farm, &scenario, &workload, "fixed:2", pol,
     )

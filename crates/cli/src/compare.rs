@@ -55,7 +55,7 @@
 //! lost. The simulated runs end `--drain-timeout x speedup` scenario
 //! seconds after the arrival window, as the live one does.
 //!
-//! Policies are built-in names (`farm_model::policy::builtin_names`) or
+//! Policies are built-in names (`farm_policy::builtin_names`) or
 //! `onnx:<model.onnx>`; ONNX Runtime is found through `ORT_DYLIB_PATH`, else
 //! in the repository's `.venv` ([`ort_library`]). A missing model file is
 //! skipped with a message, not an error, so the default policy list works
@@ -66,16 +66,14 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, anyhow, bail};
 use clap::Args;
-use farm_model::action::ActionSpace;
-use farm_model::observation::Observer;
-use farm_model::policy::{self, Decision, Policy, PolicyError};
 use farm_model::scenario::{DelaySequence, Dist, Platform, Scenario, Workload};
 use farm_model::signals::Signals;
+use farm_policy::learned::OnnxPolicy;
+use farm_policy::onnx::OnnxError;
+use farm_policy::{Decision, Policy, PolicyError};
 use farm_sim::{RunMetrics, SimOptions, simulate_workload, simulate_workload_replay};
-use gateway_ext::onnx::{OnnxError, OnnxModel};
 use plotters::prelude::*;
 use serde::{Deserialize, Serialize};
-use tracing::warn;
 
 use crate::local::{self, DownArgs, FarmState, GatewayMode, UpArgs};
 use crate::run::{self, Accounting, LiveSignals, RunArgs, Tick};
@@ -229,73 +227,20 @@ fn find_in_venv(venv: &Path) -> Option<PathBuf> {
     })
 }
 
-/// An ONNX policy (gateway-ext's loader and validation) as a farm-model
-/// [`Policy`], so the simulator and farmctl's live loop run the very same
-/// decision code: observation vector -> greedy action -> action space.
-pub struct OnnxPolicy {
-    name: String,
-    model: OnnxModel,
-    actions: ActionSpace,
-    errors: u64,
-    /// The model's observation layout; one policy value drives one run, so
-    /// its history (layout 2) is that run's.
-    observer: Observer,
-}
-
-impl OnnxPolicy {
-    /// Loads and validates `path`; `spec` is the name the policy reports.
-    pub fn load(spec: &str, path: &Path) -> Result<OnnxPolicy, PolicySpecError> {
-        if !path.is_file() {
-            return Err(PolicySpecError::ModelMissing(path.to_path_buf()));
-        }
-        let lib = ort_library()?;
-        let model = OnnxModel::load(Some(&lib), path)?;
-        let actions = model.actions().clone();
-        // The loader accepted the version, so the observer exists for it.
-        let observer = Observer::new(model.obs_version()).unwrap_or_else(|_| Observer::v1());
-        Ok(OnnxPolicy {
-            name: spec.to_string(),
-            model,
-            actions,
-            errors: 0,
-            observer,
-        })
-    }
-}
-
-impl Policy for OnnxPolicy {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    fn reset(&mut self) {
-        self.observer.reset();
-    }
-
-    fn decide(&mut self, _now_s: f64, s: &Signals) -> Decision {
-        match self.model.infer(&self.observer.observe(s)) {
-            Ok(inf) => Decision {
-                desired: self
-                    .actions
-                    .apply_with(inf.action, s, &self.observer.estimates()),
-                action: Some(inf.action),
-            },
-            Err(e) => {
-                // Holding is the safe choice; the count shows in the logs.
-                self.errors += 1;
-                warn!(policy = %self.name, error = %e, errors = self.errors, "inference failed; holding");
-                Decision::to(s.replicas_desired.max(0.0).round() as u32)
-            }
-        }
-    }
-}
-
-/// A policy by name: a built-in of farm-model or `onnx:<path>`.
+/// A policy by name: a built-in of farm-policy or `onnx:<path>` (the model
+/// file is checked before ONNX Runtime is looked for).
 pub fn make_policy(spec: &str, platform: &Platform) -> Result<Box<dyn Policy>, PolicySpecError> {
     let spec = spec.trim();
     match spec.strip_prefix("onnx:") {
-        Some(path) => Ok(Box::new(OnnxPolicy::load(spec, Path::new(path))?)),
-        None => Ok(policy::builtin(spec, platform)?),
+        Some(path) => {
+            let path = Path::new(path);
+            if !path.is_file() {
+                return Err(PolicySpecError::ModelMissing(path.to_path_buf()));
+            }
+            let lib = ort_library()?;
+            Ok(Box::new(OnnxPolicy::load(spec, Some(&lib), path)?))
+        }
+        None => Ok(farm_policy::builtin(spec, platform)?),
     }
 }
 

@@ -37,15 +37,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use clap::Args;
-use farm_model::policy;
 use farm_model::scenario::{Scenario, TaskSpec, Workload};
 use farm_model::signals::Signals;
+use farm_observe::{BuildContext, NatsObserver, Sample, SharedNats, SignalsBuilder};
 use farm_runtime::names::FarmNames;
 use farm_runtime::proto::TaskResult;
 use farm_sim::oracle::{self, DEFAULT_TARGET_QOS};
 use farm_sim::{RunMetrics, TimelinePoint};
 use futures::StreamExt;
-use gateway_ext::observe::{BuildContext, NatsObserver, Sample, SharedNats, SignalsBuilder};
 use prost::Message as _;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
@@ -229,7 +228,7 @@ enum Outcome {
 /// The work queue and the interval's results as read at a tick.
 struct QueueRead {
     /// The workers' consumer (backlog, in flight), if JetStream answered.
-    consumer: Option<gateway_ext::observe::ConsumerSample>,
+    consumer: Option<farm_observe::ConsumerSample>,
     /// When it was read: the midpoint of the request.
     at: Instant,
     /// Results collected since the previous tick.
@@ -529,7 +528,7 @@ pub(crate) async fn drive(
     scenario: &Scenario,
     workload: &Workload,
     policy_name: &str,
-    pol: Box<dyn policy::Policy>,
+    pol: Box<dyn farm_policy::Policy>,
 ) -> Result<Live> {
     let k = a.speedup;
     let platform = &scenario.platform;

@@ -20,7 +20,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
-use farm_model::policy;
 use farm_model::scenario::Scenario;
 use farm_sim::oracle::{self, DEFAULT_TARGET_QOS};
 use farm_sim::{RunMetrics, SimOptions, simulate_workload};
@@ -348,7 +347,7 @@ fn compare(a: CompareArgs) -> Result<()> {
         a.scenarios.clone()
     };
     let policies: Vec<String> = if a.policies.is_empty() {
-        policy::builtin_names()
+        farm_policy::builtin_names()
             .iter()
             .map(|s| s.to_string())
             .chain([ORACLE.to_string()])

@@ -48,7 +48,7 @@ pub fn python() -> PathBuf {
 /// `y = x @ W + b` with `W` zero (so `y` is the bias), input
 /// `[batch, in_dim]`, output `[batch, actions.len()]` (bias given as JSON,
 /// `NaN` allowed), and the rust-farm
-/// metadata (see gateway_ext::onnx).
+/// metadata (see farm_policy::onnx).
 pub fn write_linear_model(path: &Path, in_dim: usize, actions: &[&str], bias_json: &str) {
     let names: Vec<&str> = farm_model::observation::names().to_vec();
     let meta = serde_json::json!({

@@ -2,9 +2,9 @@
 //! sequences equal values computed by hand from its formula (the arithmetic
 //! is in the comments).
 
-use farm_model::policy::{Policy, builtin};
 use farm_model::scenario::{Platform, Scenario};
 use farm_model::signals::Signals;
+use farm_policy::{Policy, builtin};
 
 fn platform() -> Platform {
     // 1..32 replicas, 8 s interval, start-up Uniform(5, 9) (mean 7 s).
@@ -62,7 +62,7 @@ fn reactive_average() {
     };
     assert_eq!(
         p.decide(24.0, &s),
-        farm_model::policy::Decision {
+        farm_policy::Decision {
             desired: 3,
             action: Some(0)
         }

@@ -2,8 +2,8 @@
 //! queue-based mode.
 
 use super::{Decision, Policy, bounds, clamp_ceil, current};
-use crate::scenario::Platform;
-use crate::signals::Signals;
+use farm_model::scenario::Platform;
+use farm_model::signals::Signals;
 
 /// Knobs of the CE rule (OpenFaaS defaults).
 #[derive(Debug, Clone, PartialEq)]

@@ -1,10 +1,14 @@
-//! Observing a live farm: JetStream consumer info of the `workers`
-//! consumer, the collector's latest `MetricsSnapshot`, and replica counts
-//! from the provider, turned into farm-model [`Signals`].
+//! `farm-observe`: observing a live farm: JetStream consumer info of the
+//! `workers` consumer, the collector's latest `MetricsSnapshot`, and replica
+//! counts from the provider, turned into farm-model [`Signals`]. Both live
+//! hosts run it: gateway-ext's control loop and farmctl's live loop
+//! (`farmctl run` / `compare`), so a policy sees the same signals in both.
 //!
 //! [`SignalsBuilder`] is the pure part (counter deltas between ticks, and
 //! the interval window from the collector's cumulative sums, see
 //! [`crate::interval`]); [`NatsObserver`] the I/O part.
+
+pub mod interval;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

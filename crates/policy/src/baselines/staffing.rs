@@ -33,9 +33,9 @@
 use std::collections::VecDeque;
 
 use super::{Decision, Policy, bounds, clamp_ceil, current};
-use crate::queueing::{cs2_from_p95, min_servers_for_slack};
-use crate::scenario::Platform;
-use crate::signals::Signals;
+use farm_model::queueing::{cs2_from_p95, min_servers_for_slack};
+use farm_model::scenario::Platform;
+use farm_model::signals::Signals;
 
 /// Knobs of the queueing policy.
 #[derive(Debug, Clone, PartialEq)]

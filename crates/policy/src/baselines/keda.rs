@@ -16,8 +16,8 @@
 
 use super::hpa::{BehaviorState, HpaBehavior};
 use super::{Decision, Policy, bounds, current};
-use crate::scenario::Platform;
-use crate::signals::Signals;
+use farm_model::scenario::Platform;
+use farm_model::signals::Signals;
 
 /// Knobs of the KEDA baseline.
 #[derive(Debug, Clone, PartialEq)]

@@ -1,10 +1,10 @@
-//! The [`Policy`] trait and the built-in baseline policies.
+//! The built-in baseline policies.
 //!
-//! A policy maps the signals of the last interval to a desired replica count.
 //! Built-ins (reactive rules from the reference paper, OpenFaaS CE, HPA, KEDA,
-//! Knative KPA, OpenFaaS Pro queue mode, fixed, queueing-theory) implement it
-//! directly; a learned policy implements it by building the observation
-//! vector, choosing a discrete action and applying the action space.
+//! Knative KPA, OpenFaaS Pro queue mode, fixed, queueing-theory) implement
+//! [`Policy`] directly; a learned policy (`crate::learned`) implements it
+//! by building the observation vector, choosing a discrete action and
+//! applying the action space.
 //!
 //! Get one by name with [`builtin`]; [`builtin_names`] lists the names.
 //! Every built-in reads only [`Signals`] and the [`Platform`] it was built
@@ -29,49 +29,10 @@ pub use openfaas::{OpenFaasCe, OpenFaasCeConfig, OpenFaasProQueue, OpenFaasProQu
 pub use reactive::{Reactive, ReactiveConfig, ReactiveVariant};
 pub use staffing::{Staffing, StaffingConfig};
 
-use crate::scenario::Platform;
-use crate::signals::Signals;
+use farm_model::scenario::Platform;
+use farm_model::signals::Signals;
 
-/// What a policy decided at one control tick.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Decision {
-    /// Replicas wanted, before the shield clamps it.
-    pub desired: u32,
-    /// Index into the action space for policies that choose discrete actions.
-    pub action: Option<usize>,
-}
-
-impl Decision {
-    /// A decision with no discrete action attached.
-    pub fn to(desired: u32) -> Self {
-        Decision {
-            desired,
-            action: None,
-        }
-    }
-}
-
-/// Sizes a farm's worker pool once per control interval.
-///
-/// Implementations hold their own state (stabilisation windows, panic mode,
-/// eligibility traces); [`Policy::reset`] clears it between episodes. They
-/// must be deterministic given the same sequence of signals.
-pub trait Policy: Send {
-    /// Stable name, e.g. `"hpa"`, `"reactive-average"`.
-    fn name(&self) -> &str;
-    /// Forget all state, as at the start of an episode.
-    fn reset(&mut self) {}
-    /// Decide the desired replica count from the signals of the last
-    /// interval. `now_s` is the controller's logical time in seconds, for
-    /// policies with time windows.
-    fn decide(&mut self, now_s: f64, signals: &Signals) -> Decision;
-    /// An out-of-band event such as an Alertmanager alert (`firing` true or
-    /// false). Returns a decision to apply at once, or `None` to wait for the
-    /// next tick. Only alert-driven policies (OpenFaaS CE) act on it.
-    fn on_alert(&mut self, _now_s: f64, _firing: bool, _signals: &Signals) -> Option<Decision> {
-        None
-    }
-}
+use crate::{Decision, Policy};
 
 /// Why a policy could not be built.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -173,7 +134,7 @@ pub(crate) fn current(s: &Signals) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::scenario::Scenario;
+    use farm_model::scenario::Scenario;
 
     #[test]
     fn every_listed_name_builds_and_reports_its_name() {

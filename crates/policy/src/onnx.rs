@@ -178,7 +178,7 @@ pub fn init_runtime(path: Option<&Path>) -> Result<&'static Environment, OnnxErr
             message: e.to_string(),
         })?;
         builder
-            .with_name("gateway-ext")
+            .with_name("rust-farm")
             .build()
             .map_err(|e| OnnxError::Runtime {
                 path: path.to_owned(),
@@ -304,7 +304,7 @@ impl OnnxModel {
             return Err(bad(
                 META_FORMAT,
                 &format,
-                format!("this gateway-ext reads format {FORMAT_VERSION}"),
+                format!("this build reads format {FORMAT_VERSION}"),
             ));
         }
         let v = get(META_OBS_VERSION)?;

@@ -27,8 +27,8 @@
 use std::collections::VecDeque;
 
 use super::{Decision, Policy, bounds};
-use crate::scenario::Platform;
-use crate::signals::Signals;
+use farm_model::scenario::Platform;
+use farm_model::signals::Signals;
 
 /// Knobs of the KPA baseline (Knative defaults).
 #[derive(Debug, Clone, PartialEq)]

@@ -25,8 +25,8 @@
 use std::collections::VecDeque;
 
 use super::{Decision, Policy, bounds, current};
-use crate::scenario::Platform;
-use crate::signals::Signals;
+use farm_model::scenario::Platform;
+use farm_model::signals::Signals;
 
 /// HPA `behavior` (defaults of autoscaling/v2).
 #[derive(Debug, Clone, PartialEq)]

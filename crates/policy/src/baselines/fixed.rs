@@ -1,8 +1,8 @@
 //! A fixed pool size: the cost/QoS reference point for a static farm.
 
 use super::{Decision, Policy, bounds};
-use crate::scenario::Platform;
-use crate::signals::Signals;
+use farm_model::scenario::Platform;
+use farm_model::signals::Signals;
 
 /// Always asks for the same number of replicas (clamped to the bounds).
 #[derive(Debug, Clone)]

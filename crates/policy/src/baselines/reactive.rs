@@ -19,8 +19,8 @@
 //! 0 s, floored at 0.1 s as the reference does.
 
 use super::{Decision, Policy, bounds, current};
-use crate::scenario::Platform;
-use crate::signals::Signals;
+use farm_model::scenario::Platform;
+use farm_model::signals::Signals;
 
 /// Which service-time estimate the rule uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
