@@ -68,17 +68,19 @@ use anyhow::{Context, Result, anyhow, bail};
 use clap::Args;
 use farm_model::scenario::{DelaySequence, Dist, Platform, Scenario, Workload};
 use farm_model::signals::Signals;
-use farm_policy::learned::OnnxPolicy;
-use farm_policy::onnx::OnnxError;
-use farm_policy::{Decision, Policy, PolicyError};
+use farm_policy::{Decision, Policy};
 use farm_sim::{RunMetrics, SimOptions, simulate_workload, simulate_workload_replay};
 use plotters::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use crate::calibrate::{Measured, load_calibration};
 use crate::local::{self, DownArgs, FarmState, GatewayMode, UpArgs};
 use crate::run::{self, Accounting, LiveSignals, RunArgs, Tick};
-use crate::stack::Stack;
-use crate::{plot, sim};
+use crate::shared::output::{file_safe, write_json};
+use crate::shared::plot;
+use crate::shared::policy::{PolicySpecError, make_policy};
+use crate::shared::scenario::load_scenario;
+use crate::shared::stack::Stack;
 
 /// Target fidelity: live QoS within this many points of the simulator's.
 pub const QOS_TOLERANCE_PTS: f64 = 3.0;
@@ -151,163 +153,7 @@ impl Driver {
     }
 }
 
-// ---------------------------------------------------------------- policies
-
-/// Why a policy named on the command line cannot be built.
-#[derive(Debug, thiserror::Error)]
-pub enum PolicySpecError {
-    /// A built-in name is unknown or malformed.
-    #[error(transparent)]
-    Builtin(#[from] PolicyError),
-    /// `onnx:` names a file that does not exist.
-    #[error("ONNX model {0} does not exist (train one with gym/, or drop it from --policies)")]
-    ModelMissing(PathBuf),
-    /// No ONNX Runtime shared library was found.
-    #[error(
-        "ONNX Runtime not found: set ORT_DYLIB_PATH to libonnxruntime.so, or run scripts/setup.sh (installs onnxruntime into .venv; searched {searched})"
-    )]
-    RuntimeNotFound {
-        /// Where it was looked for.
-        searched: String,
-    },
-    /// The model or the runtime failed to load.
-    #[error(transparent)]
-    Onnx(#[from] OnnxError),
-}
-
-/// The ONNX Runtime library: `ORT_DYLIB_PATH` when set, else
-/// `.venv/lib/python3*/site-packages/onnxruntime/capi/libonnxruntime.so*`
-/// under the current directory, the farmctl executable or one of their
-/// ancestors (the repository's venv made by scripts/setup.sh).
-pub fn ort_library() -> Result<PathBuf, PolicySpecError> {
-    if let Some(p) = std::env::var_os("ORT_DYLIB_PATH") {
-        return Ok(PathBuf::from(p));
-    }
-    let mut roots: Vec<PathBuf> = Vec::new();
-    if let Ok(cwd) = std::env::current_dir() {
-        roots.extend(cwd.ancestors().map(Path::to_path_buf));
-    }
-    if let Ok(exe) = std::env::current_exe() {
-        roots.extend(exe.ancestors().skip(1).map(Path::to_path_buf));
-    }
-    roots.dedup();
-    for root in &roots {
-        if let Some(lib) = find_in_venv(&root.join(".venv")) {
-            return Ok(lib);
-        }
-    }
-    Err(PolicySpecError::RuntimeNotFound {
-        searched: "ORT_DYLIB_PATH and .venv/ above the current directory and farmctl".into(),
-    })
-}
-
-fn find_in_venv(venv: &Path) -> Option<PathBuf> {
-    let lib = venv.join("lib");
-    let mut pythons: Vec<PathBuf> = std::fs::read_dir(&lib)
-        .ok()?
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().starts_with("python3"))
-        .map(|e| e.path())
-        .collect();
-    pythons.sort();
-    pythons.into_iter().rev().find_map(|py| {
-        let capi = py.join("site-packages/onnxruntime/capi");
-        let mut libs: Vec<PathBuf> = std::fs::read_dir(&capi)
-            .ok()?
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| {
-                p.file_name()
-                    .is_some_and(|n| n.to_string_lossy().starts_with("libonnxruntime.so"))
-            })
-            .collect();
-        // The versioned file (libonnxruntime.so.1.31.1) sorts last.
-        libs.sort();
-        libs.pop()
-    })
-}
-
-/// A policy by name: a built-in of farm-policy or `onnx:<path>` (the model
-/// file is checked before ONNX Runtime is looked for).
-pub fn make_policy(spec: &str, platform: &Platform) -> Result<Box<dyn Policy>, PolicySpecError> {
-    let spec = spec.trim();
-    match spec.strip_prefix("onnx:") {
-        Some(path) => {
-            let path = Path::new(path);
-            if !path.is_file() {
-                return Err(PolicySpecError::ModelMissing(path.to_path_buf()));
-            }
-            let lib = ort_library()?;
-            Ok(Box::new(OnnxPolicy::load(spec, Some(&lib), path)?))
-        }
-        None => Ok(farm_policy::builtin(spec, platform)?),
-    }
-}
-
 // ---------------------------------------------------------------- calibration
-
-/// What the live local platform does, in real (wall-clock) seconds; written
-/// by `farmctl calibrate`, read by `farmctl compare`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Measured {
-    /// Scale call -> the new replica answers its health check (no emulated delay), mean.
-    pub start_s: f64,
-    /// Scale-down call -> the replica is gone (an idle worker draining), mean.
-    pub drain_s: f64,
-    /// `POST /system/scale-function` round trip, median.
-    pub scale_call_s: f64,
-    /// End-to-end latency of a zero-work task through emitter, JetStream,
-    /// worker and collector, median.
-    pub task_overhead_s: f64,
-    /// Where the figures come from.
-    #[serde(default)]
-    pub source: String,
-}
-
-impl Default for Measured {
-    /// Measured with `farmctl calibrate` on the 2-core development machine
-    /// with a debug farmctl, dev-profile functions and the 5 ms start-up
-    /// probe `compare` uses (see BENCHMARKS.md, "Live vs simulated").
-    fn default() -> Self {
-        Measured {
-            start_s: 0.019,
-            drain_s: 0.004,
-            scale_call_s: 0.002,
-            task_overhead_s: 0.0007,
-            source: "built-in defaults (farmctl calibrate on the development machine)".into(),
-        }
-    }
-}
-
-/// A `farmctl calibrate` file: a `platform:` section in the scenario
-/// shape, and what was measured (farmctl's own key, not part of a scenario).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct CalibrationFile {
-    /// The live platform as a scenario `platform:` section.
-    pub platform: Platform,
-    /// The raw figures.
-    pub measured: Measured,
-}
-
-fn load_calibration(explicit: Option<&Path>) -> Result<Measured> {
-    let path = match explicit {
-        Some(p) => p.to_path_buf(),
-        None if Path::new("platform.yaml").is_file() => PathBuf::from("platform.yaml"),
-        None => return Ok(Measured::default()),
-    };
-    let text =
-        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    let f: CalibrationFile = serde_yaml::from_str(&text).with_context(|| {
-        format!(
-            "{}: not a `farmctl calibrate` file (platform: + measured:)",
-            path.display()
-        )
-    })?;
-    Ok(Measured {
-        source: path.display().to_string(),
-        ..f.measured
-    })
-}
 
 /// The provider's start-delay emulation for `d` compressed `k` times
 /// (`farm_local::StartDelay` syntax), and the distribution the simulator
@@ -925,19 +771,6 @@ fn timelines(path: &Path, title: &str, rows: &[Row]) -> Result<()> {
 
 // ---------------------------------------------------------------- run
 
-/// `p` as a file-name fragment.
-pub(crate) fn file_safe(p: &str) -> String {
-    p.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
-}
-
 /// Brings a farm down when dropped (also on errors half-way).
 struct Down(Option<PathBuf>);
 
@@ -1154,7 +987,7 @@ pub fn run(a: CompareArgs) -> Result<()> {
     if a.policies.is_empty() {
         bail!("--policies is empty");
     }
-    let scenario = sim::load_scenario(&a.scenario)?;
+    let scenario = load_scenario(&a.scenario)?;
     let seed = a.seed.unwrap_or(scenario.seed);
     let workload = scenario.generate(seed);
     if workload.tasks.is_empty() {
@@ -1373,7 +1206,7 @@ pub fn run(a: CompareArgs) -> Result<()> {
         rows,
     };
     let json = out.join("compare.json");
-    sim::write_json(&json, &report)?;
+    write_json(&json, &report)?;
     println!("json: {}", json.display());
     let png = out.join("compare.png");
     let title = format!("{} / seed {seed} / live x{k} vs simulated", scenario.name);
@@ -1459,20 +1292,6 @@ mod tests {
         assert_eq!(w2.tasks.len(), w.tasks.len());
         assert!((w2.tasks[0].service_s - w.tasks[0].service_s - 0.04).abs() < 1e-12);
         assert_eq!(w2.tasks[0].deadline_s, w.tasks[0].deadline_s);
-    }
-
-    #[test]
-    fn policy_specs_give_typed_errors() {
-        let p = Scenario::builtin("steady").unwrap().platform;
-        assert!(make_policy("queueing", &p).is_ok());
-        assert!(matches!(
-            make_policy("no-such-policy", &p),
-            Err(PolicySpecError::Builtin(PolicyError::Unknown(_)))
-        ));
-        assert!(matches!(
-            make_policy("onnx:/nonexistent/model.onnx", &p),
-            Err(PolicySpecError::ModelMissing(_))
-        ));
     }
 
     #[test]

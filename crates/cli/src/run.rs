@@ -51,8 +51,12 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::local::{FarmState, function_status};
-use crate::stack::Stack;
-use crate::{plot, sim};
+use crate::shared::output::write_json;
+use crate::shared::plot;
+use crate::shared::policy::make_policy;
+use crate::shared::scenario::load_scenario;
+use crate::shared::stack::{Farm, Stack};
+use crate::shared::summary::{self, Run, summarise, table};
 
 /// `farmctl run` arguments.
 #[derive(Debug, Args)]
@@ -305,7 +309,7 @@ struct Report<'a> {
     seed: u64,
     speedup: f64,
     accounting: &'a Accounting,
-    summary: &'a sim::Row,
+    summary: &'a summary::Row,
 }
 
 /// Run `farmctl run`.
@@ -325,7 +329,7 @@ pub fn run(a: RunArgs) -> Result<()> {
     let st = FarmState::load(&std::path::absolute(&a.state)?)?;
     let stack = Stack::load(&st.stack_file)?;
     let farm = stack.farm(a.farm.as_deref())?;
-    let scenario = sim::load_scenario(&a.scenario)?;
+    let scenario = load_scenario(&a.scenario)?;
     let policy_name = a
         .policy
         .clone()
@@ -340,7 +344,7 @@ pub fn run(a: RunArgs) -> Result<()> {
         })
         .unwrap_or_else(|| "reactive-average".to_string());
     // Fails early with the list of built-ins on a typo, or a clear ONNX error.
-    let pol = crate::compare::make_policy(&policy_name, &scenario.platform)?;
+    let pol = make_policy(&policy_name, &scenario.platform)?;
     let seed = a.seed.unwrap_or(scenario.seed);
     let workload = scenario.generate(seed);
     if workload.tasks.is_empty() {
@@ -380,18 +384,18 @@ pub fn run(a: RunArgs) -> Result<()> {
     let bound_at_qos =
         oracle::lower_bound_sharded(&workload, &scenario.platform, live.metrics.qos, 1)
             .replica_seconds;
-    let run = sim::Run {
+    let run = Run {
         seed,
         metrics: live.metrics.clone(),
         bound_target: bound,
         bound_at_qos,
     };
-    let row = sim::summarise(&scenario.name, &policy_name, vec![run], DEFAULT_TARGET_QOS);
+    let row = summarise(&scenario.name, &policy_name, vec![run], DEFAULT_TARGET_QOS);
     println!(
         "live run, {} controlled, speedup {k} (figures in scenario seconds):",
         live.controller
     );
-    print!("{}", sim::table(std::slice::from_ref(&row), false));
+    print!("{}", table(std::slice::from_ref(&row), false));
     let json_path = a.out.with_extension("json");
     let png_path = a.out.with_extension("png");
     if let Some(dir) = json_path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -406,7 +410,7 @@ pub fn run(a: RunArgs) -> Result<()> {
         accounting: acc,
         summary: &row,
     };
-    sim::write_json(&json_path, &report)?;
+    write_json(&json_path, &report)?;
     println!("json: {}", json_path.display());
     let title = format!(
         "{} / {} / seed {seed} / live x{k}",
@@ -524,7 +528,7 @@ pub(crate) async fn drive(
     a: &RunArgs,
     st: &FarmState,
     stack: &Stack,
-    farm: &crate::stack::Farm,
+    farm: &Farm,
     scenario: &Scenario,
     workload: &Workload,
     policy_name: &str,
