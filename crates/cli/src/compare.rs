@@ -76,10 +76,11 @@ use serde::{Deserialize, Serialize};
 use crate::calibrate::{Measured, load_calibration};
 use crate::local::{self, DownArgs, FarmState, GatewayMode, UpArgs};
 use crate::run::{self, Accounting, LiveSignals, RunArgs, Tick};
+use crate::shared::logging::log_to_stderr;
 use crate::shared::output::{file_safe, write_json};
 use crate::shared::plot;
 use crate::shared::policy::{PolicySpecError, make_policy};
-use crate::shared::scenario::load_scenario;
+use crate::shared::scenario::{check_speedup, load_scenario};
 use crate::shared::stack::Stack;
 
 /// Target fidelity: live QoS within this many points of the simulator's.
@@ -532,6 +533,26 @@ pub struct Row {
     pub replay_within_target: Option<bool>,
 }
 
+impl Row {
+    /// A policy with `status` and no runs (yet).
+    fn no_runs(policy: String, status: String) -> Row {
+        Row {
+            policy,
+            status,
+            live: None,
+            sim: None,
+            qos_diff_pts: None,
+            replica_s_diff_pct: None,
+            within_target: None,
+            sim_replay: None,
+            replay: None,
+            replay_qos_diff_pts: None,
+            replay_replica_s_diff_pct: None,
+            replay_within_target: None,
+        }
+    }
+}
+
 /// The JSON report.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
@@ -662,9 +683,6 @@ pub fn table(rows: &[Row]) -> String {
     out
 }
 
-/// A line of a panel: label, colour, width, points.
-type Series = (&'static str, RGBColor, u32, Vec<(f64, f64)>);
-
 /// One PNG, one panel per policy: replicas over scenario time, live and
 /// simulated.
 fn timelines(path: &Path, title: &str, rows: &[Row]) -> Result<()> {
@@ -740,7 +758,7 @@ fn timelines(path: &Path, title: &str, rows: &[Row]) -> Result<()> {
             .y_desc("replicas")
             .draw()
             .map_err(|e| err(&e))?;
-        let mut series: Vec<Series> = vec![
+        let mut series: Vec<plot::Line> = vec![
             ("live existing", RED, 4, steps(lt, |p| p.alive)),
             ("sim existing", orange, 2, steps(st, |p| p.alive)),
             ("live desired", BLUE, 1, steps(lt, |p| p.desired)),
@@ -749,21 +767,7 @@ fn timelines(path: &Path, title: &str, rows: &[Row]) -> Result<()> {
         if !rt.is_empty() {
             series.push(("sim-replay existing", GREEN, 2, steps(rt, |p| p.alive)));
         }
-        for (label, color, width, pts) in series {
-            c.draw_series(LineSeries::new(pts, color.stroke_width(width)))
-                .map_err(|e| err(&e))?
-                .label(label)
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(width))
-                });
-        }
-        c.configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .label_font(("sans-serif", 12))
-            .draw()
-            .map_err(|e| err(&e))?;
+        plot::draw_lines(&mut c, series, 12).map_err(|e| err(&e))?;
     }
     root.present().map_err(|e| err(&e))?;
     Ok(())
@@ -975,15 +979,8 @@ fn live_once(c: &Ctx<'_>, policy_spec: &str, build: bool) -> Result<LiveRun> {
 
 /// Run `farmctl compare`.
 pub fn run(a: CompareArgs) -> Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
-    if !(a.speedup.is_finite() && a.speedup > 0.0) {
-        bail!("--speedup must be a positive number, got {}", a.speedup);
-    }
+    log_to_stderr();
+    check_speedup(a.speedup)?;
     if a.policies.is_empty() {
         bail!("--policies is empty");
     }
@@ -1044,20 +1041,7 @@ pub fn run(a: CompareArgs) -> Result<()> {
     let mut built = a.no_build;
     for (p, skip) in usable {
         if let Some(why) = skip {
-            rows.push(Row {
-                policy: p,
-                status: why,
-                live: None,
-                sim: None,
-                qos_diff_pts: None,
-                replica_s_diff_pct: None,
-                within_target: None,
-                sim_replay: None,
-                replay: None,
-                replay_qos_diff_pts: None,
-                replay_replica_s_diff_pct: None,
-                replay_within_target: None,
-            });
+            rows.push(Row::no_runs(p, why));
             continue;
         }
         println!("--- {p}: live");
@@ -1168,19 +1152,10 @@ pub fn run(a: CompareArgs) -> Result<()> {
             }
             Err(e) => {
                 eprintln!("farmctl compare: {p}: {e:#}");
+                let status = format!("failed: {}", format!("{e:#}").lines().next().unwrap_or(""));
                 Row {
-                    policy: p,
-                    status: format!("failed: {}", format!("{e:#}").lines().next().unwrap_or("")),
-                    live: None,
                     sim: Some(sim),
-                    qos_diff_pts: None,
-                    replica_s_diff_pct: None,
-                    within_target: None,
-                    sim_replay: None,
-                    replay: None,
-                    replay_qos_diff_pts: None,
-                    replay_replica_s_diff_pct: None,
-                    replay_within_target: None,
+                    ..Row::no_runs(p, status)
                 }
             }
         };
@@ -1305,20 +1280,10 @@ mod tests {
 
     #[test]
     fn the_table_has_one_line_per_policy() {
-        let skipped = Row {
-            policy: "onnx:x.onnx".into(),
-            status: "skipped: model x.onnx not found".into(),
-            live: None,
-            sim: None,
-            qos_diff_pts: None,
-            replica_s_diff_pct: None,
-            within_target: None,
-            sim_replay: None,
-            replay: None,
-            replay_qos_diff_pts: None,
-            replay_replica_s_diff_pct: None,
-            replay_within_target: None,
-        };
+        let skipped = Row::no_runs(
+            "onnx:x.onnx".into(),
+            "skipped: model x.onnx not found".into(),
+        );
         let ok = Row {
             policy: "queueing".into(),
             status: "ok".into(),

@@ -51,10 +51,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::local::{FarmState, function_status};
+use crate::shared::logging::log_to_stderr;
 use crate::shared::output::write_json;
 use crate::shared::plot;
 use crate::shared::policy::make_policy;
-use crate::shared::scenario::load_scenario;
+use crate::shared::scenario::{check_speedup, load_scenario};
 use crate::shared::stack::{Farm, Stack};
 use crate::shared::summary::{self, Run, summarise, table};
 
@@ -314,15 +315,8 @@ struct Report<'a> {
 
 /// Run `farmctl run`.
 pub fn run(a: RunArgs) -> Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
-    if !(a.speedup.is_finite() && a.speedup > 0.0) {
-        bail!("--speedup must be a positive number, got {}", a.speedup);
-    }
+    log_to_stderr();
+    check_speedup(a.speedup)?;
     if a.slice_ms == 0 {
         bail!("--slice-ms must be at least 1");
     }

@@ -11,6 +11,7 @@ use std::sync::OnceLock;
 
 use anyhow::{Context, Result, anyhow, bail};
 use farm_sim::RunMetrics;
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 
 const FONT_CANDIDATES: &[&str] = &[
@@ -54,6 +55,37 @@ pub(crate) fn ensure_font() -> Result<()> {
 
 fn err<E: std::fmt::Display>(e: E) -> anyhow::Error {
     anyhow!("drawing plot: {e}")
+}
+
+/// A line of a chart: label, colour, width, points.
+pub type Line<'a> = (&'a str, RGBColor, u32, Vec<(f64, f64)>);
+
+/// Draws `lines` on `chart` in the order given (widest first keeps
+/// coinciding lines visible), each with its legend entry, then the legend
+/// box in the upper right with `font_size` px text. The error is plotters'
+/// message, for the caller to place.
+pub fn draw_lines<'a, DB: DrawingBackend + 'a>(
+    chart: &mut ChartContext<'a, DB, Cartesian2d<RangedCoordf64, RangedCoordf64>>,
+    lines: Vec<Line<'_>>,
+    font_size: u32,
+) -> Result<(), String> {
+    for (label, color, width, pts) in lines {
+        chart
+            .draw_series(LineSeries::new(pts, color.stroke_width(width)))
+            .map_err(|e| e.to_string())?
+            .label(label)
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(width))
+            });
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .label_font(("sans-serif", font_size))
+        .draw()
+        .map_err(|e| e.to_string())
 }
 
 /// Draw the timeline of `m` into a PNG at `path`.
@@ -101,27 +133,17 @@ pub fn timeline(path: &Path, title: &str, m: &RunMetrics) -> Result<()> {
         .draw()
         .map_err(err)?;
     // Drawn widest first so that coinciding lines stay visible.
-    type Series<'a> = (&'a str, RGBColor, u32, &'a dyn Fn(usize) -> f64);
-    let series: [Series; 3] = [
-        ("existing (paid)", RED, 5, &|i| f64::from(tl[i].alive)),
-        ("ready", GREEN, 3, &|i| f64::from(tl[i].ready)),
-        ("desired", BLUE, 1, &|i| f64::from(tl[i].desired)),
+    let lines = vec![
+        (
+            "existing (paid)",
+            RED,
+            5,
+            steps(&|i| f64::from(tl[i].alive)),
+        ),
+        ("ready", GREEN, 3, steps(&|i| f64::from(tl[i].ready))),
+        ("desired", BLUE, 1, steps(&|i| f64::from(tl[i].desired))),
     ];
-    for (label, color, width, f) in series {
-        c.draw_series(LineSeries::new(steps(f), color.stroke_width(width)))
-            .map_err(err)?
-            .label(label)
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(width))
-            });
-    }
-    c.configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .label_font(("sans-serif", 14))
-        .draw()
-        .map_err(err)?;
+    draw_lines(&mut c, lines, 14).map_err(err)?;
 
     let mut c = ChartBuilder::on(&panels[1])
         .caption("backlog (queued tasks at each tick)", ("sans-serif", 18))

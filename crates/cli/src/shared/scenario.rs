@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use farm_model::scenario::Scenario;
 
 /// A scenario file (YAML) if `spec` names one, else a built-in scenario.
@@ -16,4 +16,12 @@ pub fn load_scenario(spec: &str) -> Result<Scenario> {
         Scenario::builtin(spec)
             .with_context(|| format!("`{spec}` is neither a file nor a built-in scenario"))
     }
+}
+
+/// Checks a `--speedup` (time compression of a live run): finite and > 0.
+pub fn check_speedup(k: f64) -> Result<()> {
+    if !(k.is_finite() && k > 0.0) {
+        bail!("--speedup must be a positive number, got {k}");
+    }
+    Ok(())
 }
