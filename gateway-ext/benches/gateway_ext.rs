@@ -22,9 +22,10 @@ use common::{Gateway, Local, config, eventually, farm_spec, ort_dylib, write_mlp
 use farm_model::action::ActionSpace;
 use farm_model::observation::observe;
 use farm_model::signals::Signals;
-use gateway_ext::config::PolicySpec;
-use gateway_ext::onnx::OnnxModel;
-use gateway_ext::policy::{FarmPolicy, platform};
+use farm_policy::PolicySpec;
+use farm_policy::onnx::OnnxModel;
+use farm_policy::platform;
+use gateway_ext::policy::FarmPolicy;
 use hdrhistogram::Histogram;
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::{Request, Response};

@@ -55,6 +55,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use farm_policy::{PolicyError, PolicySpec, SpecError};
 use farm_runtime::config::{NatsConfig, parse_duration};
 
 /// Annotation prefix of farm keys on a worker function.
@@ -135,56 +136,24 @@ pub enum LogFormat {
     Json,
 }
 
-/// Which policy sizes a farm.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PolicySpec {
-    /// A built-in policy of farm-model, by name.
-    Builtin(String),
-    /// An ONNX model file.
-    Onnx(PathBuf),
-    /// Decisions arrive over gRPC `Step`.
-    External,
-}
-
-impl PolicySpec {
-    /// Parses `onnx:<path>`, `external` or a built-in name.
-    pub fn parse(key: &str, value: &str) -> Result<Self, ConfigError> {
-        let v = value.trim();
-        if let Some(path) = v.strip_prefix("onnx:") {
-            if path.is_empty() {
-                return Err(invalid(key, value, "onnx:<path of a .onnx file>"));
-            }
-            return Ok(PolicySpec::Onnx(PathBuf::from(path)));
-        }
-        if v == "external" {
-            return Ok(PolicySpec::External);
-        }
-        check_builtin(key, v).map(|()| PolicySpec::Builtin(v.to_owned()))
-    }
-}
-
-impl fmt::Display for PolicySpec {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            PolicySpec::Builtin(n) => f.write_str(n),
-            PolicySpec::Onnx(p) => write!(f, "onnx:{}", p.display()),
-            PolicySpec::External => f.write_str("external"),
-        }
-    }
+/// Parses a policy spec ([`PolicySpec::parse`]) given under `key`.
+fn parse_policy(key: &str, value: &str) -> Result<PolicySpec, ConfigError> {
+    PolicySpec::parse(value).map_err(|e| match e {
+        SpecError::EmptyOnnxPath => invalid(key, value, "onnx:<path of a .onnx file>"),
+        SpecError::Builtin(e) => builtin_invalid(key, value.trim(), &e),
+    })
 }
 
 fn check_builtin(key: &str, name: &str) -> Result<(), ConfigError> {
-    // Built by name with a neutral platform: this accepts exactly what the
-    // loop will build later (including parameterised names such as `fixed:4`).
-    let platform = crate::policy::platform(Duration::from_secs(8), 1, 32, None);
-    match farm_model::policy::builtin(name, &platform) {
-        Ok(_) => Ok(()),
-        Err(e) => Err(invalid(
-            key,
-            name,
-            &format!("a built-in policy, onnx:<path> or external ({e})"),
-        )),
-    }
+    farm_policy::spec::check_builtin(name).map_err(|e| builtin_invalid(key, name, &e))
+}
+
+fn builtin_invalid(key: &str, name: &str, e: &PolicyError) -> ConfigError {
+    invalid(
+        key,
+        name,
+        &format!("a built-in policy, onnx:<path> or external ({e})"),
+    )
 }
 
 fn invalid(key: &str, value: &str, expected: &str) -> ConfigError {
@@ -474,7 +443,7 @@ impl Config {
         );
         let default_policy = match p.get("DEFAULT_POLICY") {
             None => PolicySpec::Builtin("reactive-average".into()),
-            Some(v) => PolicySpec::parse("DEFAULT_POLICY", v).unwrap_or_else(|e| {
+            Some(v) => parse_policy("DEFAULT_POLICY", v).unwrap_or_else(|e| {
                 p.errors.push(e);
                 PolicySpec::Builtin("reactive-average".into())
             }),
@@ -526,7 +495,7 @@ impl Config {
         );
         let observe_timeout = p.parse_or(
             "OBSERVE_TIMEOUT",
-            crate::observe::DEFAULT_OBSERVE_TIMEOUT,
+            farm_observe::DEFAULT_OBSERVE_TIMEOUT,
             "a duration such as 2s",
             positive_duration,
         );
@@ -773,7 +742,7 @@ fn farm_from_keys(
     }
     let policy = match get("policy") {
         None => d.policy.clone(),
-        Some(v) => PolicySpec::parse(&k("policy"), v).unwrap_or_else(|e| {
+        Some(v) => parse_policy(&k("policy"), v).unwrap_or_else(|e| {
             errors.push(e);
             d.policy.clone()
         }),
@@ -930,26 +899,23 @@ mod tests {
 
     #[test]
     fn policy_specs_parse() {
+        assert_eq!(parse_policy("k", "external").unwrap(), PolicySpec::External);
         assert_eq!(
-            PolicySpec::parse("k", "external").unwrap(),
-            PolicySpec::External
-        );
-        assert_eq!(
-            PolicySpec::parse("k", "onnx:/m/a.onnx").unwrap(),
+            parse_policy("k", "onnx:/m/a.onnx").unwrap(),
             PolicySpec::Onnx("/m/a.onnx".into())
         );
         assert!(matches!(
-            PolicySpec::parse("k", "onnx:"),
+            parse_policy("k", "onnx:"),
             Err(ConfigError::Invalid { .. })
         ));
-        for name in farm_model::policy::builtin_names() {
+        for name in farm_policy::builtin_names() {
             assert_eq!(
-                PolicySpec::parse("k", name).unwrap(),
+                parse_policy("k", name).unwrap(),
                 PolicySpec::Builtin((*name).to_owned())
             );
         }
         assert!(matches!(
-            PolicySpec::parse("k", "fixed:x"),
+            parse_policy("k", "fixed:x"),
             Err(ConfigError::Invalid { .. })
         ));
     }

@@ -13,6 +13,8 @@ use farm_model::action::ActionSpace;
 use farm_model::observation::{Observer, names_of};
 use farm_model::reward::{RewardWeights, reward};
 use farm_model::signals::Signals;
+use farm_observe::{BuildContext, NatsObserver, Sample, SharedNats, SignalsBuilder};
+use farm_policy::shield::{ShieldConfig, shield};
 use farm_runtime::names::FarmNames;
 use serde::Serialize;
 use tokio::sync::{broadcast, mpsc, oneshot};
@@ -22,10 +24,8 @@ use tracing::{Instrument, debug, info, info_span, trace, warn};
 use crate::actuator::{self, FarmReplicas, Retry};
 use crate::config::FarmSpec;
 use crate::metrics::{INFERENCE_BUCKETS, Metrics};
-use crate::observe::{BuildContext, NatsObserver, Sample, SharedNats, SignalsBuilder};
 use crate::policy::FarmPolicy;
 use crate::provider::Provider;
-use crate::shield::{ShieldConfig, shield};
 
 /// What set a decision off.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -842,7 +842,7 @@ impl FarmLoop {
         }
         if shielded
             .interventions
-            .contains(&crate::shield::Intervention::NonFiniteHold)
+            .contains(&farm_policy::shield::Intervention::NonFiniteHold)
         {
             self.error(
                 "observation",

@@ -164,7 +164,7 @@ impl FarmControl for ControlService {
                 .iter()
                 .map(|f| f.spec().farm.clone())
                 .collect(),
-            policies: farm_model::policy::builtin_names()
+            policies: farm_policy::builtin_names()
                 .iter()
                 .map(|s| (*s).to_owned())
                 .collect(),

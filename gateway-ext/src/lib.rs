@@ -6,12 +6,12 @@
 //!   `/system/alert` and `/system/scale-function/{name}` intercepted for
 //!   managed farms, basic auth like the gateway, `/system/autoscaler`,
 //!   `/metrics`, `/healthz`.
-//! - [`farm`]: one control loop per managed farm: observe ([`observe`]:
+//! - [`farm`]: one control loop per managed farm: observe (`farm-observe`:
 //!   JetStream consumer info, the collector's `MetricsSnapshot`, replicas),
-//!   build the farm-model observation, decide ([`policy`]: built-ins, ONNX
-//!   models through [`onnx`], or an external controller), [`shield`], act
-//!   ([`actuator`], with shard functions where replicas per function are
-//!   capped), record.
+//!   build the farm-model observation, decide ([`policy`]: farm-policy's
+//!   built-ins or ONNX models run off the reactor, or an external
+//!   controller), shield (`farm_policy::shield`), act ([`actuator`], with
+//!   shard functions where replicas per function are capped), record.
 //! - [`grpc`]: `FarmControl` for external controllers and watchers.
 //! - [`config`]: a pure parse of the environment; [`manager`]: the farms
 //!   (farms file + annotation discovery).
@@ -39,20 +39,17 @@ pub mod config;
 pub mod farm;
 pub mod grpc;
 pub mod http;
-pub mod interval;
 pub mod manager;
 pub mod metrics;
-pub mod observe;
-pub mod onnx;
 pub mod policy;
 pub mod provider;
-pub mod shield;
 pub mod types;
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use farm_observe::SharedNats;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
@@ -66,7 +63,6 @@ use crate::config::Config;
 use crate::farm::FarmDeps;
 pub use crate::manager::{Manager, StartError};
 use crate::metrics::Metrics;
-use crate::observe::SharedNats;
 use crate::provider::{HttpProvider, Provider, http_client};
 
 /// Exit code of a configuration error (`EX_USAGE`).

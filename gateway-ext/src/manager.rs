@@ -7,11 +7,12 @@ use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
 use farm_model::action::ActionSpace;
+use farm_policy::platform;
 use tracing::{error, info, warn};
 
 use crate::config::{FarmDefaults, FarmSource, FarmSpec, farm_from_function};
 use crate::farm::{self, FarmDeps, FarmHandle};
-use crate::policy::{FarmPolicy, PolicyLoadError, platform};
+use crate::policy::{FarmPolicy, PolicyLoadError};
 
 /// Why the service could not start.
 #[derive(Debug, thiserror::Error)]

@@ -1,4 +1,4 @@
-//! A farm's policy as the loop runs it: a built-in of farm-model, an ONNX
+//! A farm's policy as the loop runs it: a built-in of farm-policy, an ONNX
 //! model (inference off the reactor), or an external controller, always
 //! with a built-in fallback kept warm beside it.
 
@@ -7,31 +7,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use farm_model::action::{ActionSpace, Estimates};
-use farm_model::policy::{Policy, PolicyError, builtin};
-use farm_model::scenario::{Dist, Platform};
+use farm_model::scenario::Platform;
 use farm_model::signals::Signals;
+use farm_policy::onnx::{OnnxError, OnnxModel};
+use farm_policy::{Policy, PolicyError, PolicySpec, builtin};
 use tracing::{info, warn};
-
-use crate::config::PolicySpec;
-use crate::onnx::{OnnxError, OnnxModel};
-
-/// The platform description built-in policies are constructed with, from a
-/// farm's live settings. Delays are unknown live and set to 0; the built-ins
-/// read bounds from the signals of each tick anyway.
-pub fn platform(interval: Duration, min: u32, max: u32, cap: Option<u32>) -> Platform {
-    Platform {
-        control_interval_s: interval.as_secs_f64(),
-        episode_steps: 1,
-        min_replicas: min,
-        max_replicas: max,
-        initial_replicas: min.max(1),
-        per_function_cap: cap,
-        startup_delay: Dist::Constant(0.0),
-        scale_down_delay: Dist::Constant(0.0),
-        scale_api_latency_s: 0.0,
-        failure_rate_per_hour: 0.0,
-    }
-}
 
 /// Why a farm's policy could not be built.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -379,13 +359,14 @@ impl FarmPolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use farm_policy::platform;
 
     fn plat() -> Platform {
         platform(Duration::from_secs(8), 1, 32, None)
     }
 
     #[tokio::test]
-    async fn builtin_policies_decide_like_farm_model() {
+    async fn builtin_policies_decide_like_farm_policy() {
         let s = Signals {
             interval_s: 8.0,
             arrivals: 80.0,
@@ -403,7 +384,7 @@ mod tests {
             ..Default::default()
         };
         let obs = farm_model::observation::observe(&s);
-        for name in farm_model::policy::builtin_names() {
+        for name in farm_policy::builtin_names() {
             let mut ours = FarmPolicy::new(
                 &PolicySpec::Builtin((*name).to_owned()),
                 "reactive-average",

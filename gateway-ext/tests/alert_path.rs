@@ -26,8 +26,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Gateway, Local, config, eventually, workspace_root};
-use farm_model::policy::{OpenFaasCe, OpenFaasCeConfig};
+use common::{Gateway, Local, config, eventually, wait_consumer, workspace_root};
+use farm_policy::baselines::{OpenFaasCe, OpenFaasCeConfig};
 use farm_proto::control::farm_control_client::FarmControlClient;
 use farm_proto::control::{Decision, WatchRequest};
 use farm_runtime::names::FarmNames;
@@ -219,25 +219,6 @@ impl Monitoring {
     }
 }
 
-async fn wait_consumer(nats: &str) -> async_nats::jetstream::Context {
-    let client = async_nats::connect(nats).await.unwrap();
-    let js = async_nats::jetstream::new(client);
-    let names = FarmNames::new(FARM).unwrap();
-    eventually(Duration::from_secs(30), "the worker's consumer", || {
-        let js = js.clone();
-        let names = names.clone();
-        async move {
-            let s = js.get_stream(names.tasks_stream()).await.ok()?;
-            s.consumer_info(names.workers_consumer())
-                .await
-                .ok()
-                .map(|_| ())
-        }
-    })
-    .await;
-    js
-}
-
 /// Puts `n` tasks of `sleep_ms` each in the farm's work queue.
 async fn publish_tasks(js: &async_nats::jetstream::Context, n: u64, sleep_ms: u64) {
     let names = FarmNames::new(FARM).unwrap();
@@ -379,7 +360,7 @@ async fn alertmanager_alert_makes_the_policy_decide_and_replicas_change() {
             ("com.openfaas.scale.max", &MAX.to_string()),
         ],
     );
-    let js = wait_consumer(&nats.url()).await;
+    let js = wait_consumer(&nats.url(), FARM).await;
     // The farm's only tick runs when gateway-ext starts: start it once the
     // worker's replica is ready, however slowly it started, so that tick
     // sees the idle farm as it is.
@@ -604,5 +585,5 @@ async fn alertmanager_alert_makes_the_policy_decide_and_replicas_change() {
 
 /// The platform the CE reference step is computed for: this farm's bounds.
 fn policy_platform() -> farm_model::scenario::Platform {
-    gateway_ext::policy::platform(Duration::from_secs(600), MIN, MAX, None)
+    farm_policy::platform(Duration::from_secs(600), MIN, MAX, None)
 }

@@ -14,7 +14,7 @@
 //! Each check is a function over file contents returning the problems found,
 //! so the `*_rejects_*` tests can feed it an edited copy and prove it fails.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -487,4 +487,39 @@ fn copy_check_rejects_missing_and_ignored_sources() {
     let e = check_copy_sources(&d, &root(), "models\n").unwrap_err();
     assert!(e.contains("excluded"), "{e}");
     assert!(check_copy_sources(&d, &root(), "**/crates\n").is_err());
+}
+
+/// A function's `labels` or `annotations` in stack.yml as text (numbers
+/// and booleans as written, as farmctl and faas-cli pass them on).
+fn text_map(function: &Value, key: &str) -> BTreeMap<String, String> {
+    function[key]
+        .as_mapping()
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| {
+            let v = match v {
+                Value::String(s) => s.clone(),
+                other => serde_yaml::to_string(other).unwrap().trim().to_owned(),
+            };
+            (k.as_str().expect("string keys").to_owned(), v)
+        })
+        .collect()
+}
+
+#[test]
+fn stack_yml_worker_declares_a_farm_gateway_ext_accepts() {
+    let stack: Value = serde_yaml::from_str(&read("stack.yml")).expect("stack.yml parses");
+    let worker = &stack["functions"]["demo-worker"];
+    let mut ann = text_map(worker, "annotations");
+    let labels = text_map(worker, "labels");
+    let env = HashMap::from([("UPSTREAM_URL".to_string(), "http://127.0.0.1:1".to_string())]);
+    let defaults = gateway_ext::config::Config::from_map(&env)
+        .unwrap()
+        .defaults;
+    let spec = gateway_ext::config::farm_from_function("demo-worker", &ann, &labels, &defaults);
+    assert!(matches!(spec, Some(Ok(_))), "{spec:?}");
+    // The same worker with a policy gateway-ext does not know is refused.
+    ann.insert("com.rust-farm.policy".into(), "no-such-policy".into());
+    let spec = gateway_ext::config::farm_from_function("demo-worker", &ann, &labels, &defaults);
+    assert!(matches!(spec, Some(Err(_))), "{spec:?}");
 }

@@ -8,10 +8,10 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use farm_observe::{BuildContext, NatsObserver, Sample, SignalsBuilder};
 use farm_runtime::names::FarmNames;
 use farm_runtime::proto::{Status, TaskResult};
 use farm_testsupport::NatsServer;
-use gateway_ext::observe::{BuildContext, NatsObserver, Sample, SignalsBuilder};
 use prost::Message;
 use tokio_util::sync::CancellationToken;
 

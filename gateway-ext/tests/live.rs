@@ -7,30 +7,11 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Gateway, Local, config, eventually, start_collector};
+use common::{Gateway, Local, config, eventually, start_collector, wait_consumer};
 use farm_runtime::names::FarmNames;
 use farm_runtime::proto::Task;
 use farm_testsupport::NatsServer;
 use prost::Message;
-
-async fn wait_consumer(nats: &str, farm: &str) -> async_nats::jetstream::Context {
-    let client = async_nats::connect(nats).await.unwrap();
-    let js = async_nats::jetstream::new(client);
-    let names = FarmNames::new(farm).unwrap();
-    eventually(Duration::from_secs(30), "the worker's consumer", || {
-        let js = js.clone();
-        let names = names.clone();
-        async move {
-            let s = js.get_stream(names.tasks_stream()).await.ok()?;
-            s.consumer_info(names.workers_consumer())
-                .await
-                .ok()
-                .map(|_| ())
-        }
-    })
-    .await;
-    js
-}
 
 async fn publish_sleep_tasks(
     js: &async_nats::jetstream::Context,

@@ -11,10 +11,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::eventually;
+use farm_observe::{NatsObserver, ObserveError, SharedNats};
 use farm_runtime::names::FarmNames;
 use farm_runtime::proto::MetricsSnapshot;
 use farm_testsupport::{ChildGuard, NatsServer, free_port, nats_server_binary};
-use gateway_ext::observe::{NatsObserver, ObserveError, SharedNats};
 use prost::Message;
 use tokio_util::sync::CancellationToken;
 

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{Gateway, config, eventually, farm_spec, ort_dylib, write_linear_model};
+use farm_policy::onnx::OnnxError;
 use gateway_ext::StartError;
-use gateway_ext::onnx::OnnxError;
 use gateway_ext::policy::PolicyLoadError;
 use gateway_ext::provider::{MemProvider, Provider};
 use gateway_ext::types::FunctionStatus;

@@ -6,8 +6,8 @@ mod common;
 use std::sync::Arc;
 
 use common::{Gateway, config, farm_spec};
+use farm_policy::onnx::OnnxError;
 use gateway_ext::StartError;
-use gateway_ext::onnx::OnnxError;
 use gateway_ext::policy::PolicyLoadError;
 use gateway_ext::provider::{MemProvider, Provider};
 

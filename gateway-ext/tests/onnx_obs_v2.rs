@@ -13,7 +13,7 @@ use std::time::Duration;
 use common::{Gateway, config, eventually, farm_spec, ort_dylib, python_greedy_batch};
 use farm_model::action::ActionSpace;
 use farm_model::observation::{OBS_DIM, OBS_DIM_V2, high_of, low_of, names_of};
-use gateway_ext::onnx::{OnnxError, OnnxModel};
+use farm_policy::onnx::{OnnxError, OnnxModel};
 use gateway_ext::provider::{MemProvider, Provider};
 use gateway_ext::types::FunctionStatus;
 

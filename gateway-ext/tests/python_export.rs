@@ -10,7 +10,7 @@ use std::path::Path;
 use common::{gym_python, ort_dylib, python_greedy_batch, workspace_root};
 use farm_model::action::ActionSpace;
 use farm_model::observation::{OBS_VERSION, high, low, names};
-use gateway_ext::onnx::OnnxModel;
+use farm_policy::onnx::OnnxModel;
 
 /// Python side: export a SARSA graph with seeded random weights (when asked)
 /// and write a batch of observations with ONNX Runtime's greedy actions.

@@ -53,7 +53,7 @@ def metadata(spec: Spec, *, output: str, algorithm: str, config: Mapping[str, An
     meanings = list(action_meanings or spec.action_meanings)
     dim = len(spec.observation_names)
     # The namespaced keys are the ones gateway-ext validates at load
-    # (gateway-ext/src/onnx.rs); the plain keys describe training.
+    # (crates/policy/src/onnx.rs); the plain keys describe training.
     gateway = {
         "rust_farm.format": "1",
         "rust_farm.obs_version": str(spec.obs_version),

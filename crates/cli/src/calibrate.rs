@@ -19,18 +19,17 @@
 //! and `measured:` (farmctl's summary, read by `farmctl compare`; not part
 //! of a scenario).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use farm_model::policy;
 use farm_model::scenario::{Dist, Platform, Scenario, TaskSpec, Workload};
+use serde::{Deserialize, Serialize};
 
-use crate::compare::{CalibrationFile, Measured};
 use crate::local::{self, DownArgs, FarmState, GatewayMode, UpArgs, function_status};
 use crate::run::{self, RunArgs};
-use crate::stack::Stack;
+use crate::shared::stack::Stack;
 
 /// `farmctl calibrate` arguments.
 #[derive(Debug, Args)]
@@ -56,6 +55,71 @@ pub struct CalibrateArgs {
     /// Skip building the functions (when a farm is started).
     #[arg(long)]
     pub no_build: bool,
+}
+
+/// What the live local platform does, in real (wall-clock) seconds; written
+/// by `farmctl calibrate`, read by `farmctl compare`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Measured {
+    /// Scale call -> the new replica answers its health check (no emulated delay), mean.
+    pub start_s: f64,
+    /// Scale-down call -> the replica is gone (an idle worker draining), mean.
+    pub drain_s: f64,
+    /// `POST /system/scale-function` round trip, median.
+    pub scale_call_s: f64,
+    /// End-to-end latency of a zero-work task through emitter, JetStream,
+    /// worker and collector, median.
+    pub task_overhead_s: f64,
+    /// Where the figures come from.
+    #[serde(default)]
+    pub source: String,
+}
+
+impl Default for Measured {
+    /// Measured with `farmctl calibrate` on the 2-core development machine
+    /// with a debug farmctl, dev-profile functions and the 5 ms start-up
+    /// probe `compare` uses (see BENCHMARKS.md, "Live vs simulated").
+    fn default() -> Self {
+        Measured {
+            start_s: 0.019,
+            drain_s: 0.004,
+            scale_call_s: 0.002,
+            task_overhead_s: 0.0007,
+            source: "built-in defaults (farmctl calibrate on the development machine)".into(),
+        }
+    }
+}
+
+/// A `farmctl calibrate` file: a `platform:` section in the scenario
+/// shape, and what was measured (farmctl's own key, not part of a scenario).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CalibrationFile {
+    /// The live platform as a scenario `platform:` section.
+    pub platform: Platform,
+    /// The raw figures.
+    pub measured: Measured,
+}
+
+/// The calibration `compare` uses: `explicit`, else `platform.yaml` in the
+/// current directory if present, else [`Measured::default`].
+pub fn load_calibration(explicit: Option<&Path>) -> Result<Measured> {
+    let path = match explicit {
+        Some(p) => p.to_path_buf(),
+        None if Path::new("platform.yaml").is_file() => PathBuf::from("platform.yaml"),
+        None => return Ok(Measured::default()),
+    };
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let f: CalibrationFile = serde_yaml::from_str(&text).with_context(|| {
+        format!(
+            "{}: not a `farmctl calibrate` file (platform: + measured:)",
+            path.display()
+        )
+    })?;
+    Ok(Measured {
+        source: path.display().to_string(),
+        ..f.measured
+    })
 }
 
 /// Sorted samples, seconds.
@@ -201,7 +265,7 @@ async fn measure(a: &CalibrateArgs, st: &FarmState, stack: &Stack) -> Result<Fig
         slice_ms: 25,
         live_signals: run::LiveSignals::Interval,
     };
-    let pol = policy::builtin("fixed:2", &scenario.platform)?;
+    let pol = farm_policy::builtin("fixed:2", &scenario.platform)?;
     let task = run::drive(
         &run_args, st, stack, &farm, &scenario, &workload, "fixed:2", pol,
     )

@@ -55,7 +55,7 @@
 //! lost. The simulated runs end `--drain-timeout x speedup` scenario
 //! seconds after the arrival window, as the live one does.
 //!
-//! Policies are built-in names (`farm_model::policy::builtin_names`) or
+//! Policies are built-in names (`farm_policy::builtin_names`) or
 //! `onnx:<model.onnx>`; ONNX Runtime is found through `ORT_DYLIB_PATH`, else
 //! in the repository's `.venv` ([`ort_library`]). A missing model file is
 //! skipped with a message, not an error, so the default policy list works
@@ -66,21 +66,22 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, anyhow, bail};
 use clap::Args;
-use farm_model::action::ActionSpace;
-use farm_model::observation::Observer;
-use farm_model::policy::{self, Decision, Policy, PolicyError};
 use farm_model::scenario::{DelaySequence, Dist, Platform, Scenario, Workload};
 use farm_model::signals::Signals;
+use farm_policy::{Decision, Policy};
 use farm_sim::{RunMetrics, SimOptions, simulate_workload, simulate_workload_replay};
-use gateway_ext::onnx::{OnnxError, OnnxModel};
 use plotters::prelude::*;
 use serde::{Deserialize, Serialize};
-use tracing::warn;
 
+use crate::calibrate::{Measured, load_calibration};
 use crate::local::{self, DownArgs, FarmState, GatewayMode, UpArgs};
 use crate::run::{self, Accounting, LiveSignals, RunArgs, Tick};
-use crate::stack::Stack;
-use crate::{plot, sim};
+use crate::shared::logging::log_to_stderr;
+use crate::shared::output::{file_safe, write_json};
+use crate::shared::plot;
+use crate::shared::policy::{PolicySpecError, make_policy};
+use crate::shared::scenario::{check_speedup, load_scenario};
+use crate::shared::stack::Stack;
 
 /// Target fidelity: live QoS within this many points of the simulator's.
 pub const QOS_TOLERANCE_PTS: f64 = 3.0;
@@ -153,216 +154,7 @@ impl Driver {
     }
 }
 
-// ---------------------------------------------------------------- policies
-
-/// Why a policy named on the command line cannot be built.
-#[derive(Debug, thiserror::Error)]
-pub enum PolicySpecError {
-    /// A built-in name is unknown or malformed.
-    #[error(transparent)]
-    Builtin(#[from] PolicyError),
-    /// `onnx:` names a file that does not exist.
-    #[error("ONNX model {0} does not exist (train one with gym/, or drop it from --policies)")]
-    ModelMissing(PathBuf),
-    /// No ONNX Runtime shared library was found.
-    #[error(
-        "ONNX Runtime not found: set ORT_DYLIB_PATH to libonnxruntime.so, or run scripts/setup.sh (installs onnxruntime into .venv; searched {searched})"
-    )]
-    RuntimeNotFound {
-        /// Where it was looked for.
-        searched: String,
-    },
-    /// The model or the runtime failed to load.
-    #[error(transparent)]
-    Onnx(#[from] OnnxError),
-}
-
-/// The ONNX Runtime library: `ORT_DYLIB_PATH` when set, else
-/// `.venv/lib/python3*/site-packages/onnxruntime/capi/libonnxruntime.so*`
-/// under the current directory, the farmctl executable or one of their
-/// ancestors (the repository's venv made by scripts/setup.sh).
-pub fn ort_library() -> Result<PathBuf, PolicySpecError> {
-    if let Some(p) = std::env::var_os("ORT_DYLIB_PATH") {
-        return Ok(PathBuf::from(p));
-    }
-    let mut roots: Vec<PathBuf> = Vec::new();
-    if let Ok(cwd) = std::env::current_dir() {
-        roots.extend(cwd.ancestors().map(Path::to_path_buf));
-    }
-    if let Ok(exe) = std::env::current_exe() {
-        roots.extend(exe.ancestors().skip(1).map(Path::to_path_buf));
-    }
-    roots.dedup();
-    for root in &roots {
-        if let Some(lib) = find_in_venv(&root.join(".venv")) {
-            return Ok(lib);
-        }
-    }
-    Err(PolicySpecError::RuntimeNotFound {
-        searched: "ORT_DYLIB_PATH and .venv/ above the current directory and farmctl".into(),
-    })
-}
-
-fn find_in_venv(venv: &Path) -> Option<PathBuf> {
-    let lib = venv.join("lib");
-    let mut pythons: Vec<PathBuf> = std::fs::read_dir(&lib)
-        .ok()?
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().starts_with("python3"))
-        .map(|e| e.path())
-        .collect();
-    pythons.sort();
-    pythons.into_iter().rev().find_map(|py| {
-        let capi = py.join("site-packages/onnxruntime/capi");
-        let mut libs: Vec<PathBuf> = std::fs::read_dir(&capi)
-            .ok()?
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| {
-                p.file_name()
-                    .is_some_and(|n| n.to_string_lossy().starts_with("libonnxruntime.so"))
-            })
-            .collect();
-        // The versioned file (libonnxruntime.so.1.31.1) sorts last.
-        libs.sort();
-        libs.pop()
-    })
-}
-
-/// An ONNX policy (gateway-ext's loader and validation) as a farm-model
-/// [`Policy`], so the simulator and farmctl's live loop run the very same
-/// decision code: observation vector -> greedy action -> action space.
-pub struct OnnxPolicy {
-    name: String,
-    model: OnnxModel,
-    actions: ActionSpace,
-    errors: u64,
-    /// The model's observation layout; one policy value drives one run, so
-    /// its history (layout 2) is that run's.
-    observer: Observer,
-}
-
-impl OnnxPolicy {
-    /// Loads and validates `path`; `spec` is the name the policy reports.
-    pub fn load(spec: &str, path: &Path) -> Result<OnnxPolicy, PolicySpecError> {
-        if !path.is_file() {
-            return Err(PolicySpecError::ModelMissing(path.to_path_buf()));
-        }
-        let lib = ort_library()?;
-        let model = OnnxModel::load(Some(&lib), path)?;
-        let actions = model.actions().clone();
-        // The loader accepted the version, so the observer exists for it.
-        let observer = Observer::new(model.obs_version()).unwrap_or_else(|_| Observer::v1());
-        Ok(OnnxPolicy {
-            name: spec.to_string(),
-            model,
-            actions,
-            errors: 0,
-            observer,
-        })
-    }
-}
-
-impl Policy for OnnxPolicy {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    fn reset(&mut self) {
-        self.observer.reset();
-    }
-
-    fn decide(&mut self, _now_s: f64, s: &Signals) -> Decision {
-        match self.model.infer(&self.observer.observe(s)) {
-            Ok(inf) => Decision {
-                desired: self
-                    .actions
-                    .apply_with(inf.action, s, &self.observer.estimates()),
-                action: Some(inf.action),
-            },
-            Err(e) => {
-                // Holding is the safe choice; the count shows in the logs.
-                self.errors += 1;
-                warn!(policy = %self.name, error = %e, errors = self.errors, "inference failed; holding");
-                Decision::to(s.replicas_desired.max(0.0).round() as u32)
-            }
-        }
-    }
-}
-
-/// A policy by name: a built-in of farm-model or `onnx:<path>`.
-pub fn make_policy(spec: &str, platform: &Platform) -> Result<Box<dyn Policy>, PolicySpecError> {
-    let spec = spec.trim();
-    match spec.strip_prefix("onnx:") {
-        Some(path) => Ok(Box::new(OnnxPolicy::load(spec, Path::new(path))?)),
-        None => Ok(policy::builtin(spec, platform)?),
-    }
-}
-
 // ---------------------------------------------------------------- calibration
-
-/// What the live local platform does, in real (wall-clock) seconds; written
-/// by `farmctl calibrate`, read by `farmctl compare`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Measured {
-    /// Scale call -> the new replica answers its health check (no emulated delay), mean.
-    pub start_s: f64,
-    /// Scale-down call -> the replica is gone (an idle worker draining), mean.
-    pub drain_s: f64,
-    /// `POST /system/scale-function` round trip, median.
-    pub scale_call_s: f64,
-    /// End-to-end latency of a zero-work task through emitter, JetStream,
-    /// worker and collector, median.
-    pub task_overhead_s: f64,
-    /// Where the figures come from.
-    #[serde(default)]
-    pub source: String,
-}
-
-impl Default for Measured {
-    /// Measured with `farmctl calibrate` on the 2-core development machine
-    /// with a debug farmctl, dev-profile functions and the 5 ms start-up
-    /// probe `compare` uses (see BENCHMARKS.md, "Live vs simulated").
-    fn default() -> Self {
-        Measured {
-            start_s: 0.019,
-            drain_s: 0.004,
-            scale_call_s: 0.002,
-            task_overhead_s: 0.0007,
-            source: "built-in defaults (farmctl calibrate on the development machine)".into(),
-        }
-    }
-}
-
-/// A `farmctl calibrate` file: a `platform:` section in the scenario
-/// shape, and what was measured (farmctl's own key, not part of a scenario).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct CalibrationFile {
-    /// The live platform as a scenario `platform:` section.
-    pub platform: Platform,
-    /// The raw figures.
-    pub measured: Measured,
-}
-
-fn load_calibration(explicit: Option<&Path>) -> Result<Measured> {
-    let path = match explicit {
-        Some(p) => p.to_path_buf(),
-        None if Path::new("platform.yaml").is_file() => PathBuf::from("platform.yaml"),
-        None => return Ok(Measured::default()),
-    };
-    let text =
-        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    let f: CalibrationFile = serde_yaml::from_str(&text).with_context(|| {
-        format!(
-            "{}: not a `farmctl calibrate` file (platform: + measured:)",
-            path.display()
-        )
-    })?;
-    Ok(Measured {
-        source: path.display().to_string(),
-        ..f.measured
-    })
-}
 
 /// The provider's start-delay emulation for `d` compressed `k` times
 /// (`farm_local::StartDelay` syntax), and the distribution the simulator
@@ -741,6 +533,26 @@ pub struct Row {
     pub replay_within_target: Option<bool>,
 }
 
+impl Row {
+    /// A policy with `status` and no runs (yet).
+    fn no_runs(policy: String, status: String) -> Row {
+        Row {
+            policy,
+            status,
+            live: None,
+            sim: None,
+            qos_diff_pts: None,
+            replica_s_diff_pct: None,
+            within_target: None,
+            sim_replay: None,
+            replay: None,
+            replay_qos_diff_pts: None,
+            replay_replica_s_diff_pct: None,
+            replay_within_target: None,
+        }
+    }
+}
+
 /// The JSON report.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
@@ -871,9 +683,6 @@ pub fn table(rows: &[Row]) -> String {
     out
 }
 
-/// A line of a panel: label, colour, width, points.
-type Series = (&'static str, RGBColor, u32, Vec<(f64, f64)>);
-
 /// One PNG, one panel per policy: replicas over scenario time, live and
 /// simulated.
 fn timelines(path: &Path, title: &str, rows: &[Row]) -> Result<()> {
@@ -949,7 +758,7 @@ fn timelines(path: &Path, title: &str, rows: &[Row]) -> Result<()> {
             .y_desc("replicas")
             .draw()
             .map_err(|e| err(&e))?;
-        let mut series: Vec<Series> = vec![
+        let mut series: Vec<plot::Line> = vec![
             ("live existing", RED, 4, steps(lt, |p| p.alive)),
             ("sim existing", orange, 2, steps(st, |p| p.alive)),
             ("live desired", BLUE, 1, steps(lt, |p| p.desired)),
@@ -958,40 +767,13 @@ fn timelines(path: &Path, title: &str, rows: &[Row]) -> Result<()> {
         if !rt.is_empty() {
             series.push(("sim-replay existing", GREEN, 2, steps(rt, |p| p.alive)));
         }
-        for (label, color, width, pts) in series {
-            c.draw_series(LineSeries::new(pts, color.stroke_width(width)))
-                .map_err(|e| err(&e))?
-                .label(label)
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(width))
-                });
-        }
-        c.configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .label_font(("sans-serif", 12))
-            .draw()
-            .map_err(|e| err(&e))?;
+        plot::draw_lines(&mut c, series, 12).map_err(|e| err(&e))?;
     }
     root.present().map_err(|e| err(&e))?;
     Ok(())
 }
 
 // ---------------------------------------------------------------- run
-
-/// `p` as a file-name fragment.
-pub(crate) fn file_safe(p: &str) -> String {
-    p.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
-}
 
 /// Brings a farm down when dropped (also on errors half-way).
 struct Down(Option<PathBuf>);
@@ -1197,19 +979,12 @@ fn live_once(c: &Ctx<'_>, policy_spec: &str, build: bool) -> Result<LiveRun> {
 
 /// Run `farmctl compare`.
 pub fn run(a: CompareArgs) -> Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
-    if !(a.speedup.is_finite() && a.speedup > 0.0) {
-        bail!("--speedup must be a positive number, got {}", a.speedup);
-    }
+    log_to_stderr();
+    check_speedup(a.speedup)?;
     if a.policies.is_empty() {
         bail!("--policies is empty");
     }
-    let scenario = sim::load_scenario(&a.scenario)?;
+    let scenario = load_scenario(&a.scenario)?;
     let seed = a.seed.unwrap_or(scenario.seed);
     let workload = scenario.generate(seed);
     if workload.tasks.is_empty() {
@@ -1266,20 +1041,7 @@ pub fn run(a: CompareArgs) -> Result<()> {
     let mut built = a.no_build;
     for (p, skip) in usable {
         if let Some(why) = skip {
-            rows.push(Row {
-                policy: p,
-                status: why,
-                live: None,
-                sim: None,
-                qos_diff_pts: None,
-                replica_s_diff_pct: None,
-                within_target: None,
-                sim_replay: None,
-                replay: None,
-                replay_qos_diff_pts: None,
-                replay_replica_s_diff_pct: None,
-                replay_within_target: None,
-            });
+            rows.push(Row::no_runs(p, why));
             continue;
         }
         println!("--- {p}: live");
@@ -1390,19 +1152,10 @@ pub fn run(a: CompareArgs) -> Result<()> {
             }
             Err(e) => {
                 eprintln!("farmctl compare: {p}: {e:#}");
+                let status = format!("failed: {}", format!("{e:#}").lines().next().unwrap_or(""));
                 Row {
-                    policy: p,
-                    status: format!("failed: {}", format!("{e:#}").lines().next().unwrap_or("")),
-                    live: None,
                     sim: Some(sim),
-                    qos_diff_pts: None,
-                    replica_s_diff_pct: None,
-                    within_target: None,
-                    sim_replay: None,
-                    replay: None,
-                    replay_qos_diff_pts: None,
-                    replay_replica_s_diff_pct: None,
-                    replay_within_target: None,
+                    ..Row::no_runs(p, status)
                 }
             }
         };
@@ -1428,7 +1181,7 @@ pub fn run(a: CompareArgs) -> Result<()> {
         rows,
     };
     let json = out.join("compare.json");
-    sim::write_json(&json, &report)?;
+    write_json(&json, &report)?;
     println!("json: {}", json.display());
     let png = out.join("compare.png");
     let title = format!("{} / seed {seed} / live x{k} vs simulated", scenario.name);
@@ -1517,20 +1270,6 @@ mod tests {
     }
 
     #[test]
-    fn policy_specs_give_typed_errors() {
-        let p = Scenario::builtin("steady").unwrap().platform;
-        assert!(make_policy("queueing", &p).is_ok());
-        assert!(matches!(
-            make_policy("no-such-policy", &p),
-            Err(PolicySpecError::Builtin(PolicyError::Unknown(_)))
-        ));
-        assert!(matches!(
-            make_policy("onnx:/nonexistent/model.onnx", &p),
-            Err(PolicySpecError::ModelMissing(_))
-        ));
-    }
-
-    #[test]
     fn fidelity_flags_large_differences() {
         let m = metrics;
         let (dq, dr, ok) = fidelity(&m(0.95, 105.0), &m(0.97, 100.0));
@@ -1541,20 +1280,10 @@ mod tests {
 
     #[test]
     fn the_table_has_one_line_per_policy() {
-        let skipped = Row {
-            policy: "onnx:x.onnx".into(),
-            status: "skipped: model x.onnx not found".into(),
-            live: None,
-            sim: None,
-            qos_diff_pts: None,
-            replica_s_diff_pct: None,
-            within_target: None,
-            sim_replay: None,
-            replay: None,
-            replay_qos_diff_pts: None,
-            replay_replica_s_diff_pct: None,
-            replay_within_target: None,
-        };
+        let skipped = Row::no_runs(
+            "onnx:x.onnx".into(),
+            "skipped: model x.onnx not found".into(),
+        );
         let ok = Row {
             policy: "queueing".into(),
             status: "ok".into(),

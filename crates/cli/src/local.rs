@@ -37,7 +37,8 @@ use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
-use crate::stack::{BuildPlan, Stack};
+use crate::shared::policy::ort_library;
+use crate::shared::stack::{BuildPlan, Stack};
 
 /// Oldest nats-server with the JetStream features the farm uses.
 const MIN_NATS: (u64, u64, u64) = (2, 10, 0);
@@ -993,7 +994,7 @@ async fn start_gateway_ext(
     // `onnx:` policies need ONNX Runtime: the repository's venv copy when
     // the environment names none.
     if std::env::var_os("ORT_DYLIB_PATH").is_none()
-        && let Ok(lib) = crate::compare::ort_library()
+        && let Ok(lib) = ort_library()
     {
         cmd.env("ORT_DYLIB_PATH", lib);
     }

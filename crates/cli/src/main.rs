@@ -1,21 +1,31 @@
 //! `farmctl`: the rust-farm command line.
 //!
-//! Subcommands live in their own modules; this file only parses the command
-//! line and dispatches. `farmctl sim ...` evaluates autoscaling policies in
-//! the discrete-event simulator (see `sim.rs`). `farmctl up / down / status`
-//! run a local farm from stack.yml (`local.rs`, `stack.rs`); `farmctl run`
-//! replays a scenario on it (`run.rs`); `farmctl compare` runs policies live
-//! and in the simulator side by side (`compare.rs`), with the platform
-//! figures `farmctl calibrate` measures (`calibrate.rs`).
+//! One module per subcommand group; this file only parses the command line
+//! and dispatches:
+//!
+//! - `sim` (`farmctl sim scenarios / eval / compare / serve`): policies in
+//!   the simulator; `serve` is the simulator behind the FarmControl gRPC
+//!   contract;
+//! - `local` (`farmctl up / down / status`): a local farm from stack.yml;
+//! - `run` (`farmctl run`): a scenario replayed on the local farm;
+//! - `calibrate` (`farmctl calibrate`): the live platform measured, and the
+//!   calibration file `compare` reads;
+//! - `compare` (`farmctl compare`): policies live and in the simulator, side
+//!   by side.
+//!
+//! `shared` holds what several of them use (scenario loading, the summary
+//! table, JSON output, plots, policies by name, the stack file). Imports
+//! only go down this list: `compare` uses `calibrate`, `run` and `local`;
+//! `calibrate` uses `run` and `local`; `run` uses `local`; all use `shared`,
+//! which uses none of them.
 
 mod calibrate;
 mod compare;
 mod local;
-mod plot;
 mod run;
 mod serve;
+mod shared;
 mod sim;
-mod stack;
 
 use clap::{Parser, Subcommand};
 

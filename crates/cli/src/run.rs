@@ -37,23 +37,27 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use clap::Args;
-use farm_model::policy;
 use farm_model::scenario::{Scenario, TaskSpec, Workload};
 use farm_model::signals::Signals;
+use farm_observe::{BuildContext, NatsObserver, Sample, SharedNats, SignalsBuilder};
 use farm_runtime::names::FarmNames;
 use farm_runtime::proto::TaskResult;
 use farm_sim::oracle::{self, DEFAULT_TARGET_QOS};
 use farm_sim::{RunMetrics, TimelinePoint};
 use futures::StreamExt;
-use gateway_ext::observe::{BuildContext, NatsObserver, Sample, SharedNats, SignalsBuilder};
 use prost::Message as _;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::local::{FarmState, function_status};
-use crate::stack::Stack;
-use crate::{plot, sim};
+use crate::shared::logging::log_to_stderr;
+use crate::shared::output::write_json;
+use crate::shared::plot;
+use crate::shared::policy::make_policy;
+use crate::shared::scenario::{check_speedup, load_scenario};
+use crate::shared::stack::{Farm, Stack};
+use crate::shared::summary::{self, Run, summarise, table};
 
 /// `farmctl run` arguments.
 #[derive(Debug, Args)]
@@ -229,7 +233,7 @@ enum Outcome {
 /// The work queue and the interval's results as read at a tick.
 struct QueueRead {
     /// The workers' consumer (backlog, in flight), if JetStream answered.
-    consumer: Option<gateway_ext::observe::ConsumerSample>,
+    consumer: Option<farm_observe::ConsumerSample>,
     /// When it was read: the midpoint of the request.
     at: Instant,
     /// Results collected since the previous tick.
@@ -306,27 +310,20 @@ struct Report<'a> {
     seed: u64,
     speedup: f64,
     accounting: &'a Accounting,
-    summary: &'a sim::Row,
+    summary: &'a summary::Row,
 }
 
 /// Run `farmctl run`.
 pub fn run(a: RunArgs) -> Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
-    if !(a.speedup.is_finite() && a.speedup > 0.0) {
-        bail!("--speedup must be a positive number, got {}", a.speedup);
-    }
+    log_to_stderr();
+    check_speedup(a.speedup)?;
     if a.slice_ms == 0 {
         bail!("--slice-ms must be at least 1");
     }
     let st = FarmState::load(&std::path::absolute(&a.state)?)?;
     let stack = Stack::load(&st.stack_file)?;
     let farm = stack.farm(a.farm.as_deref())?;
-    let scenario = sim::load_scenario(&a.scenario)?;
+    let scenario = load_scenario(&a.scenario)?;
     let policy_name = a
         .policy
         .clone()
@@ -341,7 +338,7 @@ pub fn run(a: RunArgs) -> Result<()> {
         })
         .unwrap_or_else(|| "reactive-average".to_string());
     // Fails early with the list of built-ins on a typo, or a clear ONNX error.
-    let pol = crate::compare::make_policy(&policy_name, &scenario.platform)?;
+    let pol = make_policy(&policy_name, &scenario.platform)?;
     let seed = a.seed.unwrap_or(scenario.seed);
     let workload = scenario.generate(seed);
     if workload.tasks.is_empty() {
@@ -381,18 +378,18 @@ pub fn run(a: RunArgs) -> Result<()> {
     let bound_at_qos =
         oracle::lower_bound_sharded(&workload, &scenario.platform, live.metrics.qos, 1)
             .replica_seconds;
-    let run = sim::Run {
+    let run = Run {
         seed,
         metrics: live.metrics.clone(),
         bound_target: bound,
         bound_at_qos,
     };
-    let row = sim::summarise(&scenario.name, &policy_name, vec![run], DEFAULT_TARGET_QOS);
+    let row = summarise(&scenario.name, &policy_name, vec![run], DEFAULT_TARGET_QOS);
     println!(
         "live run, {} controlled, speedup {k} (figures in scenario seconds):",
         live.controller
     );
-    print!("{}", sim::table(std::slice::from_ref(&row), false));
+    print!("{}", table(std::slice::from_ref(&row), false));
     let json_path = a.out.with_extension("json");
     let png_path = a.out.with_extension("png");
     if let Some(dir) = json_path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -407,7 +404,7 @@ pub fn run(a: RunArgs) -> Result<()> {
         accounting: acc,
         summary: &row,
     };
-    sim::write_json(&json_path, &report)?;
+    write_json(&json_path, &report)?;
     println!("json: {}", json_path.display());
     let title = format!(
         "{} / {} / seed {seed} / live x{k}",
@@ -525,11 +522,11 @@ pub(crate) async fn drive(
     a: &RunArgs,
     st: &FarmState,
     stack: &Stack,
-    farm: &crate::stack::Farm,
+    farm: &Farm,
     scenario: &Scenario,
     workload: &Workload,
     policy_name: &str,
-    pol: Box<dyn policy::Policy>,
+    pol: Box<dyn farm_policy::Policy>,
 ) -> Result<Live> {
     let k = a.speedup;
     let platform = &scenario.platform;

@@ -978,12 +978,7 @@ pub async fn serve(
 /// SIGTERM, or (with `--exit-on-stdin-eof`) the end of stdin.
 pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
     // Logs go to stderr: stdout's first line is the address clients read.
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(filter)
-        .try_init();
+    crate::shared::logging::log_to_stderr();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -1,6 +1,7 @@
 //! Pure model of a rust-farm: what a farm on a serverless platform looks like
-//! to a controller, shared by the simulator (`farm-sim`) and the live
-//! autoscaler (`gateway-ext`) so a policy sees the same features in both.
+//! to a controller, shared by the simulator (`farm-sim`), the policies
+//! (`farm-policy`) and the live autoscaler (`gateway-ext`) so a policy sees
+//! the same features in both.
 //!
 //! Nothing here touches async runtimes, sockets, files or the wall clock.
 //!
@@ -12,13 +13,15 @@
 //! - [`action`]: discrete action spaces declared as data.
 //! - [`reward`]: the configurable reward.
 //! - [`queueing`]: Erlang-C / M/G/c formulas.
-//! - [`policy`]: the [`policy::Policy`] trait and the built-in baselines.
+//!
+//! The policies that read these (the `Policy` trait, the built-in
+//! baselines, ONNX models, the shield) are `farm-policy`'s.
 //!
 //! The main loop, as a host drives it (the simulator fills [`signals::Signals`]
 //! from its state, gateway-ext from JetStream and the provider):
 //!
 //! ```
-//! use farm_model::{action::ActionSpace, observation, policy, reward};
+//! use farm_model::{action::ActionSpace, observation, reward};
 //! use farm_model::scenario::Scenario;
 //! use farm_model::signals::Signals;
 //!
@@ -26,7 +29,6 @@
 //! let workload = scenario.generate(42);
 //! assert!(workload.tasks.len() > 1000); // ~1140 expected
 //!
-//! let mut hpa = policy::builtin("hpa", &scenario.platform)?;
 //! // The measurements of one 8 s interval: 4 replicas, all busy.
 //! let signals = Signals {
 //!     interval_s: 8.0,
@@ -43,9 +45,6 @@
 //!     max_replicas: 32.0,
 //!     ..Default::default()
 //! };
-//! let decision = hpa.decide(8.0, &signals);
-//! assert_eq!(decision.desired, 5); // ceil(4 x 100 % / 80 %)
-//!
 //! // A learned policy sees the observation and picks an action index.
 //! let obs = observation::observe(&signals);
 //! assert_eq!(obs.len(), observation::OBS_DIM);
@@ -61,7 +60,6 @@ pub mod action;
 pub mod estimate;
 pub mod observation;
 pub mod planner;
-pub mod policy;
 pub mod queueing;
 pub mod reward;
 pub mod scenario;

@@ -8,7 +8,6 @@
 use std::hint::black_box;
 use std::time::Instant;
 
-use farm_model::policy;
 use farm_model::scenario::Scenario;
 use farm_sim::oracle::{DEFAULT_TARGET_QOS, lower_bound, plan};
 use farm_sim::{Engine, SimOptions, drive, simulate_workload};
@@ -36,7 +35,7 @@ fn main() {
             }));
     }
     long.duration_s *= f64::from(reps);
-    let mut fixed = policy::builtin("fixed:12", &steady.platform).expect("fixed policy");
+    let mut fixed = farm_policy::builtin("fixed:12", &steady.platform).expect("fixed policy");
     let t = Instant::now();
     let m = simulate_workload(&long, &steady.platform, 1, fixed.as_mut(), &opts).expect("run");
     let dt = t.elapsed().as_secs_f64();
@@ -50,7 +49,7 @@ fn main() {
 
     // 2. paper-4phase episodes.
     for name in ["reactive-average", "queueing"] {
-        let mut p = policy::builtin(name, &paper.platform).expect("policy");
+        let mut p = farm_policy::builtin(name, &paper.platform).expect("policy");
         let n = 2000u64;
         let workloads: Vec<_> = (0..n).map(|s| paper.generate(s)).collect();
         let mut events = 0u64;

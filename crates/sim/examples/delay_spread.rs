@@ -14,7 +14,6 @@
 //! Arguments: scenario name, workload seed, number of platform seeds,
 //! comma-separated built-in policies.
 
-use farm_model::policy;
 use farm_model::scenario::Scenario;
 use farm_sim::{SimOptions, simulate_workload};
 
@@ -35,7 +34,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let mut qos = Vec::new();
         let mut rep = Vec::new();
         for s in 0..runs {
-            let mut pol = policy::builtin(p, &scenario.platform)?;
+            let mut pol = farm_policy::builtin(p, &scenario.platform)?;
             // Any seed but the workload's: only the platform's draws change.
             let m = simulate_workload(
                 &workload,

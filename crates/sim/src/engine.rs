@@ -70,7 +70,7 @@ pub struct SimOptions {
     /// unfinished.
     pub max_drain_s: f64,
     /// Emulate Prometheus + Alertmanager (OpenFaaS CE alert rule) and deliver
-    /// notifications to [`farm_model::policy::Policy::on_alert`].
+    /// notifications to [`farm_policy::Policy::on_alert`].
     pub alerts: bool,
     /// Keep the per-interval timeline in the metrics.
     pub timeline: bool,

@@ -12,7 +12,7 @@
 //!   and an achievable clairvoyant replica plan.
 //!
 //! ```
-//! use farm_model::policy::{Decision, Policy};
+//! use farm_policy::{Decision, Policy};
 //! use farm_model::scenario::{Dist, Platform, TaskSpec, Workload};
 //! use farm_model::signals::Signals;
 //! use farm_sim::{SimOptions, simulate_workload};

@@ -83,9 +83,9 @@
 //! of tasks straddling two blocks beyond their mandatory part, and idle time
 //! forced by random arrivals.
 
-use farm_model::policy::{Decision, Policy};
 use farm_model::scenario::{Dist, Platform, TaskSpec, Workload};
 use farm_model::signals::Signals;
+use farm_policy::{Decision, Policy};
 use serde::{Deserialize, Serialize};
 
 use crate::engine::{Engine, SimOptions};

@@ -1,7 +1,7 @@
 //! The whole-run API: a scenario, a seed and a policy in, [`RunMetrics`] out.
 
-use farm_model::policy::Policy;
 use farm_model::scenario::{DelaySequence, Platform, Scenario, Workload};
+use farm_policy::Policy;
 
 use crate::engine::{Engine, Pause, SimOptions};
 use crate::metrics::RunMetrics;

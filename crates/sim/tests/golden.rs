@@ -13,8 +13,8 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use common::{Fixed, Recorder, Script};
-use farm_model::policy::Policy;
 use farm_model::scenario::Scenario;
+use farm_policy::Policy;
 use farm_sim::oracle::{DEFAULT_TARGET_QOS, lower_bound, plan};
 use farm_sim::{SimOptions, simulate_workload};
 

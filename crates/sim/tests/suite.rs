@@ -3,7 +3,6 @@
 //! bound at the QoS that policy reached (so at the 99 % target whenever it
 //! reached it), and the oracle's achievable plan is not below the bound.
 
-use farm_model::policy;
 use farm_model::scenario::Scenario;
 use farm_sim::oracle::{DEFAULT_TARGET_QOS, lower_bound, plan};
 use farm_sim::{SimOptions, simulate_workload};
@@ -27,8 +26,8 @@ fn no_builtin_policy_beats_the_oracle_bound() {
         for seed in 0..SEEDS {
             let w = scenario.generate(seed);
             let mut bounds: [Option<f64>; GRID.len()] = [None; GRID.len()];
-            for pname in policy::builtin_names() {
-                let mut p = policy::builtin(pname, &scenario.platform).unwrap();
+            for pname in farm_policy::builtin_names() {
+                let mut p = farm_policy::builtin(pname, &scenario.platform).unwrap();
                 let m = simulate_workload(&w, &scenario.platform, seed, p.as_mut(), &opts).unwrap();
                 let g = GRID.iter().rposition(|&q| q <= m.qos + 1e-12).unwrap_or(0);
                 let lb = *bounds[g].get_or_insert_with(|| {

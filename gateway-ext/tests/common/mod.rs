@@ -48,7 +48,7 @@ pub fn python() -> PathBuf {
 /// `y = x @ W + b` with `W` zero (so `y` is the bias), input
 /// `[batch, in_dim]`, output `[batch, actions.len()]` (bias given as JSON,
 /// `NaN` allowed), and the rust-farm
-/// metadata (see gateway_ext::onnx).
+/// metadata (see farm_policy::onnx).
 pub fn write_linear_model(path: &Path, in_dim: usize, actions: &[&str], bias_json: &str) {
     let names: Vec<&str> = farm_model::observation::names().to_vec();
     let meta = serde_json::json!({
@@ -545,4 +545,25 @@ pub fn farm_spec(farm: &str, function: &str, policy: &str, extra: &[(&str, &str)
     gateway_ext::config::parse_farms_yaml(&yaml, &defaults)
         .unwrap()
         .remove(0)
+}
+
+/// Waits (up to 30 s) until the farm's worker consumer exists, as a started
+/// worker declares it; returns a JetStream context on `nats`.
+pub async fn wait_consumer(nats: &str, farm: &str) -> async_nats::jetstream::Context {
+    let client = async_nats::connect(nats).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let names = farm_runtime::names::FarmNames::new(farm).unwrap();
+    eventually(Duration::from_secs(30), "the worker's consumer", || {
+        let js = js.clone();
+        let names = names.clone();
+        async move {
+            let s = js.get_stream(names.tasks_stream()).await.ok()?;
+            s.consumer_info(names.workers_consumer())
+                .await
+                .ok()
+                .map(|_| ())
+        }
+    })
+    .await;
+    js
 }

@@ -1,9 +1,9 @@
 //! Shared helpers for the simulator's integration tests.
 #![allow(dead_code)]
 
-use farm_model::policy::{Decision, Policy};
 use farm_model::scenario::{Dist, Platform, TaskSpec, Workload};
 use farm_model::signals::Signals;
+use farm_policy::{Decision, Policy};
 
 /// A platform with constant delays and no failures.
 pub fn platform(
