@@ -18,6 +18,7 @@
 //! | `DEFAULT_POLICY` | `reactive-average` | policy of a farm that names none |
 //! | `FALLBACK_POLICY` | `reactive-average` | built-in used when an ONNX model fails |
 //! | `CONTROL_INTERVAL` | `8s` | default control interval |
+//! | `CONTROL_WINDOW` | `0s` | default sliding window of the signals (`0s`: since the previous decision; never shorter than the interval) |
 //! | `MIN_REPLICAS` / `MAX_REPLICAS` | `1` / `32` | default bounds when neither labels nor farm keys set them |
 //! | `MAX_REPLICAS_PER_FUNCTION` | `0` (no cap) | replicas one function may have (CE: 5); above it, shards are used |
 //! | `MAX_STEP` | `0` (no limit) | default largest change of desired replicas per decision |
@@ -39,13 +40,16 @@
 //! of the farms file (same keys without the prefix). Keys: `farm`
 //! (required), `function` (file only; the annotated function otherwise),
 //! `policy` (`<builtin>`, `onnx:<path>` or `external`), `fallback`,
-//! `interval`, `min`, `max` (else the labels `com.openfaas.scale.min/max`),
+//! `interval`, `window`, `min`, `max` (else the labels `com.openfaas.scale.min/max`),
 //! `max-step`, `queueing-floor`, `per-function-cap`, `action-space`
 //! (`default` or `paper`, for `external` farms), `time-scale` (else
 //! `TIME_SCALE`).
 //!
 //! The `interval` is always wall-clock time (when the loop wakes); with a
-//! time scale K the policy is told it lasted `interval * K`. A compressed run
+//! time scale K the policy is told it lasted `interval * K`. The `window`
+//! (wall-clock too) is how far back the signals reach: a decision every 2 s
+//! on statistics of the last 8 s is `interval: 2s`, `window: 8s`, as
+//! `farmctl sim --interval 2 --window 8`. A compressed run
 //! of a scenario whose control interval is 8 s therefore declares
 //! `interval: 2s` and `time-scale: 4`.
 
@@ -222,6 +226,9 @@ pub struct FarmSpec {
     pub fallback: String,
     /// Control interval.
     pub interval: Duration,
+    /// Sliding window of the signals (at most `interval` = since the
+    /// previous decision).
+    pub window: Duration,
     /// Minimum replicas over all shards.
     pub min: u32,
     /// Maximum replicas over all shards.
@@ -293,6 +300,8 @@ pub struct FarmDefaults {
     pub fallback: String,
     /// Control interval.
     pub interval: Duration,
+    /// Sliding window of the signals.
+    pub window: Duration,
     /// Minimum replicas.
     pub min: u32,
     /// Maximum replicas.
@@ -463,6 +472,12 @@ impl Config {
             "a duration such as 8s",
             positive_duration,
         );
+        let window = p.parse_or(
+            "CONTROL_WINDOW",
+            Duration::ZERO,
+            "a duration such as 8s (0s: the interval)",
+            parse_duration,
+        );
         let min = p.parse_or("MIN_REPLICAS", 1, "an integer >= 0", |v| v.parse().ok());
         let max = p.parse_or("MAX_REPLICAS", 32, "an integer >= 1", |v| {
             v.parse().ok().filter(|n| *n >= 1)
@@ -538,6 +553,7 @@ impl Config {
                 policy: default_policy,
                 fallback,
                 interval,
+                window,
                 min,
                 max,
                 per_function_cap,
@@ -719,6 +735,7 @@ fn farm_from_keys(
         "policy",
         "fallback",
         "interval",
+        "window",
         "min",
         "max",
         "max-step",
@@ -794,6 +811,17 @@ fn farm_from_keys(
             d.interval
         }),
     };
+    let window = match get("window") {
+        None => d.window,
+        Some(v) => parse_duration(v).unwrap_or_else(|| {
+            errors.push(invalid(
+                &k("window"),
+                v,
+                "a duration such as 8s (0s: the interval)",
+            ));
+            d.window
+        }),
+    };
     let queueing_floor = match get("queueing-floor") {
         None => d.queueing_floor,
         Some(v) => parse_bool(v).unwrap_or_else(|| {
@@ -833,6 +861,7 @@ fn farm_from_keys(
         policy,
         fallback,
         interval,
+        window,
         min,
         max,
         max_step,

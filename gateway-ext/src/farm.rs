@@ -582,6 +582,7 @@ impl FarmLoop {
             .unwrap_or_else(|| self.replicas.as_ref().map_or(self.spec.min, |r| r.replicas));
         let ctx = BuildContext {
             interval_s: self.spec.interval.as_secs_f64(),
+            window_s: self.spec.window.as_secs_f64(),
             desired: previous,
             since_last_scale_s: 0.0,
             min: self.spec.min,
@@ -667,7 +668,7 @@ impl FarmLoop {
 
     async fn observe(&mut self) -> Sample {
         self.read_replicas().await;
-        let (consumer, snapshot) = match self.observer.clone() {
+        let (consumer, snapshot, queue_head_age_s) = match self.observer.clone() {
             Some(o) => {
                 let started = Instant::now();
                 let c = match o.consumer().await {
@@ -689,9 +690,16 @@ impl FarmLoop {
                     Some(s) => Some(s),
                     None => o.snapshot(),
                 };
-                (c, snap)
+                let age = match &c {
+                    Some(c) => o.queue_head_age(c).await.unwrap_or_else(|e| {
+                        debug!(error = %e, "no queue-head age");
+                        0.0
+                    }),
+                    None => 0.0,
+                };
+                (c, snap, age)
             }
-            None => (None, None),
+            None => (None, None, 0.0),
         };
         let (replicas, available) = self
             .replicas
@@ -702,6 +710,7 @@ impl FarmLoop {
             snapshot,
             replicas,
             available,
+            queue_head_age_s,
         }
     }
 
@@ -724,6 +733,7 @@ impl FarmLoop {
             .unwrap_or_else(|| self.replicas.as_ref().map_or(self.spec.min, |r| r.replicas));
         let ctx = BuildContext {
             interval_s,
+            window_s: self.spec.window.as_secs_f64(),
             desired: previous,
             since_last_scale_s: now.duration_since(self.last_change).as_secs_f64(),
             min: self.spec.min,

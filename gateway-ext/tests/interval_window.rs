@@ -94,6 +94,7 @@ async fn wait_written(observer: &NatsObserver, n: u64) {
 fn ctx() -> BuildContext {
     BuildContext {
         interval_s: 1.0,
+        window_s: 0.0,
         desired: 1,
         since_last_scale_s: 1.0,
         min: 1,

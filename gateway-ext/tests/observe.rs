@@ -179,3 +179,64 @@ async fn a_server_that_stops_answering_is_a_bounded_timeout() {
     stop.cancel();
     drop(server);
 }
+
+/// The queue-head age is the wait of the oldest undelivered task, from the
+/// stream's own timestamps: it grows while the task waits, moves to the next
+/// task once the first is delivered, and is 0 for an empty queue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_head_age_is_the_wait_of_the_oldest_undelivered_task() {
+    use futures::StreamExt;
+    let nats = NatsServer::start().unwrap();
+    let names = FarmNames::new("aged").unwrap();
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let js = async_nats::jetstream::new(client.clone());
+    declare_topology(&js, &names).await;
+    let shared: SharedNats = Arc::new(tokio::sync::OnceCell::new());
+    shared.set(client.clone()).unwrap();
+    let stop = CancellationToken::new();
+    let observer =
+        NatsObserver::start(shared, names.clone(), Duration::from_secs(30), stop.clone());
+    let empty = observer.consumer().await.unwrap();
+    assert_eq!(observer.queue_head_age(&empty).await.unwrap(), 0.0);
+
+    let first = Instant::now();
+    js.publish(names.tasks_subject(), "a".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let second = Instant::now();
+    js.publish(names.tasks_subject(), "b".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let c = observer.consumer().await.unwrap();
+    assert_eq!(c.num_pending, 2);
+    let age = observer.queue_head_age(&c).await.unwrap();
+    let waited = first.elapsed().as_secs_f64();
+    // The server's clock stamps the task; allow for the publish round trip.
+    assert!(age > 0.7 && age <= waited + 0.05, "{age} vs {waited}");
+
+    // Deliver (and ack) the first task: the head is now the second one.
+    let consumer: async_nats::jetstream::consumer::PullConsumer = js
+        .get_stream(names.tasks_stream())
+        .await
+        .unwrap()
+        .get_consumer(names.workers_consumer())
+        .await
+        .unwrap();
+    let mut batch = consumer.fetch().max_messages(1).messages().await.unwrap();
+    let m = batch.next().await.unwrap().unwrap();
+    assert_eq!(m.payload.as_ref(), b"a");
+    m.double_ack().await.unwrap();
+    let c = observer.consumer().await.unwrap();
+    assert_eq!(c.num_pending, 1);
+    let age = observer.queue_head_age(&c).await.unwrap();
+    let waited = second.elapsed().as_secs_f64();
+    assert!(age > 0.1 && age <= waited + 0.05, "{age} vs {waited}");
+    client.flush().await.unwrap();
+    stop.cancel();
+}

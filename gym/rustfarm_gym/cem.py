@@ -357,8 +357,8 @@ def extend_actions(theta: np.ndarray, obs_dim: int, old: Sequence[str], new: Seq
     """Linear parameters over the action space ``new`` computing the same greedy
     policy as ``theta`` (linear, ``obs_dim`` features) over ``old``.
 
-    An action of ``old`` keeps its column. A new ``smoothed:xM``, ``peak:xM``
-    or ``drain:xM`` copies the column of ``estimate:xM`` with its bias lowered
+    An action of ``old`` keeps its column. A new ``smoothed:xM``, ``peak:xM``,
+    ``mpc:xM`` or ``drain:xM`` copies the column of ``estimate:xM`` with its bias lowered
     by ``margin``, so it starts just below the action it refines (never
     chosen at first, one small step of the search away); a ``drain:xM``
     without an ``estimate:xM`` copies the estimate with the nearest multiple
@@ -382,7 +382,7 @@ def extend_actions(theta: np.ndarray, obs_dim: int, old: Sequence[str], new: Seq
                 above = [x for x in est if x >= float(mult)]
                 if above:
                     base, drop = f"estimate:x{min(above):g}", 2 * margin
-            if kind not in ("smoothed", "peak", "drain") or base not in old:
+            if kind not in ("smoothed", "peak", "mpc", "drain") or base not in old:
                 raise ValueError(f"cannot warm-start new action {m!r}: it needs {base!r} "
                                  "among the old actions")
             j = list(old).index(base)
@@ -622,6 +622,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--obs-version", type=int, default=1,
                     help="observation layout (2 = v1 plus history features); --init-from "
                          "may hold a policy over fewer features (extra weights start at 0)")
+    ap.add_argument("--interval", default="",
+                    help="decision intervals a run draws from, seconds (comma list; default: "
+                         "each scenario's), as `train --interval`")
+    ap.add_argument("--window", type=float, default=0.0,
+                    help="sliding window of the signals, seconds (0: the interval)")
     ap.add_argument("--mask-features", default="",
                     help="comma list of observation feature names the policy must not use "
                          "(their input weights stay 0)")
@@ -702,6 +707,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         del cfg["obs_version"]  # likewise
     if not a.mask_features:
         del cfg["mask_features"]  # likewise
+    if not a.interval:
+        del cfg["interval"]  # likewise
+    if not a.window:
+        del cfg["window"]  # likewise
     if not a.init_actions:
         del cfg["init_actions"]  # likewise
     if not a.qos_cap:
@@ -721,7 +730,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         pool += list(training_scenarios().values())
     # Whole runs (the run ends when its work is done), as `farmctl sim compare` measures.
     rand = {"randomize": "true", "randomize.rate": a.rate,
-            **(WHOLE_RUN if a.episode_end == "whole" else {})}
+            **(WHOLE_RUN if a.episode_end == "whole" else {}),
+            **({"interval": a.interval} if a.interval else {}),
+            **({"window": str(a.window)} if a.window else {})}
     t0 = time.perf_counter()
     batch = RunBatch(a.actions, a.address, obs_version=a.obs_version)
     try:

@@ -12,6 +12,16 @@ A truncated episode (time limit) adds ``gamma * V(final observation)`` to
 its last reward, so the cut does not look like a terminal state; a
 terminated one bootstraps nothing.
 
+With ``time_ref_s > 0`` and an observation that states its decision step
+(``step_log``, layout 3) the discount is per second, not per decision (a
+semi-MDP): a step of ``dt`` seconds is discounted by
+``gamma ** (dt / time_ref_s)`` (``lambda`` likewise) and its reward weighs
+``dt / time_ref_s``, so one policy trained over decision intervals of 1-8 s
+looks equally far ahead (and values a second of QoS or of a replica
+equally) at every cadence. With a per-decision discount a 1 s cadence
+would look 8 times less far ahead than an 8 s one, shorter than the
+start-up delays it must plan over.
+
 >>> agent = PPOAgent(obs_dim=17, n_actions=7, low=[0] * 17, high=[2] * 17)
 >>> # records = agent.train(venv, 5000)  # venv: FarmVectorEnv
 >>> # model = agent.onnx_graph()         # output "logits", greedy = argmax
@@ -30,6 +40,10 @@ import onnx
 
 from .dqn import EpisodeLog, train_vector_agent
 from .nn import MLP, Adam, clip_grad_norm
+
+#: ``step_log`` = ``log1p(step s) / log1p(STEP_LOG_MAX_S)`` (farm-model's
+#: observation layout 3).
+STEP_LOG_MAX_S = 60.0
 
 
 @dataclass
@@ -62,6 +76,8 @@ class PPOConfig:
     """Standardise advantages per minibatch."""
     seed: int = 0
     """Seed of the initialisation, action sampling, minibatches and environments."""
+    time_ref_s: float = 0.0
+    """Seconds one ``gamma`` discounts (0: per decision); needs ``step_log``."""
 
     def as_dict(self) -> dict[str, Any]:
         """Plain dict (for the config hash)."""
@@ -110,21 +126,25 @@ def policy_loss(logits: np.ndarray, actions: np.ndarray, old_logp: np.ndarray,
 
 
 def gae(rewards: np.ndarray, values: np.ndarray, dones: np.ndarray, last_values: np.ndarray,
-        gamma: float, lam: float) -> tuple[np.ndarray, np.ndarray]:
+        gamma: float | np.ndarray, lam: float | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """GAE(lambda) advantages and value targets of a rollout ``[T, N]``.
 
     ``dones[t]`` marks that the episode ended at step ``t`` (the next
     observation starts a new one); ``last_values`` are ``V`` of the
-    observations after the rollout.
+    observations after the rollout. ``gamma`` and ``lam`` are scalars or
+    per-step arrays ``[T, N]`` (a discount per transition).
     """
+    shape = rewards.shape
+    gamma = np.broadcast_to(np.asarray(gamma, dtype=np.float64), shape)
+    lam = np.broadcast_to(np.asarray(lam, dtype=np.float64), shape)
     t_max = rewards.shape[0]
     adv = np.zeros_like(rewards, dtype=np.float64)
     running = np.zeros(rewards.shape[1])
     for t in reversed(range(t_max)):
         next_v = last_values if t == t_max - 1 else values[t + 1]
         nonterminal = 1.0 - dones[t]
-        delta = rewards[t] + gamma * next_v * nonterminal - values[t]
-        running = delta + gamma * lam * nonterminal * running
+        delta = rewards[t] + gamma[t] * next_v * nonterminal - values[t]
+        running = delta + gamma[t] * lam[t] * nonterminal * running
         adv[t] = running
     return adv, adv + values
 
@@ -134,9 +154,13 @@ class PPOAgent:
 
     def __init__(self, obs_dim: int, n_actions: int, *,
                  low: Sequence[float] | np.ndarray, high: Sequence[float] | np.ndarray,
-                 cfg: PPOConfig | None = None) -> None:
+                 cfg: PPOConfig | None = None, step_feature: int | None = None) -> None:
         self.cfg = cfg = cfg or PPOConfig()
         self.n_actions = n_actions
+        if cfg.time_ref_s > 0 and step_feature is None:
+            raise ValueError("time_ref_s > 0 needs an observation with `step_log` "
+                             "(observation layout 3)")
+        self.step_feature = step_feature
         self.rng = np.random.default_rng(cfg.seed)
         # Small initial logits: the first policy is close to uniform.
         self.policy = MLP([obs_dim, *cfg.hidden, n_actions], activation=cfg.activation,
@@ -154,6 +178,15 @@ class PPOAgent:
     def greedy(self, obs: np.ndarray) -> np.ndarray:
         """Most probable actions (lowest index on ties, as ``argmax`` in ONNX users)."""
         return self.logits(obs).argmax(axis=1)
+
+    def step_weights(self, obs: np.ndarray) -> np.ndarray:
+        """``dt / time_ref_s`` of the decisions taken at ``obs`` (1 without a
+        time reference): the decision step the observation states, which is
+        the episode's fixed interval."""
+        if self.cfg.time_ref_s <= 0 or self.step_feature is None:
+            return np.ones(len(obs))
+        step_s = np.expm1(obs[:, self.step_feature].astype(np.float64) * np.log1p(STEP_LOG_MAX_S))
+        return np.maximum(step_s, 1e-3) / self.cfg.time_ref_s
 
     def values(self, obs: np.ndarray) -> np.ndarray:
         """State values ``[N]``."""
@@ -212,6 +245,8 @@ class PPOAgent:
         buf_val = np.zeros((t_len, n))
         buf_rew = np.zeros((t_len, n))
         buf_done = np.zeros((t_len, n))
+        buf_gamma = np.zeros((t_len, n))
+        buf_lam = np.zeros((t_len, n))
         step = 0
         try:
             for _ in range(rollouts):
@@ -221,18 +256,20 @@ class PPOAgent:
                     buf_val[t] = self.values(obs)
                     obs2, r, term, trunc, info = venv.step(act)
                     done = term | trunc
-                    r_boot = np.asarray(r, dtype=np.float64).copy()
+                    dt = self.step_weights(obs)
+                    buf_gamma[t], buf_lam[t] = c.gamma ** dt, c.gae_lambda ** dt
+                    r_boot = np.asarray(r, dtype=np.float64) * dt
                     cut = np.flatnonzero(trunc & ~term)
                     if len(cut):
                         final = np.stack([info["final_obs"][i] for i in cut])
-                        r_boot[cut] += c.gamma * self.values(final)
+                        r_boot[cut] += buf_gamma[t][cut] * self.values(final)
                     buf_rew[t], buf_done[t] = r_boot, done
                     step += n
                     log.step(step, r, done, info, entropy)
                     obs = obs2
                     bar.update(n)
-                adv, ret = gae(buf_rew, buf_val, buf_done, self.values(obs), c.gamma,
-                               c.gae_lambda)
+                adv, ret = gae(buf_rew, buf_val, buf_done, self.values(obs), buf_gamma,
+                               buf_lam)
                 flat = (buf_obs.reshape(-1, dim), buf_act.reshape(-1), buf_logp.reshape(-1),
                         adv.reshape(-1), ret.reshape(-1))
                 size = len(flat[1])
@@ -258,14 +295,18 @@ def train_from_args(a: argparse.Namespace, cfg: dict[str, Any], out: Path,
                     server_opts: dict[str, str]) -> tuple[Any, onnx.ModelProto, Any]:
     """``train.py --algo ppo``: returns ``(logits_fn, onnx_model, spec)``.
 
-    Uses ``--steps --envs --seed --gamma --action-space``; the other
+    Uses ``--steps --envs --seed --gamma --time-ref --action-space``; the other
     hyper-parameters are :class:`PPOConfig`'s defaults.
     """
-    pc = PPOConfig(gamma=a.gamma, seed=a.seed)
-    agent, spec = train_vector_agent(
-        a, cfg, out, server_opts, "ppo", pc,
-        lambda spec: PPOAgent(len(spec.observation_names), len(spec.action_meanings),
-                              low=spec.observation_low, high=spec.observation_high, cfg=pc))
+    pc = PPOConfig(gamma=a.gamma, seed=a.seed, time_ref_s=a.time_ref)
+
+    def make(spec: Any) -> PPOAgent:
+        names = list(spec.observation_names)
+        step = names.index("step_log") if "step_log" in names else None
+        return PPOAgent(len(names), len(spec.action_meanings), low=spec.observation_low,
+                        high=spec.observation_high, cfg=pc, step_feature=step)
+
+    agent, spec = train_vector_agent(a, cfg, out, server_opts, "ppo", pc, make)
     agent.policy.save(out / "policy.npz")
     agent.value.save(out / "value.npz")
     return agent.logits, agent.onnx_graph(), spec

@@ -80,6 +80,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--alpha", type=float, default=0.1)
     ap.add_argument("--gamma", type=float, default=0.95)
     ap.add_argument("--lam", type=float, default=0.8)
+    ap.add_argument("--time-ref", type=float, default=0.0,
+                    help="ppo: seconds one --gamma discounts, with rewards weighted by "
+                         "step / time-ref (0: per decision; needs --obs-version 3)")
     ap.add_argument("--tilings", type=int, default=4)
     ap.add_argument("--bins", type=int, default=8)
     ap.add_argument("--out", default="runs/latest", help="output directory")

@@ -24,7 +24,14 @@ from rustfarm_gym.dqn import (
 )
 from rustfarm_gym.nn import MLP, Adam, clip_grad_norm
 from rustfarm_gym.onnx_export import METADATA_KEYS, metadata, read_metadata, run_onnx, save
-from rustfarm_gym.ppo import PPOAgent, PPOConfig, gae, log_softmax, policy_loss
+from rustfarm_gym.ppo import (
+    STEP_LOG_MAX_S,
+    PPOAgent,
+    PPOConfig,
+    gae,
+    log_softmax,
+    policy_loss,
+)
 
 #: The reward train.py uses by default.
 REWARD = {"reward.qos": "1", "reward.cost": "0.15", "reward.backlog": "0.5",
@@ -187,6 +194,34 @@ def test_gae_matches_hand_computation() -> None:
     d1 = 2 - 0.25
     d0 = 1 + 0.5 * 0.25 - 0.5
     np.testing.assert_allclose(adv[:, 0], [d0 + 0.4 * d1, d1, d2])
+
+
+def test_gae_takes_a_discount_per_step() -> None:
+    rewards = np.array([[1.0, 1.0], [2.0, 2.0]])
+    values = np.zeros((2, 2))
+    last = np.array([4.0, 4.0])
+    # Column 0: two 1 s steps discounted 0.5 per 2 s; column 1: one 2 s step
+    # then a 2 s step, the scalar case.
+    g = np.array([[0.5 ** 0.5, 0.5], [0.5 ** 0.5, 0.5]])
+    _, ret = gae(rewards, values, np.zeros((2, 2)), last, g, np.ones((2, 2)))
+    np.testing.assert_allclose(ret[:, 0], [1 + g[0, 0] * (2 + g[1, 0] * 4), 2 + g[1, 0] * 4])
+    _, scalar = gae(rewards[:, 1:], values[:, 1:], np.zeros((2, 1)), last[1:], 0.5, 1.0)
+    np.testing.assert_allclose(ret[:, 1:], scalar)
+
+
+def test_step_weights_read_the_decision_step() -> None:
+    obs = np.zeros((3, 4), dtype=np.float32)
+    for i, step_s in enumerate([1.0, 2.0, 8.0]):
+        obs[i, 2] = np.log1p(step_s) / np.log1p(STEP_LOG_MAX_S)
+    cfg = PPOConfig(time_ref_s=8.0)
+    agent = PPOAgent(4, 3, low=[0] * 4, high=[1] * 4, cfg=cfg, step_feature=2)
+    np.testing.assert_allclose(agent.step_weights(obs), [1 / 8, 2 / 8, 1.0], rtol=1e-5)
+    # Without a time reference every decision weighs 1.
+    plain = PPOAgent(4, 3, low=[0] * 4, high=[1] * 4, step_feature=2)
+    np.testing.assert_allclose(plain.step_weights(obs), [1.0, 1.0, 1.0])
+    # A time reference needs the step feature.
+    with pytest.raises(ValueError, match="step_log"):
+        PPOAgent(4, 3, low=[0] * 4, high=[1] * 4, cfg=cfg)
 
 
 def episode_returns(venv: FarmVectorEnv, policy, episodes: int, seed: int) -> np.ndarray:

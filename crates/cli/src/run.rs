@@ -770,9 +770,12 @@ pub(crate) async fn drive(
             snapshot: observer.snapshot(),
             replicas: initial,
             available: initial,
+            queue_head_age_s: 0.0,
         },
         &BuildContext {
             interval_s: interval_real.as_secs_f64(),
+            // The scenario's tumbling window (farmctl run has no --window yet).
+            window_s: 0.0,
             desired: initial,
             since_last_scale_s: 0.0,
             min,
@@ -913,9 +916,11 @@ pub(crate) async fn drive(
                     snapshot: observer.snapshot(),
                     replicas,
                     available,
+                    queue_head_age_s: 0.0,
                 };
                 let ctx = BuildContext {
                     interval_s: sampled_at.duration_since(last_tick).as_secs_f64(),
+                    window_s: 0.0,
                     desired,
                     since_last_scale_s: now.duration_since(last_change).as_secs_f64(),
                     min,

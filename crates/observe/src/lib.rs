@@ -10,6 +10,7 @@
 
 pub mod interval;
 
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -47,6 +48,9 @@ pub struct Sample {
     pub replicas: u32,
     /// Ready replicas over all shards.
     pub available: u32,
+    /// How long the task at the head of the work queue has waited, seconds
+    /// (0 with an empty queue or when JetStream could not be asked).
+    pub queue_head_age_s: f64,
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -56,12 +60,42 @@ struct Totals {
     hits: Option<u64>,
 }
 
+impl Totals {
+    /// `self`, with the fields it lacks taken from `earlier`: a source
+    /// missing at a tick does not reset what later windows count from.
+    fn or(self, earlier: Totals) -> Totals {
+        Totals {
+            arrivals_seq: self.arrivals_seq.or(earlier.arrivals_seq),
+            completed: self.completed.or(earlier.completed),
+            hits: self.hits.or(earlier.hits),
+        }
+    }
+}
+
+/// The farm's counters at a past tick: where a later window can start.
+#[derive(Debug, Clone, Default)]
+struct Boundary {
+    /// Seconds on the builder's clock (the sum of the ticks' intervals).
+    t_s: f64,
+    totals: Totals,
+    /// The collector's running sums.
+    cumulative: Option<Cumulative>,
+}
+
 /// Builds [`Signals`] from successive [`Sample`]s.
+///
+/// Each tick closes a decision step and keeps the counters it saw as a
+/// boundary; a tick's signals cover the window from the oldest boundary
+/// inside [`BuildContext::window_s`] (the previous tick at least) to now,
+/// as the simulator's sliding windows do (`farm_sim` keeps the buckets
+/// whose start is inside the window).
 #[derive(Debug, Clone, Default)]
 pub struct SignalsBuilder {
-    prev: Totals,
-    /// The collector's running sums at the previous tick.
-    prev_cumulative: Option<Cumulative>,
+    /// The builder's clock: the sum of the ticks' intervals, seconds.
+    clock_s: f64,
+    /// Past ticks still inside some window, oldest first; the last is the
+    /// previous tick.
+    past: VecDeque<Boundary>,
 }
 
 fn delta(prev: Option<u64>, now: Option<u64>) -> f64 {
@@ -81,8 +115,12 @@ fn positive(x: f64) -> Option<f64> {
 /// Inputs of one build besides the sample.
 #[derive(Debug, Clone, Copy)]
 pub struct BuildContext {
-    /// Seconds since the previous tick.
+    /// Seconds since the previous tick (the decision step).
     pub interval_s: f64,
+    /// Seconds of the sliding window the signals cover (counted back to
+    /// the oldest tick inside it); at most `interval_s` (0, say) = since
+    /// the previous tick.
+    pub window_s: f64,
     /// Replicas last asked for.
     pub desired: u32,
     /// Seconds since the desired count last changed.
@@ -94,36 +132,48 @@ pub struct BuildContext {
 }
 
 impl SignalsBuilder {
-    /// The signals of the interval ending with `s`.
+    /// The signals of the window ending with `s`, and `s` kept as the start
+    /// of later windows (a tick). To look without closing a step (an
+    /// out-of-band decision), build on a clone.
     ///
     /// Arrivals are the growth of the task stream's last sequence.
     /// Completion statistics come from the difference of the collector's
-    /// cumulative sums between this tick and the previous one
+    /// cumulative sums between the window's start and now
     /// ([`crate::interval::between`]): exactly the successful results of the
-    /// interval, as the simulator computes them. The smallest deadline falls
+    /// window, as the simulator computes them. The smallest deadline falls
     /// back to the collector's window when nothing completed (the simulator
-    /// also counts the interval's arrivals, which the collector cannot see).
+    /// also counts the window's arrivals, which the collector cannot see).
     ///
     /// Without cumulative sums (a collector from before they existed, or the
     /// first tick) the counts are the growth of the collector's totals and
     /// the statistics its sliding window: its median stands in for the mean
     /// and its p99 for the maximum.
     pub fn build(&mut self, s: &Sample, ctx: &BuildContext) -> Signals {
+        let now_s = self.clock_s + ctx.interval_s;
+        let span = ctx.window_s.max(ctx.interval_s);
+        // Boundaries older than the window are out of it for good (the
+        // clock only advances); the previous tick always stays.
+        while self.past.len() > 1 && self.past[0].t_s < now_s - span - 1e-9 {
+            self.past.pop_front();
+        }
+        let start = self.past.front().cloned();
+        let base = start.as_ref().map(|b| b.totals).unwrap_or_default();
+        let window_s = start.as_ref().map_or(ctx.interval_s, |b| now_s - b.t_s);
         let now = Totals {
             arrivals_seq: s.consumer.map(|c| c.delivered_stream_seq + c.num_pending),
             completed: s.snapshot.as_ref().map(|m| m.completed),
             hits: s.snapshot.as_ref().map(|m| m.qos_hits),
         };
-        let arrivals = match (self.prev.arrivals_seq, now.arrivals_seq) {
-            (Some(_), Some(_)) => delta(self.prev.arrivals_seq, now.arrivals_seq),
-            // No previous stream position: fall back to the collector's window.
+        let arrivals = match (base.arrivals_seq, now.arrivals_seq) {
+            (Some(_), Some(_)) => delta(base.arrivals_seq, now.arrivals_seq),
+            // No earlier stream position: fall back to the collector's window.
             _ => s.snapshot.as_ref().map_or(0.0, |m| {
                 let w = if m.window_s > 0.0 { m.window_s } else { 1.0 };
-                m.window_arrivals as f64 * (ctx.interval_s / w).min(1.0)
+                m.window_arrivals as f64 * (window_s / w).min(1.0)
             }),
         };
-        let completions = delta(self.prev.completed, now.completed);
-        let on_time = delta(self.prev.hits, now.hits).min(completions);
+        let completions = delta(base.completed, now.completed);
+        let on_time = delta(base.hits, now.hits).min(completions);
         let snap_has_window = s.snapshot.as_ref().is_some_and(|m| m.window_completed > 0);
         let window = |f: fn(&MetricsSnapshot) -> f64| {
             s.snapshot
@@ -133,20 +183,28 @@ impl SignalsBuilder {
         };
         let in_flight = s.consumer.map_or(0.0, |c| c.num_ack_pending as f64);
         let ready = f64::from(s.available);
-        self.prev = now;
         let cumulative = s.snapshot.as_ref().and_then(|m| m.cumulative.clone());
-        let interval = match (&self.prev_cumulative, &cumulative) {
+        let interval = match (
+            start.as_ref().and_then(|b| b.cumulative.as_ref()),
+            &cumulative,
+        ) {
             (Some(p), Some(n)) => Some(crate::interval::between(Some(p), n)),
             _ => None,
         };
-        // Keep the last sums seen when a snapshot is missing, so the next
-        // interval still starts where this one ended.
-        if cumulative.is_some() {
-            self.prev_cumulative = cumulative;
-        }
+        // This tick is where later windows may start; a source missing now
+        // keeps the last counters seen, so the next window still starts
+        // where this one ended.
+        let last = self.past.back();
+        self.past.push_back(Boundary {
+            t_s: now_s,
+            totals: now.or(last.map(|b| b.totals).unwrap_or_default()),
+            cumulative: cumulative.or_else(|| last.and_then(|b| b.cumulative.clone())),
+        });
+        self.clock_s = now_s;
         let snapshot_deadline_min = s.snapshot.as_ref().and_then(|m| positive(m.deadline_min_s));
         let signals = Signals {
-            interval_s: ctx.interval_s,
+            interval_s: window_s,
+            step_s: ctx.interval_s,
             backlog: s.consumer.map_or(0.0, |c| c.num_pending as f64),
             in_flight,
             arrivals,
@@ -167,6 +225,7 @@ impl SignalsBuilder {
             redeliveries: s.consumer.map_or(0.0, |c| c.num_redelivered as f64),
             min_replicas: f64::from(ctx.min),
             max_replicas: f64::from(ctx.max),
+            oldest_age_s: s.queue_head_age_s.max(0.0),
             ..Default::default()
         };
         match interval {
@@ -404,6 +463,44 @@ impl NatsObserver {
             }),
         }
     }
+
+    /// How long the task at the head of the work queue has waited, seconds:
+    /// the age of the first task after the consumer's last delivery (one
+    /// `STREAM.MSG.GET`, bounded by the observe timeout), 0 when nothing is
+    /// pending. The stream's own timestamp of the task is its arrival (the
+    /// emitter stores it when it accepts it), so the age needs no clock of
+    /// the emitter; it is the simulator's `oldest_age_s`.
+    pub async fn queue_head_age(&self, c: &ConsumerSample) -> Result<f64, ObserveError> {
+        if c.num_pending == 0 {
+            return Ok(0.0);
+        }
+        let client = self.nats.get().ok_or(ObserveError::NotConnected)?;
+        let js = async_nats::jetstream::new(client.clone());
+        let what = "queue head";
+        let get = async {
+            let stream = js
+                .get_stream_no_info(self.names.tasks_stream())
+                .await
+                .map_err(|e| e.to_string())?;
+            stream
+                .raw_message_builder()
+                .sequence(c.delivered_stream_seq + 1)
+                .next_by_subject(self.names.tasks_subject())
+                .send()
+                .await
+                .map_err(|e| e.to_string())
+        };
+        let msg = tokio::time::timeout(self.timeout, get)
+            .await
+            .map_err(|_| ObserveError::Timeout {
+                what,
+                after: self.timeout,
+            })?
+            .map_err(|message| ObserveError::JetStream { what, message })?;
+        Ok((async_nats::datetime::now() - msg.time)
+            .as_seconds_f64()
+            .max(0.0))
+    }
 }
 
 /// Keeps `latest` up to date with the snapshots on the farm's metrics
@@ -463,6 +560,7 @@ mod tests {
     fn ctx() -> BuildContext {
         BuildContext {
             interval_s: 2.0,
+            window_s: 0.0,
             desired: 3,
             since_last_scale_s: 4.0,
             min: 1,
@@ -502,6 +600,7 @@ mod tests {
                 snapshot: Some(snap(100, 90)),
                 replicas: 3,
                 available: 2,
+                ..Default::default()
             },
             &ctx(),
         );
@@ -525,6 +624,7 @@ mod tests {
                 snapshot: Some(snap(110, 96)),
                 replicas: 3,
                 available: 3,
+                ..Default::default()
             },
             &ctx(),
         );
@@ -602,6 +702,7 @@ mod tests {
                 snapshot: Some(snap(100, 90)),
                 replicas: 3,
                 available: 2,
+                ..Default::default()
             },
             &ctx(),
         );
@@ -628,6 +729,122 @@ mod tests {
         // Work in units of the policy's clock is unchanged: offered load.
         let load = |s: &Signals| s.arrival_rate() * s.service_mean_s.unwrap_or(0.0);
         assert!((load(&p) - load(&wall)).abs() < 1e-12);
+    }
+
+    /// A tick whose stream has seen `arrived` tasks and whose collector
+    /// completed `done` (all on time) with `service_s` each.
+    fn counted(arrived: u64, done: u64, service_s: f64) -> Sample {
+        let us = (service_s * 1e6) as u64;
+        Sample {
+            consumer: Some(ConsumerSample {
+                num_pending: 0,
+                delivered_stream_seq: arrived,
+                ..Default::default()
+            }),
+            snapshot: Some(MetricsSnapshot {
+                completed: done,
+                qos_hits: done,
+                cumulative: Some(Cumulative {
+                    completed: done,
+                    on_time: done,
+                    service_sum_us: done * us,
+                    latency_sum_us: done * us,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            replicas: 2,
+            available: 2,
+            queue_head_age_s: 0.0,
+        }
+    }
+
+    #[test]
+    fn sliding_window_counts_back_to_the_oldest_tick_inside_it() {
+        // Decide every 2 s over 6 s: the window spans the last three steps
+        // once three have passed, as the simulator's buckets do.
+        let w = BuildContext {
+            window_s: 6.0,
+            ..ctx()
+        };
+        let mut b = SignalsBuilder::default();
+        b.build(&counted(0, 0, 0.0), &w);
+        let mut arrived = 0;
+        let mut done = 0;
+        let mut seen = Vec::new();
+        for k in 1..=5u64 {
+            // Step k brings k tasks; completions (1 s each) trail by a step.
+            arrived += k;
+            done += k - 1;
+            seen.push(b.build(&counted(arrived, done, 1.0), &w));
+        }
+        let spans: Vec<f64> = seen.iter().map(|s| s.interval_s).collect();
+        assert_eq!(spans, [2.0, 4.0, 6.0, 6.0, 6.0]);
+        assert!(seen.iter().all(|s| s.step_s == 2.0 && s.step() == 2.0));
+        let arrivals: Vec<f64> = seen.iter().map(|s| s.arrivals).collect();
+        assert_eq!(arrivals, [1.0, 3.0, 6.0, 9.0, 12.0]);
+        let completions: Vec<f64> = seen.iter().map(|s| s.completions).collect();
+        assert_eq!(completions, [0.0, 1.0, 3.0, 6.0, 9.0]);
+        // Rates are over the window, not the step.
+        assert_eq!(seen[4].arrival_rate(), 2.0);
+        assert_eq!(seen[4].service_mean_s, Some(1.0));
+        // A window no longer than the step is the tumbling one.
+        let mut t = SignalsBuilder::default();
+        t.build(&counted(0, 0, 0.0), &ctx());
+        t.build(&counted(4, 1, 1.0), &ctx());
+        let s = t.build(&counted(10, 3, 1.0), &ctx());
+        assert_eq!((s.interval_s, s.arrivals, s.completions), (2.0, 6.0, 2.0));
+    }
+
+    #[test]
+    fn a_peek_on_a_clone_leaves_the_ticks_alone() {
+        let w = BuildContext {
+            window_s: 8.0,
+            ..ctx()
+        };
+        let mut b = SignalsBuilder::default();
+        b.build(&counted(0, 0, 0.0), &w);
+        b.build(&counted(4, 2, 1.0), &w);
+        // An alert 0.5 s after the tick looks at the window so far.
+        let peek = b.clone().build(
+            &counted(5, 2, 1.0),
+            &BuildContext {
+                interval_s: 0.5,
+                ..w
+            },
+        );
+        assert_eq!((peek.interval_s, peek.arrivals), (2.5, 5.0));
+        // The next tick counts from the same boundaries.
+        let s = b.build(&counted(8, 4, 1.0), &w);
+        assert_eq!((s.interval_s, s.arrivals, s.completions), (4.0, 8.0, 4.0));
+    }
+
+    #[test]
+    fn a_missing_source_keeps_the_window_start() {
+        let mut b = SignalsBuilder::default();
+        b.build(&counted(0, 0, 0.0), &ctx());
+        b.build(&counted(4, 2, 1.0), &ctx());
+        // JetStream and the collector both unreachable for one tick.
+        let gap = b.build(&Sample::default(), &ctx());
+        assert_eq!((gap.arrivals, gap.completions), (0.0, 0.0));
+        // The next tick counts from the last counters seen, so nothing that
+        // happened during the gap is lost.
+        let s = b.build(&counted(10, 6, 1.0), &ctx());
+        assert_eq!((s.arrivals, s.completions), (6.0, 4.0));
+    }
+
+    #[test]
+    fn queue_head_age_is_the_backlog_age() {
+        let mut b = SignalsBuilder::default();
+        let s = b.build(
+            &Sample {
+                queue_head_age_s: 3.5,
+                ..counted(4, 0, 0.0)
+            },
+            &ctx(),
+        );
+        assert_eq!(s.oldest_age_s, 3.5);
+        assert_eq!(s.time_scaled(4.0).oldest_age_s, 14.0);
     }
 
     #[test]
