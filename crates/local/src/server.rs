@@ -15,6 +15,8 @@
 //! | `GET /healthz` | 200 `OK` | |
 //! | `ANY /function/{name}[/path]` | the replica's answer | 404, 502, 503 |
 //!
+//! A function name in a path, a scale or delete body or the logs query may
+//! be `NAME.openfaas-fn` (see the crate docs).
 //! `/system/*` takes basic auth when enabled (401 + `WWW-Authenticate`).
 //! Error bodies are plain text, as Go's `http.Error` writes them. A
 //! `?namespace=` query naming another namespace than `openfaas-fn` is a 400.
@@ -188,7 +190,7 @@ async fn scale(
     query_namespace(&q)?;
     let req: ScaleServiceRequest = parse(&body)?;
     check_namespace(&req.namespace)?;
-    if !req.service_name.is_empty() && req.service_name != name {
+    if !req.service_name.is_empty() && reg.resolve(&req.service_name)? != reg.resolve(&name)? {
         return Err(ApiError::NameMismatch {
             body: req.service_name,
             path: name,
@@ -273,7 +275,8 @@ async fn logs(
     Query(q): Query<Vec<(String, String)>>,
 ) -> Result<Response, ApiError> {
     query_namespace(&q)?;
-    let lq = parse_log_query(&q)?;
+    let mut lq = parse_log_query(&q)?;
+    lq.name = reg.resolve(&lq.name)?;
     if reg.get(&lq.name).is_err() && !reg.ctx.logs.has(&lq.name) {
         return Err(ApiError::NotFound(lq.name));
     }
