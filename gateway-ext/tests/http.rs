@@ -791,3 +791,97 @@ async fn alerts_name_functions_with_their_namespace() {
     );
     gw.shutdown().await;
 }
+
+/// The root stack.yml's three functions as a provider lists them after
+/// `faas-cli deploy` (labels and annotations as written there).
+fn stack_yml_functions() -> Vec<FunctionStatus> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../stack.yml");
+    let stack: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let text = |f: &serde_yaml::Value, key: &str| -> std::collections::BTreeMap<String, String> {
+        f[key]
+            .as_mapping()
+            .into_iter()
+            .flatten()
+            .map(|(k, v)| {
+                let v = match v {
+                    serde_yaml::Value::String(s) => s.clone(),
+                    other => serde_yaml::to_string(other).unwrap().trim().to_owned(),
+                };
+                (k.as_str().unwrap().to_owned(), v)
+            })
+            .collect()
+    };
+    ["demo-emitter", "demo-worker", "demo-collector"]
+        .iter()
+        .map(|name| {
+            let f = &stack["functions"][*name];
+            let mut st = worker(name, 1);
+            st.image = f["image"].as_str().unwrap().to_owned();
+            st.labels = text(f, "labels");
+            st.annotations = text(f, "annotations");
+            st
+        })
+        .collect()
+}
+
+/// The CE alert for the root stack.yml's farm names its emitter, with the
+/// namespace, as the gateway's metrics label it: the alert reaches the
+/// demo farm's policy (the worker's `com.rust-farm.policy`), which gateway-ext
+/// discovered from the worker alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alert_on_the_stack_yml_emitter_reaches_the_farms_policy() {
+    let (up, log) = start_echo().await;
+    let mem = MemProvider::new();
+    let functions = stack_yml_functions();
+    let policy = functions[1].annotations["com.rust-farm.policy"].clone();
+    for f in functions {
+        mem.insert(f);
+    }
+    let provider: Arc<dyn Provider> = Arc::new(mem.clone());
+    let gw = Gateway::start(
+        config(&up, &[("DISCOVERY_INTERVAL", "1h")]),
+        vec![],
+        Some(provider),
+    )
+    .await
+    .unwrap();
+    let c = reqwest::Client::new();
+    let st: serde_json::Value = c
+        .get(format!("{}/system/autoscaler", gw.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let farms: Vec<(&str, &str)> = st["farms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| (f["farm"].as_str().unwrap(), f["function"].as_str().unwrap()))
+        .collect();
+    assert_eq!(farms, vec![("demo", "demo-worker")], "{st}");
+    assert_eq!(st["discovery_errors"], serde_json::json!({}), "{st}");
+
+    for f in ["demo-emitter.openfaas-fn", "demo-emitter"] {
+        let r = c
+            .post(format!("{}/system/alert", gw.url))
+            .body(alertmanager_payload(&[f], "firing"))
+            .send()
+            .await
+            .unwrap();
+        let status = r.status();
+        let reply: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(status, 200, "{f}: {reply}");
+        let d = &reply["decisions"][0];
+        assert_eq!(d["farm"], "demo", "{f}: {reply}");
+        assert_eq!(d["policy"], policy.as_str(), "{f}: {reply}");
+        assert_eq!(reply["forwarded"], 0, "{f}: {reply}");
+    }
+    assert!(log.lock().unwrap().is_empty(), "nothing forwarded");
+    let st = gw.farm("demo").await.unwrap();
+    assert_eq!(st["last_decision"]["trigger"], "alert");
+    assert_eq!(mem.function("demo-emitter").unwrap().replicas, 1);
+    gw.shutdown().await;
+}
