@@ -16,7 +16,7 @@
 //! carry the default namespace, `NAME.openfaas-fn`, as the CE gateway's
 //! metrics (and so its alert rule) name functions.
 //! | other `/system/*` | proxied (auth; credentials forwarded) |
-//! | `/function/{name}...` | proxied, counted as `gateway_function_invocation_total` / `gateway_functions_seconds` |
+//! | `/function/{name}...` | proxied, counted as `gateway_function_invocation_total` / `gateway_functions_seconds` (`function_name` without `.openfaas-fn`) |
 //! | anything else | proxied |
 //!
 //! Methods, headers (minus hop-by-hop ones), status codes and bodies pass
@@ -152,7 +152,11 @@ pub async fn handle(
         return Ok(proxy(&state, req).await);
     }
     if let Some(rest) = path.strip_prefix("/function/") {
-        let name = rest.split('/').next().unwrap_or_default().to_owned();
+        // One series per function however the client names it (faas-cli
+        // invokes NAME.openfaas-fn): labelled as the provider lists it, as
+        // `gateway_ext_farm_function` is, so the alert rules can join them.
+        let raw = rest.split('/').next().unwrap_or_default();
+        let name = default_namespace_name(raw).unwrap_or(raw).to_owned();
         let started = Instant::now();
         let resp = proxy(&state, req).await;
         if !name.is_empty() {

@@ -789,6 +789,26 @@ async fn alerts_name_functions_with_their_namespace() {
         !m.contains("gateway_ext_errors_total{farm=\"\",kind=\"alert\"}"),
         "{m}"
     );
+
+    // Invocations count under the provider's name however the client names
+    // the function (faas-cli invokes NAME.openfaas-fn), so the alert rules
+    // see one series per function.
+    for path in ["/function/plain.openfaas-fn", "/function/plain/x"] {
+        let r = c.post(format!("{}{path}", gw.url)).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let m = c
+        .get(format!("{}/metrics", gw.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        m.contains("gateway_function_invocation_total{function_name=\"plain\",code=\"200\"} 2"),
+        "{m}"
+    );
     gw.shutdown().await;
 }
 
