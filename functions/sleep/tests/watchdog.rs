@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use farm_runtime::names::FarmNames;
 use farm_runtime::proto::Status;
-use farm_testsupport::NatsServer;
+use farm_testsupport::{NatsOptions, NatsServer, free_port, wait_until};
 
 mod common;
 use common::*;
@@ -55,6 +55,21 @@ fn seconds(v: &str) -> Duration {
     farm_runtime::config::parse_duration(v)
         .or_else(|| v.parse().ok().map(Duration::from_secs))
         .unwrap_or_else(|| panic!("{v:?} is not a duration"))
+}
+
+/// The Dockerfile's ENV minus what each test sets itself (ports, NATS, the
+/// farm, the lock file's path, which must not be the host's /tmp/.lock).
+fn container_env(env: &[(String, String)]) -> Vec<(&str, &str)> {
+    let overrides = [
+        "FARM_HTTP_PORT",
+        "NATS_URL",
+        "FARM_NAME",
+        "FARM_WATCHDOG_LOCK",
+    ];
+    env.iter()
+        .filter(|(k, _)| !overrides.contains(&k.as_str()))
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect()
 }
 
 /// The watchdog's interval before this fix: the length that cut drains.
@@ -101,12 +116,10 @@ async fn a_task_longer_than_the_old_interval_finishes_before_the_watchdog_exits(
     let grace = seconds(value(&env, "FARM_DRAIN_GRACE"));
     let task_len = OLD_INTERVAL * 2 + Duration::from_secs(2);
     assert!(task_len > OLD_INTERVAL && task_len < grace);
-    let overrides = ["FARM_HTTP_PORT", "NATS_URL", "FARM_NAME"];
-    let pairs: Vec<(&str, &str)> = env
-        .iter()
-        .filter(|(k, _)| !overrides.contains(&k.as_str()))
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
+    let lock_dir = tempfile::tempdir().unwrap();
+    let lock = lock_dir.path().join(".lock");
+    let mut pairs = container_env(&env);
+    pairs.push(("FARM_WATCHDOG_LOCK", lock.to_str().unwrap()));
     let mut w = spawn_worker(&nats.url(), "wd", "worker-wd", &pairs);
     wait_bound(&js, &names).await;
     let body = format!(r#"{{"sleep_ms":{}}}"#, task_len.as_millis());
@@ -163,4 +176,75 @@ fn the_old_template_settings_are_refused_naming_both_keys() {
         log.contains("FARM_DRAIN_GRACE") && log.contains("healthcheck_interval"),
         "{log}"
     );
+}
+
+/// What faas-netes' probes see through the watchdog: its lock file (`cat
+/// /tmp/.lock`, and the watchdog's `/_/health`, which answers from it). The
+/// watchdog writes the file once, at start; with the Dockerfile's
+/// `FARM_WATCHDOG_LOCK` the runtime keeps it present exactly while its own
+/// `/_/health` is 200: starting without NATS, ready, NATS lost, back, and
+/// draining after SIGTERM.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_watchdog_lock_file_follows_the_runtimes_readiness() {
+    let env = dockerfile_env();
+    assert_eq!(value(&env, "FARM_WATCHDOG_LOCK"), "/tmp/.lock");
+    assert_eq!(value(&env, "ready_path"), "/_/health");
+    let lock_dir = tempfile::tempdir().unwrap();
+    let lock = lock_dir.path().join(".lock");
+    // The watchdog writes its lock file right after starting the runtime.
+    std::fs::write(&lock, b"").unwrap();
+    let nats_port = free_port().unwrap();
+    let http_port = free_port().unwrap();
+    let url = format!("nats://127.0.0.1:{nats_port}");
+    let port = http_port.to_string();
+    let mut pairs = container_env(&env);
+    pairs.push(("FARM_HTTP_PORT", &port));
+    pairs.push(("FARM_WATCHDOG_LOCK", lock.to_str().unwrap()));
+    let mut w = spawn_worker(&url, "wdlock", "worker-lock", &pairs);
+    let health = || http(http_port, "GET", "/_/health", "text/plain", b"").map(|(c, _)| c);
+    let agree = |want_ready: bool, what: &str, w: &farm_testsupport::ChildGuard| {
+        wait_until(what, WAIT, Duration::from_millis(20), || {
+            let code = if want_ready { 200 } else { 503 };
+            lock.exists() == want_ready && health() == Some(code)
+        })
+        .unwrap_or_else(|e| {
+            panic!(
+                "{e}: lock present {}, health {:?}\n{}",
+                lock.exists(),
+                health(),
+                w.log_tail()
+            )
+        });
+    };
+
+    agree(false, "no NATS yet: lock removed, health 503", &w);
+    let mut nats = NatsServer::start_with(NatsOptions {
+        port: Some(nats_port),
+        ..Default::default()
+    })
+    .unwrap();
+    agree(true, "bound: lock present, health 200", &w);
+    nats.stop();
+    agree(false, "NATS lost: lock removed, health 503", &w);
+    nats.start_again().unwrap();
+    agree(true, "NATS back: lock present again", &w);
+
+    // SIGTERM while a task runs: not ready (lock gone) while still draining.
+    let (_c, js) = js(&nats).await;
+    let names = FarmNames::new("wdlock").unwrap();
+    publish_task(&js, &names, &task("held", 0, r#"{"sleep_ms":3000}"#)).await;
+    wait_held(&js, &names, 1).await;
+    w.terminate().unwrap();
+    wait_until(
+        "lock removed on drain",
+        WAIT,
+        Duration::from_millis(20),
+        || !lock.exists(),
+    )
+    .unwrap();
+    assert!(w.is_running(), "still draining when the lock went");
+    let status = w.wait_timeout(WAIT).unwrap();
+    assert_eq!(status.code(), Some(0), "{}", w.log_tail());
+    assert!(!lock.exists());
+    assert_eq!(results(&js, &names).await.len(), 1);
 }

@@ -38,6 +38,7 @@
 //! | `FARM_INSTANCE` | `HOSTNAME`, else a random id | worker instance name written into results |
 //! | `FARM_HTTP_ADDR` | `127.0.0.1` | address of the HTTP server (of-watchdog upstream) |
 //! | `FARM_HTTP_PORT` | `3000` | port of the HTTP server; `0` picks a free port |
+//! | `FARM_WATCHDOG_LOCK` | — | of-watchdog's lock file (the template's Dockerfile: `/tmp/.lock`); the runtime keeps it present exactly while it is ready, so the watchdog's `/_/health` and an exec probe `cat /tmp/.lock` report the runtime's readiness ([`crate::watchdog`]) |
 //! | `LOG_FORMAT` | `text` | `text` or `json` |
 //! | `RUST_LOG` | `info` | tracing filter (read by the subscriber, not here) |
 //!
@@ -423,6 +424,8 @@ pub struct Config {
     pub http: HttpConfig,
     /// Log format.
     pub log_format: LogFormat,
+    /// of-watchdog's lock file to keep in step with readiness, if any.
+    pub watchdog_lock: Option<PathBuf>,
 }
 
 impl Config {
@@ -435,6 +438,7 @@ impl Config {
         let worker = p.worker();
         let http = p.http();
         let log_format = p.log_format();
+        let watchdog_lock = p.get("FARM_WATCHDOG_LOCK").map(PathBuf::from);
         if let Some((key, interval)) = watchdog_shutdown_delay(map)
             && interval < worker.drain_grace + WATCHDOG_DRAIN_MARGIN
         {
@@ -456,6 +460,7 @@ impl Config {
                     worker,
                     http,
                     log_format,
+                    watchdog_lock,
                 })
             }
             None => None,
