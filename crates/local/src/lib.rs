@@ -36,6 +36,7 @@
 //! | `GET /system/info` | 200 `{provider, version, orchestration}` | |
 //! | `GET /system/namespaces` | 200 `["openfaas-fn"]` | |
 //! | `GET /system/logs?name&instance&tail&follow&since` | 200 NDJSON | 404, 422 |
+//! | `GET/POST/PUT/DELETE /system/secrets` | | 501 with how to provide secrets instead |
 //! | `GET /healthz` | 200 `OK` | |
 //! | `ANY /function/{name}[/path]` | the replica's answer | 404, 502, 503 |
 //!

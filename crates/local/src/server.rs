@@ -12,6 +12,7 @@
 //! | `GET /system/info` | 200 `{provider, version, orchestration}` | |
 //! | `GET /system/namespaces` | 200 `["openfaas-fn"]` | |
 //! | `GET /system/logs?name&instance&tail&follow&since` | 200 NDJSON | 404, 422 |
+//! | `GET/POST/PUT/DELETE /system/secrets` | | 501 with how to provide secrets instead |
 //! | `GET /healthz` | 200 `OK` | |
 //! | `ANY /function/{name}[/path]` | the replica's answer | 404, 502, 503 |
 //!
@@ -74,6 +75,13 @@ pub(crate) fn router(reg: Arc<Registry>) -> Router {
         .route("/system/info", get(info))
         .route("/system/namespaces", get(namespaces))
         .route("/system/logs", get(logs))
+        .route(
+            "/system/secrets",
+            get(secrets_unsupported)
+                .post(secrets_unsupported)
+                .put(secrets_unsupported)
+                .delete(secrets_unsupported),
+        )
         .route_layer(middleware::from_fn_with_state(reg.clone(), basic_auth));
     Router::new()
         .merge(system)
@@ -198,6 +206,20 @@ async fn scale(
     }
     handle(&reg).scale(&name, req.replicas)?;
     Ok(StatusCode::ACCEPTED)
+}
+
+/// `faas-cli secret list|create|update|remove` would otherwise see a bare
+/// 404; faas-cli prints this body after the status code.
+async fn secrets_unsupported(State(reg): State<AppState>) -> Response {
+    (
+        StatusCode::NOT_IMPLEMENTED,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        format!(
+            "farm-local does not manage secrets through the API (/system/secrets): put each secret's value in a file named after it in {} (FARM_LOCAL_SECRETS_DIR); a deployment's `secrets` are copied from there into every replica's secrets directory\n",
+            reg.ctx.config.secrets_dir.display()
+        ),
+    )
+        .into_response()
 }
 
 async fn info() -> Response {

@@ -383,6 +383,49 @@ async fn names_with_the_default_namespace() {
     p.shutdown().await;
 }
 
+/// faas-cli 0.18's secret commands: `secret list` GETs, `create` POSTs,
+/// `update` PUTs, `remove` DELETEs /system/secrets (with `?namespace=` on
+/// list). Not a bare 404: a 501 whose body says where secrets go instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_routes_answer_501_saying_what_to_do() {
+    let p = TestProvider::start(|_, _| {}).await;
+    for (method, path, body) in [
+        ("GET", "/system/secrets?namespace=openfaas-fn", ""),
+        (
+            "POST",
+            "/system/secrets",
+            r#"{"name":"api-key","namespace":"openfaas-fn","value":"s3cret"}"#,
+        ),
+        (
+            "PUT",
+            "/system/secrets",
+            r#"{"name":"api-key","namespace":"openfaas-fn","value":"n3w"}"#,
+        ),
+        (
+            "DELETE",
+            "/system/secrets",
+            r#"{"name":"api-key","namespace":"openfaas-fn"}"#,
+        ),
+    ] {
+        let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let r = p
+            .http
+            .request(m, p.url(path))
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 501, "{method} {path}");
+        let text = r.text().await.unwrap();
+        assert!(
+            text.contains("/system/secrets") && text.contains("FARM_LOCAL_SECRETS_DIR"),
+            "{method}: {text}"
+        );
+    }
+    p.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn error_cases() {
     let p = TestProvider::start(|c, _| c.max_replicas = 8).await;
