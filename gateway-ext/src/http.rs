@@ -9,10 +9,14 @@
 //! | `POST /system/autoscaler/restart/{farm}` | restart the farm's control clock: next tick one interval from now, policy time 0 (a replay's start), the policy's history forgotten; 204, 404 for an unknown farm (auth) |
 //! | `POST /system/autoscaler/hold/{farm}` | suspend the farm's tick decisions until its next restart (a replay setting up its initial replicas); 204, 404 for an unknown farm (auth) |
 //! | `GET /system/autoscaler/decisions` | JSON: per farm, every decision kept (`RECORD_CAPACITY`), oldest first (auth) |
-//! | `POST /system/alert` | AlertManager payload: managed functions (workers, shards, and companions such as the emitter labelled `com.rust-farm.role` and annotated `com.rust-farm.farm`) decide at once, others are forwarded (auth) |
+//! | `POST /system/alert` | AlertManager payload: managed functions (workers, shards, and companions such as the emitter labelled `com.rust-farm.role` and annotated `com.rust-farm.farm`) decide at once; every other alert (unmanaged, unknown, another namespace, no `function_name`) is forwarded unchanged (auth) |
 //! | `POST /system/scale-function/{name}` | managed: the count becomes a floor for `SCALE_FLOOR_HOLD`; others forwarded (auth) |
+//!
+//! A function name in an alert's `function_name` label or a scale path may
+//! carry the default namespace, `NAME.openfaas-fn`, as the CE gateway's
+//! metrics (and so its alert rule) name functions.
 //! | other `/system/*` | proxied (auth; credentials forwarded) |
-//! | `/function/{name}...` | proxied, counted as `gateway_function_invocation_total` / `gateway_functions_seconds` |
+//! | `/function/{name}...` | proxied, counted as `gateway_function_invocation_total` / `gateway_functions_seconds` (`function_name` without `.openfaas-fn`) |
 //! | anything else | proxied |
 //!
 //! Methods, headers (minus hop-by-hop ones), status codes and bodies pass
@@ -37,6 +41,7 @@ use crate::manager::Manager;
 use crate::metrics::{DEFAULT_BUCKETS, Metrics};
 use crate::provider::{HttpClient, OutBody, Provider, error_chain, full_body};
 use crate::types::{AlertPayload, ScaleServiceRequest};
+use farm_openfaas::{DEFAULT_NAMESPACE, split_namespace};
 
 /// Largest body gateway-ext reads itself (alerts, scale requests).
 const MAX_CONTROL_BODY: usize = 1 << 20;
@@ -147,7 +152,11 @@ pub async fn handle(
         return Ok(proxy(&state, req).await);
     }
     if let Some(rest) = path.strip_prefix("/function/") {
-        let name = rest.split('/').next().unwrap_or_default().to_owned();
+        // One series per function however the client names it (faas-cli
+        // invokes NAME.openfaas-fn): labelled as the provider lists it, as
+        // `gateway_ext_farm_function` is, so the alert rules can join them.
+        let raw = rest.split('/').next().unwrap_or_default();
+        let name = default_namespace_name(raw).unwrap_or(raw).to_owned();
         let started = Instant::now();
         let resp = proxy(&state, req).await;
         if !name.is_empty() {
@@ -345,18 +354,28 @@ async fn alert(state: &HttpState, req: Request<Incoming>) -> Response<OutBody> {
     let mut errors = Vec::new();
     let mut forward_alerts = Vec::new();
     for a in &payload.alerts {
+        // Anything gateway-ext does not manage goes to the gateway as it
+        // came, which answers for it as it would without gateway-ext: an
+        // alert without a function, for an unknown function or for another
+        // namespace included.
         let Some(fname) = a.function_name() else {
-            errors.push("alert without a function_name label".to_owned());
+            debug!("alert without a function_name label; forwarded");
+            forward_alerts.push(a.clone());
             continue;
         };
-        let (farm, via) = match state.manager.by_function(fname) {
+        let Some(local) = default_namespace_name(fname) else {
+            debug!(function = %fname, "alert for another namespace; forwarded");
+            forward_alerts.push(a.clone());
+            continue;
+        };
+        let (farm, via) = match managed_farm(state, fname) {
             Some(f) => (f, None),
-            None => match state.provider.get(fname).await {
+            None => match state.provider.get(local).await {
                 // A companion of a farm (its emitter): the alert drives the
                 // farm's decision instead of a CE step on the companion.
                 Ok(Some(st)) => match alert_farm(&st.annotations, &st.labels) {
                     Some(name) => match state.manager.farm(&name) {
-                        Some(f) => (f, Some(fname)),
+                        Some(f) => (f, Some(local)),
                         None => {
                             warn!(function = %fname, farm = %name, "alert for a companion of a farm gateway-ext does not manage; forwarded");
                             forward_alerts.push(a.clone());
@@ -369,13 +388,13 @@ async fn alert(state: &HttpState, req: Request<Incoming>) -> Response<OutBody> {
                     }
                 },
                 Ok(None) => {
-                    errors.push(format!(
-                        "Unable to find function {fname}: not deployed; nothing scaled"
-                    ));
+                    debug!(function = %fname, "alert for a function the provider does not have; forwarded");
+                    forward_alerts.push(a.clone());
                     continue;
                 }
                 Err(e) => {
-                    errors.push(format!("Unable to check function {fname}: {e}"));
+                    warn!(function = %fname, error = %e, "cannot check whether the alerted function is a farm's companion; forwarded");
+                    forward_alerts.push(a.clone());
                     continue;
                 }
             },
@@ -437,8 +456,29 @@ async fn alert(state: &HttpState, req: Request<Incoming>) -> Response<OutBody> {
     )
 }
 
+/// The name of a function as the provider lists it, from a name as the
+/// gateway writes it in metrics and alerts (`NAME.openfaas-fn`) or as a
+/// client sends it (`NAME`); `None` for another namespace, which gateway-ext
+/// does not manage.
+fn default_namespace_name(name: &str) -> Option<&str> {
+    match split_namespace(name) {
+        (_, None) => Some(name),
+        (base, Some(DEFAULT_NAMESPACE)) => Some(base),
+        (_, Some(_)) => None,
+    }
+}
+
+/// The farm that owns a function named `NAME` or `NAME.openfaas-fn` (a
+/// managed function whose own name has a dot is found by that name first).
+fn managed_farm(state: &HttpState, name: &str) -> Option<Arc<FarmHandle>> {
+    state
+        .manager
+        .by_function(name)
+        .or_else(|| default_namespace_name(name).and_then(|n| state.manager.by_function(n)))
+}
+
 async fn scale(state: &HttpState, req: Request<Incoming>, name: &str) -> Response<OutBody> {
-    let Some(farm) = state.manager.by_function(name) else {
+    let Some(farm) = managed_farm(state, name) else {
         return proxy(state, req).await;
     };
     let raw = match read_body(req.into_body()).await {

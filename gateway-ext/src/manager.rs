@@ -10,7 +10,9 @@ use farm_model::action::ActionSpace;
 use farm_policy::platform;
 use tracing::{error, info, warn};
 
-use crate::config::{FarmDefaults, FarmSource, FarmSpec, farm_from_function};
+use crate::config::{
+    FarmDefaults, FarmSource, FarmSpec, ROLE_LABEL, alert_farm, farm_from_function,
+};
 use crate::farm::{self, FarmDeps, FarmHandle};
 use crate::policy::{FarmPolicy, PolicyLoadError};
 
@@ -194,7 +196,15 @@ impl Manager {
         };
         let mut wanted: BTreeMap<String, FarmSpec> = BTreeMap::new();
         let mut errors = BTreeMap::new();
+        // Every farm function by (name, farm, role), for the
+        // `gateway_ext_farm_function` series the farm-load alert rule joins
+        // on (deploy/prometheus/alert.rules.yml).
+        let mut members: Vec<(String, String, String)> = Vec::new();
         for f in &list {
+            if let Some(farm) = alert_farm(&f.annotations, &f.labels) {
+                let role = f.labels.get(ROLE_LABEL).map_or("", |r| r.trim());
+                members.push((f.name.clone(), farm, role.to_owned()));
+            }
             match farm_from_function(&f.name, &f.annotations, &f.labels, &self.defaults) {
                 None => {}
                 Some(Err(errs)) => {
@@ -207,6 +217,7 @@ impl Manager {
                     errors.insert(f.name.clone(), msg);
                 }
                 Some(Ok(spec)) => {
+                    members.push((f.name.clone(), spec.farm.clone(), "worker".to_owned()));
                     if let Some(other) = wanted.get(&spec.farm) {
                         let msg = format!(
                             "farm {} is already declared by {}",
@@ -219,6 +230,19 @@ impl Manager {
                 }
             }
         }
+        let series: Vec<Vec<(&str, &str)>> = members
+            .iter()
+            .map(|(function, farm, role)| {
+                vec![
+                    ("function_name", function.as_str()),
+                    ("farm", farm.as_str()),
+                    ("role", role.as_str()),
+                ]
+            })
+            .collect();
+        self.deps
+            .metrics
+            .replace_all("gateway_ext_farm_function", &series, 1.0);
         *self
             .discovery_errors
             .write()

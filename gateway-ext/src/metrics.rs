@@ -73,6 +73,11 @@ const DESCRIPTIONS: &[(&str, &str, &str)] = &[
         "1 while the farm's fallback policy decides instead of the configured one.",
     ),
     (
+        "gateway_ext_farm_function",
+        "gauge",
+        "1 for every function of a farm at the last discovery, by farm and role (worker, emitter, collector): the alert rule for farm load selects emitters with it.",
+    ),
+    (
         "gateway_function_invocation_total",
         "counter",
         "Function invocations proxied, by function and status code.",
@@ -164,6 +169,16 @@ impl Metrics {
     /// Current value of a counter or gauge (tests and status).
     pub fn value(&self, name: &'static str, l: &[(&str, &str)]) -> Option<f64> {
         self.lock().scalars.get(&(name, labels(l))).copied()
+    }
+
+    /// Replaces every series of `name` by `series`, each set to `v` (an
+    /// info-style gauge recomputed as a whole, so stale series disappear).
+    pub fn replace_all(&self, name: &'static str, series: &[Vec<(&str, &str)>], v: f64) {
+        let mut g = self.lock();
+        g.scalars.retain(|(n, _), _| *n != name);
+        for l in series {
+            g.scalars.insert((name, labels(l)), v);
+        }
     }
 
     /// Removes every series of `name` whose labels contain `farm="<farm>"`

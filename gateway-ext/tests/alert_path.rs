@@ -14,6 +14,9 @@
 //! test rewrites only addresses, file paths and timings (1 s intervals, rule
 //! `for: 2s` instead of OpenFaaS's 5 s).
 //!
+//! A second test drives the farm rule (`FarmHighTaskRate`) of the same file
+//! with tasks posted to a real emitter (202 answers) instead.
+//!
 //! The farm's control interval is 10 minutes, so after its first tick every
 //! decision in the test comes from an alert: a replica change can only be
 //! the alert path's doing.
@@ -45,6 +48,8 @@ const MAX: u32 = 8;
 /// The CE rule, as OpenFaaS ships it (REFERENCE.md §2).
 const CE_EXPR: &str =
     r#"sum(rate(gateway_function_invocation_total{code="200"}[10s])) by (function_name) > 5"#;
+/// The shipped rule for farm load (an emitter's 2xx).
+const FARM_RULE: &str = "FarmHighTaskRate";
 /// Every bounded wait of the test.
 const WAIT: Duration = Duration::from_secs(60);
 const SETUP_HINT: &str = "install them with `bash scripts/setup.sh prometheus prometheus-alertmanager` \
@@ -102,17 +107,26 @@ impl Monitoring {
         let prom_port = free_port().unwrap();
         let am_port = free_port().unwrap();
 
-        // The rule as shipped, with `for` shortened (OpenFaaS: 5 s).
+        // The rules as shipped, with `for` shortened (OpenFaaS: 5 s).
         let mut rules = read_yaml("deploy/prometheus/alert.rules.yml");
-        let rule = &mut rules["groups"][0]["rules"][0];
-        assert_eq!(rule["alert"], s("APIHighInvocationRate"));
-        assert_eq!(rule["expr"], s(CE_EXPR), "the shipped rule is the CE rule");
+        let Value::Sequence(list) = &mut rules["groups"][0]["rules"] else {
+            panic!("alert.rules.yml: groups[0].rules is not a list");
+        };
+        assert_eq!(list[0]["alert"], s("APIHighInvocationRate"));
+        assert_eq!(list[0]["expr"], s(CE_EXPR), "the first rule is the CE rule");
         assert_eq!(
-            rule["for"],
-            s("5s"),
-            "the shipped rule waits 5 s like OpenFaaS"
+            list[1]["alert"],
+            s(FARM_RULE),
+            "the second is the farm rule"
         );
-        rule["for"] = s("2s");
+        for rule in list.iter_mut() {
+            assert_eq!(
+                rule["for"],
+                s("5s"),
+                "the shipped rules wait 5 s like OpenFaaS"
+            );
+            rule["for"] = s("2s");
+        }
         let rules_path = dir.path().join("alert.rules.yml");
         write_yaml(&rules_path, &rules);
 
@@ -240,8 +254,9 @@ async fn publish_tasks(js: &async_nats::jetstream::Context, n: u64, sleep_ms: u6
     js.client().flush().await.unwrap();
 }
 
-/// Synchronous invocations of the worker through gateway-ext's
-/// `/function/` proxy, `per_s` a second until `stop`; counts the answers.
+/// Invocations of `url` (a function through gateway-ext's `/function/`
+/// proxy), `per_s` a second until `stop`, each posting `{"sleep_ms": ...}`;
+/// counts the answers with status `ok_status` and the others.
 struct HttpLoad {
     stop: Arc<AtomicBool>,
     ok: Arc<AtomicU64>,
@@ -250,11 +265,10 @@ struct HttpLoad {
 }
 
 impl HttpLoad {
-    fn start(gateway_url: &str, per_s: u32) -> HttpLoad {
+    fn start(url: String, per_s: u32, body: &'static str, ok_status: u16) -> HttpLoad {
         let stop = Arc::new(AtomicBool::new(false));
         let ok = Arc::new(AtomicU64::new(0));
         let failed = Arc::new(AtomicU64::new(0));
-        let url = format!("{gateway_url}/function/{WORKER}");
         let (st, o, f) = (stop.clone(), ok.clone(), failed.clone());
         let task = tokio::spawn(async move {
             let c = reqwest::Client::new();
@@ -271,12 +285,12 @@ impl HttpLoad {
                     let r = c
                         .post(&url)
                         .header("content-type", "application/json")
-                        .body(r#"{"sleep_ms":10}"#)
+                        .body(body)
                         .timeout(Duration::from_secs(10))
                         .send()
                         .await;
                     match r {
-                        Ok(r) if r.status() == 200 => o.fetch_add(1, Ordering::SeqCst),
+                        Ok(r) if r.status() == ok_status => o.fetch_add(1, Ordering::SeqCst),
                         _ => f.fetch_add(1, Ordering::SeqCst),
                     };
                 });
@@ -455,7 +469,12 @@ async fn alertmanager_alert_makes_the_policy_decide_and_replicas_change() {
     // 10/s (what the CE rule measures: > 5/s).
     let load_start = Instant::now();
     publish_tasks(&js, 100, 1000).await;
-    let load = HttpLoad::start(&gw.url, 10);
+    let load = HttpLoad::start(
+        format!("{}/function/{WORKER}", gw.url),
+        10,
+        r#"{"sleep_ms":10}"#,
+        200,
+    );
     let mut seen = Vec::new();
     let firing = next_decision(
         &mut decisions,
@@ -577,6 +596,205 @@ async fn alertmanager_alert_makes_the_policy_decide_and_replicas_change() {
         resolved.desired,
         seen.len(),
     );
+    drop(mon);
+    gw.shutdown().await;
+    let mut local = local;
+    local.shutdown().await;
+}
+
+/// Farm load, for real: tasks posted to a real emitter (which answers 202,
+/// so the CE rule, counting 200s, never fires for it) fire the shipped farm
+/// rule, which selects emitters by gateway-ext's `gateway_ext_farm_function`
+/// series; Alertmanager posts it to gateway-ext, and the farm's policy
+/// decides for the worker (the emitter is not scaled). The emitter is
+/// invoked as `faas-cli invoke` names it, `/function/NAME.openfaas-fn`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn emitter_load_fires_the_farm_rule_and_the_farm_policy_decides() {
+    find_on_path("Prometheus", &["prometheus"]);
+    find_on_path("Alertmanager", &["prometheus-alertmanager", "alertmanager"]);
+    const EMITTER: &str = "alerted-emitter";
+
+    let nats = NatsServer::start().unwrap();
+    let local = Local::start(0).await;
+    local.deploy_worker(
+        WORKER,
+        FARM,
+        &nats.url(),
+        &[
+            ("com.rust-farm.farm", FARM),
+            ("com.rust-farm.policy", POLICY),
+            ("com.rust-farm.interval", "10m"),
+            ("com.rust-farm.queueing-floor", "false"),
+        ],
+        &[
+            ("com.openfaas.scale.min", &MIN.to_string()),
+            ("com.openfaas.scale.max", &MAX.to_string()),
+        ],
+    );
+    local.deploy_emitter(EMITTER, FARM, &nats.url());
+    let _js = wait_consumer(&nats.url(), FARM).await;
+    eventually(
+        WAIT,
+        "the worker's and the emitter's replicas ready",
+        || async {
+            let e = local.handle.status(EMITTER).unwrap();
+            (provider_replicas(&local) == (1, 1) && e.available_replicas == 1).then_some(())
+        },
+    )
+    .await;
+
+    let secrets = tempfile::tempdir().unwrap();
+    let (user, password) = ("admin", "farm-rule-secret");
+    std::fs::write(secrets.path().join("basic-auth-user"), format!("{user}\n")).unwrap();
+    let password_file = secrets.path().join("basic-auth-password");
+    std::fs::write(&password_file, format!("{password}\n")).unwrap();
+    let cfg = config(
+        &local.url,
+        &[
+            ("DISCOVERY_INTERVAL", "300ms"),
+            ("NATS_URL", &nats.url()),
+            ("BASIC_AUTH", "true"),
+            ("SECRET_MOUNT_PATH", secrets.path().to_str().unwrap()),
+        ],
+    );
+    let gw = Gateway::start(cfg, vec![], None).await.unwrap();
+    let http = reqwest::Client::new();
+    // Discovery lists the emitter as the farm's: the series the rule joins on.
+    let member = format!(
+        "gateway_ext_farm_function{{function_name=\"{EMITTER}\",farm=\"{FARM}\",role=\"emitter\"}} 1"
+    );
+    eventually(
+        Duration::from_secs(30),
+        "the emitter listed as the farm's",
+        || async {
+            let m = http
+                .get(format!("{}/metrics", gw.url))
+                .send()
+                .await
+                .ok()?
+                .text()
+                .await
+                .ok()?;
+            m.contains(&member).then_some(())
+        },
+    )
+    .await;
+
+    let mut grpc = FarmControlClient::connect(format!("http://{}", gw.grpc))
+        .await
+        .unwrap();
+    let mut watch = grpc
+        .watch(WatchRequest { farm: FARM.into() })
+        .await
+        .unwrap()
+        .into_inner();
+    let (dtx, mut decisions) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok(Some(d)) = watch.message().await {
+            if dtx.send(d).is_err() {
+                break;
+            }
+        }
+    });
+
+    let gw_addr = gw.url.trim_start_matches("http://").to_owned();
+    let mon = Monitoring::start(&gw_addr, &password_file).await;
+    eventually(Duration::from_secs(30), "gateway-ext target up", || async {
+        let v: serde_json::Value = reqwest::get(format!(
+            "{}/api/v1/targets?state=active",
+            mon.prometheus_url
+        ))
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()?;
+        v["data"]["activeTargets"]
+            .as_array()?
+            .iter()
+            .any(|t| t["labels"]["job"] == "gateway-ext" && t["health"] == "up")
+            .then_some(())
+    })
+    .await;
+
+    // 10 tasks a second of 1 s each into the emitter: a backlog for the
+    // worker, and > 5 accepted submissions a second for the farm rule.
+    let load = HttpLoad::start(
+        format!("{}/function/{EMITTER}.openfaas-fn", gw.url),
+        10,
+        r#"{"sleep_ms":1000}"#,
+        202,
+    );
+    let mut seen = Vec::new();
+    let firing = next_decision(
+        &mut decisions,
+        &mut seen,
+        "the farm rule's firing decision",
+        |d| d.note.contains("alert (firing)"),
+        mon.diagnostics(),
+    )
+    .await;
+    assert_eq!(firing.trigger, "alert", "{firing:?}");
+    assert_eq!(firing.policy, POLICY, "{firing:?}");
+    assert!(
+        firing.note.contains(&format!("alerted function {EMITTER}")),
+        "the alert named the emitter: {firing:?}"
+    );
+    assert!(
+        firing.desired > firing.previous,
+        "the policy scales the worker up on the backlog: {firing:?}"
+    );
+    // Which rule fired: the farm rule, for the emitter; the CE rule is idle.
+    let rules: serde_json::Value =
+        reqwest::get(format!("{}/api/v1/rules?type=alert", mon.prometheus_url))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+    let rules = rules["data"]["groups"][0]["rules"].as_array().unwrap();
+    let by_name = |name: &str| rules.iter().find(|r| r["name"] == name).unwrap();
+    let farm_rule = by_name(FARM_RULE);
+    assert_eq!(farm_rule["state"], "firing", "{farm_rule}");
+    assert_eq!(
+        farm_rule["alerts"][0]["labels"]["function_name"], EMITTER,
+        "{farm_rule}"
+    );
+    let ce_rule = by_name("APIHighInvocationRate");
+    assert_eq!(ce_rule["state"], "inactive", "{ce_rule}");
+    let emitter = local.handle.status(EMITTER).unwrap();
+    assert_eq!(emitter.replicas, 1, "the emitter is not scaled");
+
+    let (ok, failed) = load.stop().await;
+    assert!(
+        ok > 50,
+        "the emitter accepted the tasks ({ok} ok, {failed} failed)"
+    );
+    let resolved = next_decision(
+        &mut decisions,
+        &mut seen,
+        "the farm rule's resolved decision",
+        |d| d.note.contains("alert (resolved)"),
+        mon.diagnostics(),
+    )
+    .await;
+    assert_eq!(resolved.policy, POLICY, "{resolved:?}");
+    assert!(
+        seen.iter().all(|d| d.trigger == "alert"),
+        "every decision came from an alert: {seen:#?}"
+    );
+    let metrics = http
+        .get(format!("{}/metrics", gw.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let accepted = format!(
+        "gateway_function_invocation_total{{function_name=\"{EMITTER}\",code=\"202\"}} {ok}\n"
+    );
+    assert!(metrics.contains(&accepted), "{accepted}\n{metrics}");
     drop(mon);
     gw.shutdown().await;
     let mut local = local;

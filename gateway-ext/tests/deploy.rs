@@ -523,3 +523,40 @@ fn stack_yml_worker_declares_a_farm_gateway_ext_accepts() {
     let spec = gateway_ext::config::farm_from_function("demo-worker", &ann, &labels, &defaults);
     assert!(matches!(spec, Some(Err(_))), "{spec:?}");
 }
+
+/// The root stack.yml's emitter and collector name the worker's farm and
+/// keep their role label: gateway-ext does not take them for farm
+/// declarations, and an alert on either (the CE alert names the emitter,
+/// which receives the HTTP load) maps to the worker's farm.
+#[test]
+fn stack_yml_companions_name_the_workers_farm() {
+    let stack: Value = serde_yaml::from_str(&read("stack.yml")).expect("stack.yml parses");
+    let functions = &stack["functions"];
+    let worker_farm = text_map(&functions["demo-worker"], "annotations")
+        .get("com.rust-farm.farm")
+        .cloned()
+        .expect("the worker declares its farm");
+    let env = HashMap::from([("UPSTREAM_URL".to_string(), "http://127.0.0.1:1".to_string())]);
+    let defaults = gateway_ext::config::Config::from_map(&env)
+        .unwrap()
+        .defaults;
+    for (name, role) in [("demo-emitter", "emitter"), ("demo-collector", "collector")] {
+        let f = &functions[name];
+        let ann = text_map(f, "annotations");
+        let labels = text_map(f, "labels");
+        assert_eq!(
+            labels.get("com.rust-farm.role").map(String::as_str),
+            Some(role),
+            "{name}"
+        );
+        assert_eq!(
+            gateway_ext::config::alert_farm(&ann, &labels),
+            Some(worker_farm.clone()),
+            "{name}: its alerts drive the worker's farm"
+        );
+        assert!(
+            gateway_ext::config::farm_from_function(name, &ann, &labels, &defaults).is_none(),
+            "{name} declares no farm of its own"
+        );
+    }
+}

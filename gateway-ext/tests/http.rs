@@ -391,12 +391,14 @@ async fn alerts_managed_unmanaged_malformed_unknown_and_scale_requests() {
     assert_eq!(mem.calls().len(), calls);
     assert!(log.lock().unwrap().is_empty());
 
-    // Unknown function -> error, nothing scaled, nothing forwarded.
+    // Unknown function -> forwarded unchanged: the gateway answers for it
+    // as it would without gateway-ext; nothing scaled here.
     let unknown = r#"{"status":"firing","receiver":"scale-up","alerts":[{"status":"firing","labels":{"alertname":"APIHighInvocationRate","function_name":"ghost"}}]}"#;
     let r = c.post(&alert_url).body(unknown).send().await.unwrap();
-    assert_eq!(r.status(), 500);
-    assert!(r.text().await.unwrap().contains("ghost"));
+    assert_eq!(r.status(), 200, "the upstream's answer");
     assert_eq!(mem.calls().len(), calls);
+    let seen = log.lock().unwrap().pop().unwrap();
+    assert_eq!(&seen.body[..], unknown.as_bytes(), "byte for byte");
     assert!(log.lock().unwrap().is_empty());
 
     // Unmanaged -> forwarded unchanged.
@@ -496,7 +498,7 @@ async fn alerts_managed_unmanaged_malformed_unknown_and_scale_requests() {
         .unwrap();
     assert!(m.contains("gateway_ext_decisions_total{farm=\"alerted\",trigger=\"alert\",policy=\"openfaas-ce\"} 3"), "{m}");
     assert!(
-        m.contains("gateway_ext_errors_total{farm=\"\",kind=\"alert\"} 2"),
+        m.contains("gateway_ext_errors_total{farm=\"\",kind=\"alert\"} 1"),
         "{m}"
     );
     gw.shutdown().await;
@@ -642,5 +644,264 @@ async fn alerts_for_a_farms_emitter_drive_the_farms_decision() {
         "/system/scale-function/fe-emitter"
     );
     assert!(gw.farm("fe").await.unwrap()["request_floor"].is_null());
+    gw.shutdown().await;
+}
+
+/// An Alertmanager webhook payload as Alertmanager posts it for the CE
+/// gateway's `APIHighInvocationRate` rule: `function_name` carries the
+/// namespace (`NAME.openfaas-fn`), as the gateway's metrics label it.
+fn alertmanager_payload(functions: &[&str], status: &str) -> String {
+    let alerts: Vec<String> = functions
+        .iter()
+        .map(|f| {
+            format!(
+                r#"{{"status":"{status}","labels":{{"alertname":"APIHighInvocationRate","code":"200","function_name":"{f}","instance":"gateway:8082","job":"openfaas-gateway","service":"gateway","severity":"major"}},"annotations":{{"description":"High invocation total on \"{f}\"","summary":"High invocation total on \"{f}\""}},"startsAt":"2026-01-01T10:00:00.000Z","endsAt":"0001-01-01T00:00:00Z","generatorURL":"http://prometheus:9090/graph?g0.expr=...","fingerprint":"0123456789abcdef"}}"#
+            )
+        })
+        .collect();
+    format!(
+        r#"{{"receiver":"scale-up","status":"{status}","alerts":[{}],"groupLabels":{{"alertname":"APIHighInvocationRate","service":"gateway"}},"commonLabels":{{"alertname":"APIHighInvocationRate","service":"gateway","severity":"major"}},"commonAnnotations":{{}},"externalURL":"http://alertmanager:9093","version":"4","groupKey":"{{}}:{{alertname=\"APIHighInvocationRate\", service=\"gateway\"}}","truncatedAlerts":0}}"#,
+        alerts.join(",")
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alerts_name_functions_with_their_namespace() {
+    let (up, log) = start_echo().await;
+    let mem = MemProvider::new();
+    mem.insert(worker("ns-worker", 1));
+    mem.insert(worker("plain", 1));
+    mem.insert(farm_function("ns-emitter", "emitter", Some("ns")));
+    let farm = farm_spec(
+        "ns",
+        "ns-worker",
+        "fixed:4",
+        &[("interval", "1h"), ("min", "1"), ("max", "10")],
+    );
+    let provider: Arc<dyn Provider> = Arc::new(mem.clone());
+    let gw = Gateway::start(config(&up, &no_discovery()), vec![farm], Some(provider))
+        .await
+        .unwrap();
+    let c = reqwest::Client::new();
+    eventually(Duration::from_secs(10), "first decision", || async {
+        gw.farm("ns")
+            .await
+            .filter(|f| f["decisions"] == 1)
+            .map(|_| ())
+    })
+    .await;
+    let alert_url = format!("{}/system/alert", gw.url);
+    mem.insert(worker("ns-worker", 1));
+    let calls = mem.calls().len();
+
+    // Unmanaged, unknown, or in another namespace: forwarded byte for byte
+    // with the upstream's answer, never a 500 and nothing scaled here.
+    for f in [
+        "plain.openfaas-fn",
+        "ghost.openfaas-fn",
+        "ns-worker.staging",
+        "plain",
+    ] {
+        let body = alertmanager_payload(&[f], "firing");
+        let r = c
+            .post(&alert_url)
+            .header("x-echo-status", "202")
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202, "{f}: {}", r.text().await.unwrap());
+        let seen = log.lock().unwrap().pop().unwrap();
+        assert_eq!(seen.path, "/system/alert");
+        assert_eq!(&seen.body[..], body.as_bytes(), "{f}: byte for byte");
+        assert_eq!(mem.calls().len(), calls, "{f}: nothing scaled");
+    }
+
+    // The managed worker and the farm's emitter, named with the namespace:
+    // the farm's policy decides; nothing forwarded.
+    for f in ["ns-worker.openfaas-fn", "ns-emitter.openfaas-fn"] {
+        mem.insert(worker("ns-worker", 1));
+        let r = c
+            .post(&alert_url)
+            .body(alertmanager_payload(&[f], "firing"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{f}");
+        let reply: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(reply["decisions"][0]["function"], f, "{reply}");
+        assert_eq!(reply["decisions"][0]["farm"], "ns", "{reply}");
+        assert_eq!(reply["decisions"][0]["desired"], 4, "{reply}");
+        assert_eq!(mem.function("ns-worker").unwrap().replicas, 4, "{f}");
+        assert!(log.lock().unwrap().is_empty(), "{f}: not forwarded");
+    }
+    assert_eq!(mem.function("ns-emitter").unwrap().replicas, 1);
+
+    // One group with both: the managed alert decides, the other part goes
+    // to the gateway as a payload of its own.
+    let r = c
+        .post(&alert_url)
+        .body(alertmanager_payload(
+            &["ns-worker.openfaas-fn", "plain.openfaas-fn"],
+            "firing",
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let reply: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(reply["forwarded"], 1, "{reply}");
+    assert_eq!(reply["decisions"].as_array().unwrap().len(), 1, "{reply}");
+    let seen = log.lock().unwrap().pop().unwrap();
+    let part: serde_json::Value = serde_json::from_slice(&seen.body).unwrap();
+    assert_eq!(part["alerts"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        part["alerts"][0]["labels"]["function_name"],
+        "plain.openfaas-fn"
+    );
+    assert_eq!(part["version"], "4");
+    assert_eq!(part["groupLabels"]["alertname"], "APIHighInvocationRate");
+
+    // A scale request naming the managed worker with its namespace is the
+    // farm's floor.
+    let r = c
+        .post(format!(
+            "{}/system/scale-function/ns-worker.openfaas-fn",
+            gw.url
+        ))
+        .body(r#"{"serviceName":"ns-worker","replicas":6,"namespace":"openfaas-fn"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    assert_eq!(gw.farm("ns").await.unwrap()["request_floor"][0], 6);
+    assert!(log.lock().unwrap().is_empty());
+
+    let m = c
+        .get(format!("{}/metrics", gw.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        !m.contains("gateway_ext_errors_total{farm=\"\",kind=\"alert\"}"),
+        "{m}"
+    );
+
+    // Invocations count under the provider's name however the client names
+    // the function (faas-cli invokes NAME.openfaas-fn), so the alert rules
+    // see one series per function.
+    for path in ["/function/plain.openfaas-fn", "/function/plain/x"] {
+        let r = c.post(format!("{}{path}", gw.url)).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let m = c
+        .get(format!("{}/metrics", gw.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        m.contains("gateway_function_invocation_total{function_name=\"plain\",code=\"200\"} 2"),
+        "{m}"
+    );
+    gw.shutdown().await;
+}
+
+/// The root stack.yml's three functions as a provider lists them after
+/// `faas-cli deploy` (labels and annotations as written there).
+fn stack_yml_functions() -> Vec<FunctionStatus> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../stack.yml");
+    let stack: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let text = |f: &serde_yaml::Value, key: &str| -> std::collections::BTreeMap<String, String> {
+        f[key]
+            .as_mapping()
+            .into_iter()
+            .flatten()
+            .map(|(k, v)| {
+                let v = match v {
+                    serde_yaml::Value::String(s) => s.clone(),
+                    other => serde_yaml::to_string(other).unwrap().trim().to_owned(),
+                };
+                (k.as_str().unwrap().to_owned(), v)
+            })
+            .collect()
+    };
+    ["demo-emitter", "demo-worker", "demo-collector"]
+        .iter()
+        .map(|name| {
+            let f = &stack["functions"][*name];
+            let mut st = worker(name, 1);
+            st.image = f["image"].as_str().unwrap().to_owned();
+            st.labels = text(f, "labels");
+            st.annotations = text(f, "annotations");
+            st
+        })
+        .collect()
+}
+
+/// The CE alert for the root stack.yml's farm names its emitter, with the
+/// namespace, as the gateway's metrics label it: the alert reaches the
+/// demo farm's policy (the worker's `com.rust-farm.policy`), which gateway-ext
+/// discovered from the worker alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alert_on_the_stack_yml_emitter_reaches_the_farms_policy() {
+    let (up, log) = start_echo().await;
+    let mem = MemProvider::new();
+    let functions = stack_yml_functions();
+    let policy = functions[1].annotations["com.rust-farm.policy"].clone();
+    for f in functions {
+        mem.insert(f);
+    }
+    let provider: Arc<dyn Provider> = Arc::new(mem.clone());
+    let gw = Gateway::start(
+        config(&up, &[("DISCOVERY_INTERVAL", "1h")]),
+        vec![],
+        Some(provider),
+    )
+    .await
+    .unwrap();
+    let c = reqwest::Client::new();
+    let st: serde_json::Value = c
+        .get(format!("{}/system/autoscaler", gw.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let farms: Vec<(&str, &str)> = st["farms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| (f["farm"].as_str().unwrap(), f["function"].as_str().unwrap()))
+        .collect();
+    assert_eq!(farms, vec![("demo", "demo-worker")], "{st}");
+    assert_eq!(st["discovery_errors"], serde_json::json!({}), "{st}");
+
+    for f in ["demo-emitter.openfaas-fn", "demo-emitter"] {
+        let r = c
+            .post(format!("{}/system/alert", gw.url))
+            .body(alertmanager_payload(&[f], "firing"))
+            .send()
+            .await
+            .unwrap();
+        let status = r.status();
+        let reply: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(status, 200, "{f}: {reply}");
+        let d = &reply["decisions"][0];
+        assert_eq!(d["farm"], "demo", "{f}: {reply}");
+        assert_eq!(d["policy"], policy.as_str(), "{f}: {reply}");
+        assert_eq!(reply["forwarded"], 0, "{f}: {reply}");
+    }
+    assert!(log.lock().unwrap().is_empty(), "nothing forwarded");
+    let st = gw.farm("demo").await.unwrap();
+    assert_eq!(st["last_decision"]["trigger"], "alert");
+    assert_eq!(mem.function("demo-emitter").unwrap().replicas, 1);
     gw.shutdown().await;
 }

@@ -359,7 +359,7 @@ fn build_all(stack: &Stack, images: &ImageStore, state: &Path, profile: &str) ->
                     cargo_args: Vec::new(),
                 })?;
                 let image = &stack.function(name)?.image;
-                images.install(image, &built.binary)?;
+                images.install_as(image, &built.binary, &built.program)?;
             }
         }
     }
@@ -375,7 +375,12 @@ fn build_all(stack: &Stack, images: &ImageStore, state: &Path, profile: &str) ->
             let exe = exes.get(package).ok_or_else(|| {
                 anyhow!("cargo built no binary named {package} (function {name})")
             })?;
-            images.install(&stack.function(name)?.image, exe)?;
+            // Under its own name too, as a Dockerfile copies it, so an
+            // `fprocess` naming it runs it.
+            match exe.file_name().and_then(|n| n.to_str()) {
+                Some(program) => images.install_as(&stack.function(name)?.image, exe, program)?,
+                None => images.install(&stack.function(name)?.image, exe)?,
+            };
         }
     }
     Ok(())

@@ -134,6 +134,11 @@ pub struct BuiltFunction {
     pub context: PathBuf,
     /// The executable, copied to `<build_root>/<name>/<name>`.
     pub binary: PathBuf,
+    /// The executable's own file name as cargo built it (the template's
+    /// bin target, `farm-function` for rust-farm): the name the Dockerfile
+    /// copies it under and template.yml's `fprocess` runs, so install it
+    /// with [`crate::ImageStore::install_as`] under this name.
+    pub program: String,
     /// The folders (relative to the context) of the context's packages that
     /// cargo compiled rather than found fresh, e.g. `["runtime", "function",
     /// "main"]`; empty when the build was a no-op.
@@ -444,6 +449,11 @@ pub fn build_function(spec: &BuildSpec) -> Result<BuiltFunction, BuildError> {
             count: executables.len(),
         });
     };
+    let program = exe
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or(&spec.name)
+        .to_string();
     let out_dir = spec.build_root.join(&spec.name);
     fs::create_dir_all(&out_dir).map_err(io_err(&out_dir))?;
     let binary = out_dir.join(&spec.name);
@@ -454,6 +464,7 @@ pub fn build_function(spec: &BuildSpec) -> Result<BuiltFunction, BuildError> {
     Ok(BuiltFunction {
         context,
         binary,
+        program,
         compiled,
     })
 }

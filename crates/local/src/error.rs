@@ -23,6 +23,15 @@ pub enum ApiError {
     /// A namespace other than the single one this provider has.
     #[error("namespace {0:?} not valid: this provider has only {ns:?}", ns = crate::DEFAULT_NAMESPACE)]
     InvalidNamespace(String),
+    /// A function name `NAME.NAMESPACE` with another namespace than the
+    /// single one this provider has.
+    #[error("function {name:?}: namespace {namespace:?} not valid: this provider has only {ns:?} (name a function NAME or NAME.{ns})", ns = crate::DEFAULT_NAMESPACE)]
+    InvalidFunctionNamespace {
+        /// The name as given.
+        name: String,
+        /// Its namespace part.
+        namespace: String,
+    },
     /// The image cannot be resolved to an executable.
     #[error(transparent)]
     Image(#[from] ImageError),
@@ -98,6 +107,7 @@ impl ApiError {
             ApiError::Upstream { .. } => StatusCode::BAD_GATEWAY,
             ApiError::InvalidName(_)
             | ApiError::InvalidNamespace(_)
+            | ApiError::InvalidFunctionNamespace { .. }
             | ApiError::Image(_)
             | ApiError::MissingSecret { .. }
             | ApiError::InvalidLabel { .. }

@@ -36,8 +36,14 @@
 //! | `GET /system/info` | 200 `{provider, version, orchestration}` | |
 //! | `GET /system/namespaces` | 200 `["openfaas-fn"]` | |
 //! | `GET /system/logs?name&instance&tail&follow&since` | 200 NDJSON | 404, 422 |
+//! | `GET/POST/PUT/DELETE /system/secrets` | | 501 with how to provide secrets instead |
 //! | `GET /healthz` | 200 `OK` | |
 //! | `ANY /function/{name}[/path]` | the replica's answer | 404, 502, 503 |
+//!
+//! Wherever a route takes a function name (`/function/{name}`,
+//! `/system/function/{name}`, scale, delete, logs), `NAME.openfaas-fn` names
+//! the function `NAME`, as faas-netes reads it (faas-cli invokes
+//! `/function/NAME.openfaas-fn`); another namespace is a 400.
 //!
 //! Deploy, update, delete and scale answer 202 Accepted: the work completes
 //! asynchronously, as with faas-netes. `/system/*` takes basic auth when
@@ -100,8 +106,10 @@ pub use types::{
     LogMessage, ProviderInfo, ProviderVersion, ScaleServiceRequest,
 };
 
-/// The one namespace this provider has (OpenFaaS' default function namespace).
-pub const DEFAULT_NAMESPACE: &str = "openfaas-fn";
+/// The one namespace this provider has (OpenFaaS' default function
+/// namespace); `NAME.openfaas-fn` names function `NAME` wherever the API
+/// takes a function name ([`split_namespace`]).
+pub use farm_openfaas::{DEFAULT_NAMESPACE, split_namespace};
 
 /// Whether `name` is a valid function (or secret) name: `[-a-zA-Z_0-9.]+`,
 /// as faas-provider's route pattern, and not starting with `.`.

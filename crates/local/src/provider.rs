@@ -18,7 +18,7 @@ use crate::function::{Counts, Ctx, Function, Prepared, min_scale};
 use crate::image::ImageStore;
 use crate::logs::LogStore;
 use crate::types::{FunctionDeployment, FunctionStatus};
-use crate::{DEFAULT_NAMESPACE, valid_name};
+use crate::{DEFAULT_NAMESPACE, split_namespace, valid_name};
 
 /// Shared state behind the HTTP routes and the in-process handle.
 pub(crate) struct Registry {
@@ -35,10 +35,30 @@ impl Registry {
     }
 
     pub(crate) fn get(&self, name: &str) -> Result<Arc<Function>, ApiError> {
+        let name = self.resolve(name)?;
         self.functions()
-            .get(name)
+            .get(&name)
             .cloned()
-            .ok_or_else(|| ApiError::NotFound(name.to_string()))
+            .ok_or(ApiError::NotFound(name))
+    }
+
+    /// The function a provider API name refers to: the name itself when a
+    /// function has it (a name may contain dots), else `NAME.NAMESPACE`
+    /// split at the last dot, the namespace being the default one.
+    pub(crate) fn resolve(&self, name: &str) -> Result<String, ApiError> {
+        if self.functions().contains_key(name) {
+            return Ok(name.to_string());
+        }
+        match split_namespace(name) {
+            (base, Some(ns)) => {
+                check_namespace(ns).map_err(|_| ApiError::InvalidFunctionNamespace {
+                    name: name.to_string(),
+                    namespace: ns.to_string(),
+                })?;
+                Ok(base.to_string())
+            }
+            (base, None) => Ok(base.to_string()),
+        }
     }
 
     /// Validates a deployment and resolves its image and secrets.
@@ -128,6 +148,12 @@ impl ProviderHandle {
         }
     }
 
+    /// The function `name` refers to (`NAME` or `NAME.openfaas-fn`, see
+    /// [`crate::split_namespace`]), whether or not it is deployed.
+    pub fn resolve(&self, name: &str) -> Result<String, ApiError> {
+        self.registry.resolve(name)
+    }
+
     /// Sets a function's desired replica count.
     pub fn scale(&self, name: &str, replicas: u64) -> Result<(), ApiError> {
         let max = self.registry.ctx.config.max_replicas;
@@ -144,6 +170,7 @@ impl ProviderHandle {
 
     /// Deletes a function; its replicas drain in the background.
     pub fn delete(&self, name: &str) -> Result<(), ApiError> {
+        let name = &self.registry.resolve(name)?;
         let f = self
             .registry
             .functions()

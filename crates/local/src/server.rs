@@ -12,9 +12,12 @@
 //! | `GET /system/info` | 200 `{provider, version, orchestration}` | |
 //! | `GET /system/namespaces` | 200 `["openfaas-fn"]` | |
 //! | `GET /system/logs?name&instance&tail&follow&since` | 200 NDJSON | 404, 422 |
+//! | `GET/POST/PUT/DELETE /system/secrets` | | 501 with how to provide secrets instead |
 //! | `GET /healthz` | 200 `OK` | |
 //! | `ANY /function/{name}[/path]` | the replica's answer | 404, 502, 503 |
 //!
+//! A function name in a path, a scale or delete body or the logs query may
+//! be `NAME.openfaas-fn` (see the crate docs).
 //! `/system/*` takes basic auth when enabled (401 + `WWW-Authenticate`).
 //! Error bodies are plain text, as Go's `http.Error` writes them. A
 //! `?namespace=` query naming another namespace than `openfaas-fn` is a 400.
@@ -72,6 +75,13 @@ pub(crate) fn router(reg: Arc<Registry>) -> Router {
         .route("/system/info", get(info))
         .route("/system/namespaces", get(namespaces))
         .route("/system/logs", get(logs))
+        .route(
+            "/system/secrets",
+            get(secrets_unsupported)
+                .post(secrets_unsupported)
+                .put(secrets_unsupported)
+                .delete(secrets_unsupported),
+        )
         .route_layer(middleware::from_fn_with_state(reg.clone(), basic_auth));
     Router::new()
         .merge(system)
@@ -188,7 +198,7 @@ async fn scale(
     query_namespace(&q)?;
     let req: ScaleServiceRequest = parse(&body)?;
     check_namespace(&req.namespace)?;
-    if !req.service_name.is_empty() && req.service_name != name {
+    if !req.service_name.is_empty() && reg.resolve(&req.service_name)? != reg.resolve(&name)? {
         return Err(ApiError::NameMismatch {
             body: req.service_name,
             path: name,
@@ -196,6 +206,20 @@ async fn scale(
     }
     handle(&reg).scale(&name, req.replicas)?;
     Ok(StatusCode::ACCEPTED)
+}
+
+/// `faas-cli secret list|create|update|remove` would otherwise see a bare
+/// 404; faas-cli prints this body after the status code.
+async fn secrets_unsupported(State(reg): State<AppState>) -> Response {
+    (
+        StatusCode::NOT_IMPLEMENTED,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        format!(
+            "farm-local does not manage secrets through the API (/system/secrets): put each secret's value in a file named after it in {} (FARM_LOCAL_SECRETS_DIR); a deployment's `secrets` are copied from there into every replica's secrets directory\n",
+            reg.ctx.config.secrets_dir.display()
+        ),
+    )
+        .into_response()
 }
 
 async fn info() -> Response {
@@ -273,7 +297,8 @@ async fn logs(
     Query(q): Query<Vec<(String, String)>>,
 ) -> Result<Response, ApiError> {
     query_namespace(&q)?;
-    let lq = parse_log_query(&q)?;
+    let mut lq = parse_log_query(&q)?;
+    lq.name = reg.resolve(&lq.name)?;
     if reg.get(&lq.name).is_err() && !reg.ctx.logs.has(&lq.name) {
         return Err(ApiError::NotFound(lq.name));
     }

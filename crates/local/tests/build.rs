@@ -88,10 +88,12 @@ async fn builds_the_template_skeleton_and_runs_it() {
         std::fs::read(&built.binary).unwrap()
     );
 
+    assert_eq!(built.program, "farm-function", "the template's bin target");
+
     let nats = NatsServer::start().unwrap();
     let p = TestProvider::start(|_, _| {}).await;
     ImageStore::new(p.tmp.path().join("images"))
-        .install("skeleton:latest", &built.binary)
+        .install_as("skeleton:latest", &built.binary, &built.program)
         .unwrap();
     let d = FunctionDeployment {
         service: "skeleton".into(),
@@ -104,5 +106,63 @@ async fn builds_the_template_skeleton_and_runs_it() {
     };
     assert_eq!(p.deploy(&d).await.status(), 202);
     p.wait_counts("skeleton", 1, 1).await;
+
+    // `faas-cli deploy -f stack.yml` without `--read-template=false`: PUT,
+    // then POST on 404, with template.yml's fprocess as `envProcess`.
+    let template_yml =
+        std::fs::read_to_string(workspace_root().join("template/rust-farm/template.yml")).unwrap();
+    let fprocess = template_yml
+        .lines()
+        .find_map(|l| l.strip_prefix("fprocess:"))
+        .map(str::trim)
+        .unwrap();
+    assert_eq!(fprocess, "./farm-function");
+    let body = |name: &str, process: &str| {
+        format!(
+            r#"{{"service":"{name}","image":"skeleton:latest","namespace":"openfaas-fn","envProcess":"{process}","envVars":{{"FARM_NAME":"{name}","NATS_URL":"{}"}},"labels":{{"com.openfaas.scale.min":"1"}},"annotations":{{}}}}"#,
+            nats.url()
+        )
+    };
+    let put = p
+        .http
+        .put(p.url("/system/functions"))
+        .body(body("skeleton-cli", fprocess))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 404);
+    let post = p
+        .post_json("/system/functions", &body("skeleton-cli", fprocess))
+        .await;
+    assert_eq!(post.status(), 202, "{}", post.text().await.unwrap());
+    p.wait_counts("skeleton-cli", 1, 1).await;
+    let r = p
+        .http
+        .post(p.url("/function/skeleton-cli"))
+        .header("content-type", "application/json")
+        .body(r#"{"name":"farm"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let reply: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(reply["greeting"], "Hello, farm");
+
+    // The bare program name runs it too; a program the image lacks is a 400
+    // that names it and what the image holds.
+    let post = p
+        .post_json("/system/functions", &body("skeleton-bare", "farm-function"))
+        .await;
+    assert_eq!(post.status(), 202);
+    p.wait_counts("skeleton-bare", 1, 1).await;
+    let post = p
+        .post_json("/system/functions", &body("skeleton-typo", "./farm-fn"))
+        .await;
+    assert_eq!(post.status(), 400);
+    let text = post.text().await.unwrap();
+    assert!(
+        text.contains("\"./farm-fn\"") && text.contains("farm-function"),
+        "{text}"
+    );
     p.shutdown().await;
 }

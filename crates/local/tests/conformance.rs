@@ -262,6 +262,170 @@ async fn routes_shapes_and_status_codes() {
     p.shutdown().await;
 }
 
+/// Function names as faas-cli 0.18 and the CE gateway send them:
+/// `faas-cli invoke NAME` posts to `/function/NAME.openfaas-fn`, the
+/// gateway's scale-from-zero asks `GET /system/function/NAME` and scales with
+/// `?namespace=openfaas-fn`, `faas-cli remove` and `describe` name the
+/// namespace too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_with_the_default_namespace() {
+    let p = TestProvider::start(|_, _| {}).await;
+    assert_eq!(p.deploy(&fixture("nsfn")).await.status(), 202);
+    p.wait_counts("nsfn", 1, 1).await;
+
+    // faas-cli invoke (text/plain by default).
+    let invoke = |path: &str| {
+        p.http
+            .post(p.url(path))
+            .header("content-type", "text/plain")
+            .body("hello")
+            .send()
+    };
+    let r = invoke("/function/nsfn.openfaas-fn").await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.headers()["x-instance"]
+            .to_str()
+            .unwrap()
+            .starts_with("nsfn-")
+    );
+    assert_eq!(r.text().await.unwrap(), "hello");
+    let r = invoke("/function/nsfn.openfaas-fn/sub?x=1").await.unwrap();
+    assert_eq!(r.headers()["x-path"], "/sub");
+
+    // Status (faas-cli describe, the gateway's scale-from-zero query).
+    let r = p
+        .get("/system/function/nsfn.openfaas-fn?namespace=openfaas-fn")
+        .await;
+    assert_eq!(r.status(), 200);
+    let st: Value = r.json().await.unwrap();
+    assert_eq!(st["name"], "nsfn");
+    assert_eq!(st["invocationCount"], 2.0);
+    assert_eq!(
+        p.get("/system/function/nsfn.openfaas-fn/starts")
+            .await
+            .status(),
+        200
+    );
+    let r = p.get("/system/logs?name=nsfn.openfaas-fn&tail=1").await;
+    assert_eq!(r.status(), 200);
+
+    // Scale to zero by the namespaced name, then scale from zero on invoke.
+    let r = p
+        .post_json(
+            "/system/scale-function/nsfn.openfaas-fn?namespace=openfaas-fn",
+            r#"{"serviceName":"nsfn","replicas":0,"namespace":"openfaas-fn"}"#,
+        )
+        .await;
+    assert_eq!(r.status(), 202, "{}", r.text().await.unwrap());
+    p.wait_counts("nsfn", 0, 0).await;
+    let r = invoke("/function/nsfn.openfaas-fn").await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(p.status("nsfn").await.replicas, 1);
+
+    // Another namespace: a 400 that names it, on every route.
+    for (method, path, body) in [
+        ("POST", "/function/nsfn.dev", "x"),
+        ("GET", "/system/function/nsfn.dev", ""),
+        (
+            "POST",
+            "/system/scale-function/nsfn.dev",
+            r#"{"serviceName":"nsfn","replicas":2}"#,
+        ),
+        (
+            "DELETE",
+            "/system/functions",
+            r#"{"functionName":"nsfn.dev"}"#,
+        ),
+        ("GET", "/system/logs?name=nsfn.dev", ""),
+    ] {
+        let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let r = p
+            .http
+            .request(m, p.url(path))
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        let text = r.text().await.unwrap();
+        assert_eq!(status, 400, "{method} {path}: {text}");
+        assert!(
+            text.contains("\"dev\"") && text.contains("openfaas-fn"),
+            "{method} {path}: {text}"
+        );
+    }
+    assert_eq!(p.status("nsfn").await.replicas, 1);
+
+    // A function whose own name has a dot is still found by that name.
+    assert_eq!(p.deploy(&fixture("v1.2")).await.status(), 202);
+    p.wait_counts("v1.2", 1, 1).await;
+    assert_eq!(invoke("/function/v1.2").await.unwrap().status(), 200);
+    assert_eq!(
+        invoke("/function/v1.2.openfaas-fn").await.unwrap().status(),
+        200
+    );
+
+    // faas-cli remove: by the namespaced name too.
+    let r = p
+        .http
+        .delete(p.url("/system/functions"))
+        .body(r#"{"functionName":"nsfn.openfaas-fn","namespace":"openfaas-fn"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    assert_eq!(p.get("/system/function/nsfn").await.status(), 404);
+    assert_eq!(
+        p.get("/system/function/nsfn.openfaas-fn").await.status(),
+        404
+    );
+    p.shutdown().await;
+}
+
+/// faas-cli 0.18's secret commands: `secret list` GETs, `create` POSTs,
+/// `update` PUTs, `remove` DELETEs /system/secrets (with `?namespace=` on
+/// list). Not a bare 404: a 501 whose body says where secrets go instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_routes_answer_501_saying_what_to_do() {
+    let p = TestProvider::start(|_, _| {}).await;
+    for (method, path, body) in [
+        ("GET", "/system/secrets?namespace=openfaas-fn", ""),
+        (
+            "POST",
+            "/system/secrets",
+            r#"{"name":"api-key","namespace":"openfaas-fn","value":"s3cret"}"#,
+        ),
+        (
+            "PUT",
+            "/system/secrets",
+            r#"{"name":"api-key","namespace":"openfaas-fn","value":"n3w"}"#,
+        ),
+        (
+            "DELETE",
+            "/system/secrets",
+            r#"{"name":"api-key","namespace":"openfaas-fn"}"#,
+        ),
+    ] {
+        let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let r = p
+            .http
+            .request(m, p.url(path))
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 501, "{method} {path}");
+        let text = r.text().await.unwrap();
+        assert!(
+            text.contains("/system/secrets") && text.contains("FARM_LOCAL_SECRETS_DIR"),
+            "{method}: {text}"
+        );
+    }
+    p.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn error_cases() {
     let p = TestProvider::start(|c, _| c.max_replicas = 8).await;

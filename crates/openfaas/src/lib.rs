@@ -251,6 +251,31 @@ pub struct DeleteFunctionRequest {
     pub namespace: String,
 }
 
+/// OpenFaaS' default function namespace, the one faas-cli, the CE gateway
+/// and Prometheus' `function_name` labels append (`NAME.openfaas-fn`).
+pub const DEFAULT_NAMESPACE: &str = "openfaas-fn";
+
+/// Splits a function name as the provider API takes it, `NAME` or
+/// `NAME.NAMESPACE`, at its last dot, as faas-netes reads
+/// `/function/{name}` and the gateway names functions in metrics and
+/// alerts: `("NAME", Some("NAMESPACE"))`, or `(name, None)` without a dot.
+///
+/// A name that itself contains dots is ambiguous; a caller that knows its
+/// functions looks the whole name up first.
+///
+/// ```
+/// use farm_openfaas::split_namespace;
+/// assert_eq!(split_namespace("worker.openfaas-fn"), ("worker", Some("openfaas-fn")));
+/// assert_eq!(split_namespace("worker"), ("worker", None));
+/// assert_eq!(split_namespace("a.b.dev"), ("a.b", Some("dev")));
+/// ```
+pub fn split_namespace(name: &str) -> (&str, Option<&str>) {
+    match name.rsplit_once('.') {
+        Some((base, ns)) => (base, Some(ns)),
+        None => (name, None),
+    }
+}
+
 /// Version of the provider in `GET /system/info`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProviderVersion {

@@ -192,3 +192,27 @@ fn faas_cli_new_copy_builds() {
     // developer's loop must not need the network either.
     cargo(&handler, &["test", "--offline"]);
 }
+
+/// `faas-cli new NAME --lang rust-farm` prints template.yml's welcome
+/// message verbatim and copies `function/` to `./NAME/`: the message must
+/// send the developer to `./NAME/src/lib.rs`, not to the template's folder.
+#[test]
+fn welcome_message_names_where_faas_cli_puts_the_handler() {
+    let yml = fs::read_to_string(template_dir().join("template.yml")).unwrap();
+    let folder = yml
+        .lines()
+        .find_map(|l| l.strip_prefix("handler_folder: "))
+        .unwrap()
+        .trim();
+    // The block scalar: every indented line after the key.
+    let welcome: String = yml
+        .lines()
+        .skip_while(|l| !l.starts_with("welcome_message:"))
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .collect::<Vec<_>>()
+        .join(" ");
+    assert!(welcome.contains("./NAME/src/lib.rs"), "{welcome}");
+    assert!(!welcome.contains(&format!("{folder}/src")), "{welcome}");
+    assert!(template_dir().join(folder).join("src/lib.rs").is_file());
+}

@@ -239,6 +239,21 @@ pub fn collector_bin() -> PathBuf {
     farm_testsupport::bin_path("collector").expect("collector built")
 }
 
+/// The emitter binary (functions/emitter), built on demand.
+pub fn emitter_bin() -> PathBuf {
+    if let Ok(p) = farm_testsupport::bin_path("emitter") {
+        return p;
+    }
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let st = Command::new(cargo)
+        .args(["build", "-p", "emitter"])
+        .current_dir(workspace_root())
+        .status()
+        .expect("run cargo build -p emitter");
+    assert!(st.success(), "cargo build -p emitter failed");
+    farm_testsupport::bin_path("emitter").expect("emitter built")
+}
+
 /// Starts the real collector of `farm` as a process (snapshots every
 /// `snapshot_every`), and waits until it answers `/_/health`.
 pub async fn start_collector(
@@ -332,6 +347,35 @@ impl Local {
         if let Some(t) = self.task.take() {
             let _ = tokio::time::timeout(Duration::from_secs(20), t).await;
         }
+    }
+
+    /// Deploys the real emitter of `farm` as `name`, labelled and annotated
+    /// as the root stack.yml's emitter (role label, farm annotation).
+    pub fn deploy_emitter(&self, name: &str, farm: &str, nats: &str) {
+        self.handle
+            .images()
+            .install_as("emitter:latest", &emitter_bin(), "emitter")
+            .unwrap();
+        let map = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect()
+        };
+        self.handle
+            .apply(FunctionDeployment {
+                service: name.into(),
+                image: "emitter:latest".into(),
+                env_vars: map(&[("FARM_NAME", farm), ("NATS_URL", nats)]),
+                labels: map(&[
+                    ("com.rust-farm.role", "emitter"),
+                    ("com.openfaas.scale.min", "1"),
+                    ("com.openfaas.scale.max", "1"),
+                ]),
+                annotations: map(&[("com.rust-farm.farm", farm)]),
+                ..Default::default()
+            })
+            .unwrap();
     }
 
     /// Deploys a sleep-worker function for `farm`.

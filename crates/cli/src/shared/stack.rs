@@ -11,7 +11,10 @@
 //!   declaration gateway-ext discovers);
 //! - the emitter and the collector carry the label
 //!   `com.rust-farm.role: emitter|collector` and `FARM_NAME=<farm>` in their
-//!   environment.
+//!   environment. They may carry `com.rust-farm.farm: <farm>` too (the root
+//!   stack.yml does, so that gateway-ext routes the CE alert on the emitter
+//!   to the farm's policy): the role label wins, and a companion never
+//!   declares a farm.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -401,11 +404,11 @@ impl Stack {
     }
 
     /// The role of `name` in its farm, if it has one.
+    ///
+    /// The `com.rust-farm.role` label decides; without one, a function
+    /// annotated `com.rust-farm.farm` is a worker.
     pub fn role(&self, name: &str) -> Option<Role> {
         let f = self.functions.get(name)?;
-        if f.annotations.contains_key(FARM_ANNOTATION) {
-            return Some(Role::Worker);
-        }
         match f
             .labels
             .get(ROLE_LABEL)
@@ -416,6 +419,7 @@ impl Stack {
             Some("emitter") => Some(Role::Emitter),
             Some("collector") => Some(Role::Collector),
             Some("worker") => Some(Role::Worker),
+            _ if f.annotations.contains_key(FARM_ANNOTATION) => Some(Role::Worker),
             _ => None,
         }
     }
@@ -424,6 +428,11 @@ impl Stack {
     pub fn farms(&self) -> Result<BTreeMap<String, Farm>, StackError> {
         let mut farms = BTreeMap::new();
         for (name, f) in &self.functions {
+            // Companions name their farm for gateway-ext's alert routing;
+            // only a worker declares one.
+            if self.role(name) != Some(Role::Worker) {
+                continue;
+            }
             let Some(farm) = f.annotations.get(FARM_ANNOTATION).and_then(scalar_text) else {
                 continue;
             };
@@ -740,6 +749,19 @@ mod tests {
         );
         let ann = d.annotations;
         assert_eq!(ann.get(FARM_ANNOTATION).map(String::as_str), Some("demo"));
+        // The companions name the farm too, and keep their roles.
+        for (name, role) in [
+            ("demo-emitter", Role::Emitter),
+            ("demo-collector", Role::Collector),
+        ] {
+            assert_eq!(stack.role(name), Some(role), "{name}");
+            let d = stack.deployment(name, &extra).unwrap();
+            assert_eq!(
+                d.annotations.get(FARM_ANNOTATION).map(String::as_str),
+                Some("demo"),
+                "{name}"
+            );
+        }
         // That the worker's annotations are a farm gateway-ext accepts is
         // gateway-ext's own check (gateway-ext/tests/deploy.rs).
     }
@@ -983,6 +1005,25 @@ mod tests {
         worker.terminate().unwrap();
         let status = worker.wait_timeout(WAIT).unwrap();
         assert!(status.success(), "{status:?}\n{}", worker.log_tail());
+    }
+
+    #[test]
+    fn companions_annotated_with_the_farm_stay_companions() {
+        let text = "version: 1.0\nfunctions:\n  e:\n    lang: x\n    handler: .\n    image: i\n    environment: {FARM_NAME: f}\n    labels: {com.rust-farm.role: emitter}\n    annotations: {com.rust-farm.farm: f}\n  w:\n    lang: x\n    handler: .\n    image: i\n    environment: {FARM_NAME: f}\n    annotations: {com.rust-farm.farm: f}\n  c:\n    lang: x\n    handler: .\n    image: i\n    environment: {FARM_NAME: f}\n    labels: {com.rust-farm.role: collector}\n    annotations: {com.rust-farm.farm: f}\n";
+        let stack = Stack::parse(text, Path::new(".")).unwrap();
+        assert_eq!(stack.role("e"), Some(Role::Emitter));
+        assert_eq!(stack.role("w"), Some(Role::Worker));
+        let farms = stack.farms().unwrap();
+        assert_eq!(farms.len(), 1, "{farms:?}");
+        assert_eq!(
+            farms["f"],
+            Farm {
+                name: "f".into(),
+                emitter: "e".into(),
+                worker: "w".into(),
+                collector: "c".into()
+            }
+        );
     }
 
     #[test]

@@ -38,8 +38,24 @@
 //! | `FARM_INSTANCE` | `HOSTNAME`, else a random id | worker instance name written into results |
 //! | `FARM_HTTP_ADDR` | `127.0.0.1` | address of the HTTP server (of-watchdog upstream) |
 //! | `FARM_HTTP_PORT` | `3000` | port of the HTTP server; `0` picks a free port |
+//! | `FARM_WATCHDOG_LOCK` | — | of-watchdog's lock file (the template's Dockerfile: `/tmp/.lock`); the runtime keeps it present exactly while it is ready, so the watchdog's `/_/health` and an exec probe `cat /tmp/.lock` report the runtime's readiness ([`crate::watchdog`]) |
 //! | `LOG_FORMAT` | `text` | `text` or `json` |
 //! | `RUST_LOG` | `info` | tracing filter (read by the subscriber, not here) |
+//!
+//! # Under of-watchdog
+//!
+//! The watchdog is the container's PID 1 and forwards SIGTERM to the
+//! runtime; it then waits `healthcheck_interval` (the watchdog's
+//! `write_timeout` when unset) before it shuts down and exits, and its exit
+//! ends the container, a draining runtime included. So a drain can only
+//! finish if the watchdog waits long enough: when the watchdog's keys are in
+//! the environment (the runtime inherits them; the template's Dockerfile
+//! sets them), the parse requires
+//! `healthcheck_interval >= FARM_DRAIN_GRACE + `[`WATCHDOG_DRAIN_MARGIN`] and
+//! refuses the combination otherwise ([`ConfigError::DrainOutlastsWatchdog`]).
+//! The watchdog's values are read as it reads them: a whole number of
+//! seconds or a duration such as `25s`; a form only Go parses (`1m30s`)
+//! skips the check.
 //!
 //! Every process of one farm (emitter, workers, collector) must share the
 //! topology keys (`FARM_TASKS_*`, `FARM_DUPLICATE_WINDOW`, `FARM_RESULTS_MAX_AGE`,
@@ -161,6 +177,45 @@ pub enum ConfigError {
         /// The rejected value.
         value: String,
     },
+    /// of-watchdog would exit (ending the container) before a drain of
+    /// `FARM_DRAIN_GRACE` could finish.
+    #[error(
+        "FARM_DRAIN_GRACE={grace:?} does not fit in of-watchdog's {key}={interval:?}: the watchdog exits that long after SIGTERM and takes the draining worker with it; set {key} to at least FARM_DRAIN_GRACE + {margin:?} (and the pod's terminationGracePeriodSeconds above {key}), or lower FARM_DRAIN_GRACE"
+    )]
+    DrainOutlastsWatchdog {
+        /// The watchdog key that set the interval (`healthcheck_interval` or `write_timeout`).
+        key: &'static str,
+        /// The watchdog's shutdown delay.
+        interval: Duration,
+        /// The runtime's drain grace.
+        grace: Duration,
+        /// The margin the runtime needs beyond the grace.
+        margin: Duration,
+    },
+}
+
+/// What a drain may take beyond `FARM_DRAIN_GRACE`: the naks of aborted
+/// tasks (2 s) and the final flush (3 s).
+pub const WATCHDOG_DRAIN_MARGIN: Duration = Duration::from_secs(5);
+
+/// of-watchdog's delay between SIGTERM and its exit, from its own keys
+/// (`healthcheck_interval`, else `write_timeout`), with the key it came
+/// from; `None` when neither is set (no watchdog) or the value is in a form
+/// only Go parses.
+pub fn watchdog_shutdown_delay(map: &HashMap<String, String>) -> Option<(&'static str, Duration)> {
+    let read = |key: &'static str| {
+        let raw = map.get(key)?.trim();
+        let d = match raw.parse::<u64>() {
+            Ok(secs) => Duration::from_secs(secs),
+            Err(_) => parse_duration(raw)?,
+        };
+        Some((key, d))
+    };
+    if map.contains_key("healthcheck_interval") {
+        read("healthcheck_interval")
+    } else {
+        read("write_timeout")
+    }
 }
 
 /// All problems found in one parse, in key order of discovery.
@@ -369,6 +424,8 @@ pub struct Config {
     pub http: HttpConfig,
     /// Log format.
     pub log_format: LogFormat,
+    /// of-watchdog's lock file to keep in step with readiness, if any.
+    pub watchdog_lock: Option<PathBuf>,
 }
 
 impl Config {
@@ -381,6 +438,17 @@ impl Config {
         let worker = p.worker();
         let http = p.http();
         let log_format = p.log_format();
+        let watchdog_lock = p.get("FARM_WATCHDOG_LOCK").map(PathBuf::from);
+        if let Some((key, interval)) = watchdog_shutdown_delay(map)
+            && interval < worker.drain_grace + WATCHDOG_DRAIN_MARGIN
+        {
+            p.errors.push(ConfigError::DrainOutlastsWatchdog {
+                key,
+                interval,
+                grace: worker.drain_grace,
+                margin: WATCHDOG_DRAIN_MARGIN,
+            });
+        }
         let cfg = match names {
             Some(names) => {
                 let mut nats = nats;
@@ -392,6 +460,7 @@ impl Config {
                     worker,
                     http,
                     log_format,
+                    watchdog_lock,
                 })
             }
             None => None,
@@ -869,6 +938,51 @@ mod tests {
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect()
+    }
+
+    #[test]
+    fn the_drain_must_fit_in_the_watchdogs_shutdown_delay() {
+        let with = |pairs: &[(&str, &str)]| {
+            let mut m = map(&[("FARM_NAME", "demo")]);
+            m.extend(map(pairs));
+            Config::from_map(&m)
+        };
+        // No watchdog keys: nothing to agree with.
+        assert!(with(&[("FARM_DRAIN_GRACE", "25s")]).is_ok());
+        // The old template: a 5 s interval cut a 25 s drain short.
+        let e = with(&[("FARM_DRAIN_GRACE", "25s"), ("healthcheck_interval", "5s")]).unwrap_err();
+        assert!(
+            matches!(
+                e.0.as_slice(),
+                [ConfigError::DrainOutlastsWatchdog {
+                    key: "healthcheck_interval",
+                    ..
+                }]
+            ),
+            "{e}"
+        );
+        // Whole seconds, as the watchdog reads them; write_timeout when the
+        // interval is unset (the watchdog's own fallback).
+        assert!(with(&[("FARM_DRAIN_GRACE", "20s"), ("healthcheck_interval", "25")]).is_ok());
+        assert!(with(&[("FARM_DRAIN_GRACE", "20s"), ("healthcheck_interval", "24s")]).is_err());
+        let e = with(&[("FARM_DRAIN_GRACE", "20s"), ("write_timeout", "10s")]).unwrap_err();
+        assert!(e.to_string().contains("write_timeout"), "{e}");
+        assert!(
+            with(&[
+                ("FARM_DRAIN_GRACE", "20s"),
+                ("write_timeout", "10s"),
+                ("healthcheck_interval", "30s")
+            ])
+            .is_ok()
+        );
+        // A Go-only form is the watchdog's business: no check.
+        assert!(
+            with(&[
+                ("FARM_DRAIN_GRACE", "20s"),
+                ("healthcheck_interval", "1m30s")
+            ])
+            .is_ok()
+        );
     }
 
     #[test]

@@ -7,7 +7,10 @@
 //! 1. parses the configuration from the environment ([`config`]), exiting 64
 //!    with every problem listed when it is wrong;
 //! 2. serves HTTP on the of-watchdog upstream port ([`http`]): `/_/health`
-//!    and `POST /` (synchronous invocation);
+//!    and `POST /` (synchronous invocation); with `FARM_WATCHDOG_LOCK` set,
+//!    keeps of-watchdog's lock file present exactly while ready
+//!    ([`watchdog`]), so probes through the watchdog see the runtime's
+//!    readiness;
 //! 3. connects to NATS ([`nats`]; refuses servers older than 2.10), creates
 //!    or binds the farm's streams and the `workers` consumer ([`topology`]);
 //! 4. pulls tasks and runs the handler on up to `FARM_CONCURRENCY` at once
@@ -46,6 +49,7 @@ pub mod nats;
 pub mod proto;
 pub mod telemetry;
 pub mod topology;
+pub mod watchdog;
 pub mod worker;
 
 use std::future::Future;
@@ -190,7 +194,20 @@ pub async fn serve(
             .into_future(),
     );
 
+    let lock_stop = CancellationToken::new();
+    let lock_task = cfg.watchdog_lock.clone().map(|path| {
+        tokio::spawn(watchdog::keep_lock_file(
+            path,
+            readiness.clone(),
+            lock_stop.clone(),
+        ))
+    });
+
     let result = serve_nats(&cfg, handler, readiness, &mut shutdown).await;
+    lock_stop.cancel();
+    if let Some(t) = lock_task {
+        let _ = t.await;
+    }
     http_stop.cancel();
     // In-flight HTTP invocations get the same grace as tasks.
     if tokio::time::timeout(cfg.worker.drain_grace, http_task)
