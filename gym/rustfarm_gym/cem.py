@@ -63,6 +63,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from .env import Connection, summary_dict
 from .onnx_export import OPSET, config_hash, metadata, run_onnx, save
+from .scenegen import generate
 from .train import WHOLE_RUN
 
 #: The action space of the shipped policy: hold, fine steps, a fast step up,
@@ -616,6 +617,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                     help="built-in training scenarios (comma list)")
     ap.add_argument("--no-extra", action="store_true",
                     help="skip the training-only shapes of training_scenarios()")
+    ap.add_argument("--generated", type=float, default=0.0,
+                    help="share of the runs on a freshly generated scenario "
+                         "(rustfarm_gym.scenegen: a new load, service, deadline rule and "
+                         "platform per run); the rest draw from the named pool")
     ap.add_argument("--eval-scenarios", default=DEFAULT_HELD_OUT,
                     help="held-out scenarios for eval.csv (never trained on)")
     ap.add_argument("--actions", default=DEFAULT_ACTIONS, help="action meanings (comma list)")
@@ -715,6 +720,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         del cfg["init_actions"]  # likewise
     if not a.qos_cap:
         del cfg["qos_cap"]  # likewise
+    if not a.generated:
+        del cfg["generated"]  # likewise
+    if not 0.0 <= a.generated <= 1.0:
+        raise SystemExit(f"--generated {a.generated}: expected a share in [0, 1]")
     gated = bool(a.gate_experts or a.gate_a_actions)
     if gated:
         a.gate_a_actions = a.gate_a_actions or DEFAULT_ACTIONS
@@ -785,12 +794,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             return score(r, cost=a.cost, miss=a.miss, target=a.target, miss_cap=a.miss_cap,
                          qos_cap=a.qos_cap)
 
-        val_rng = np.random.default_rng([a.seed, 1])
-        val_eps = [(pool[int(val_rng.integers(len(pool)))], int(val_rng.integers(0, 2**62)),
-                    rand) for _ in range(a.val_episodes)]
+        def draw(r: np.random.Generator, n: int) -> list[tuple[str, int, dict[str, str]]]:
+            return [(generate(int(r.integers(0, 2**62))) if a.generated and r.random() < a.generated
+                     else pool[int(r.integers(len(pool)))], int(r.integers(0, 2**62)), rand)
+                    for _ in range(n)]
+
+        val_eps = draw(np.random.default_rng([a.seed, 1]), a.val_episodes)
         for g in range(a.generations):
-            eps = [(pool[int(rng.integers(len(pool)))], int(rng.integers(0, 2**62)), rand)
-                   for _ in range(a.episodes)]
+            eps = draw(rng, a.episodes)
             extra = a.extra_std * max(0.0, 1.0 - g / max(1, a.generations - 1))
             cands = [mu + free * (std + extra) * rng.standard_normal(shape.size)
                      for _ in range(a.pop - 1)] + [mu.copy()]
