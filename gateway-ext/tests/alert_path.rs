@@ -679,6 +679,29 @@ async fn emitter_load_fires_the_farm_rule_and_the_farm_policy_decides() {
         },
     )
     .await;
+    // The farm's loop decides once as it starts (a tick); wait for it before
+    // watching, so every decision watched below is an alert's.
+    eventually(
+        Duration::from_secs(30),
+        "the farm's first decision",
+        || async {
+            let v: serde_json::Value = http
+                .get(format!("{}/system/autoscaler", gw.url))
+                .basic_auth(user, Some(password))
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            v["farms"]
+                .as_array()?
+                .iter()
+                .any(|f| f["farm"] == FARM && f["decisions"].as_u64().unwrap_or(0) >= 1)
+                .then_some(())
+        },
+    )
+    .await;
 
     let mut grpc = FarmControlClient::connect(format!("http://{}", gw.grpc))
         .await
