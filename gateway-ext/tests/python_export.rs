@@ -9,7 +9,7 @@ use std::path::Path;
 
 use common::{gym_python, ort_dylib, python_greedy_batch, workspace_root};
 use farm_model::action::ActionSpace;
-use farm_model::observation::{OBS_VERSION, high, low, names};
+use farm_model::observation::{OBS_VERSION, high, high_of, low, low_of, names, names_of};
 use farm_policy::onnx::OnnxModel;
 
 /// Python side: export a SARSA graph with seeded random weights (when asked)
@@ -46,11 +46,20 @@ actions = run_onnx(model, obs).argmax(axis=1)
 json.dump({"obs": obs.tolist(), "actions": actions.tolist()}, open(out, "w"))
 "#;
 
-fn python_greedy(model: &Path, export: bool, actions: &[String]) -> (Vec<Vec<f32>>, Vec<usize>) {
+/// Python's greedy actions of `model` on a batch of observations of layout
+/// `version`.
+fn python_greedy(
+    model: &Path,
+    export: bool,
+    version: u32,
+    actions: &[String],
+) -> (Vec<Vec<f32>>, Vec<usize>) {
+    let layout = "a known observation version";
     let args = serde_json::json!({
         "model": model, "export": export,
-        "obs_version": OBS_VERSION, "names": names(), "actions": actions,
-        "low": low(), "high": high(),
+        "obs_version": version, "names": names_of(version).expect(layout),
+        "actions": actions,
+        "low": low_of(version).expect(layout), "high": high_of(version).expect(layout),
     });
     python_greedy_batch(SCRIPT, args)
 }
@@ -78,14 +87,18 @@ fn sarsa_export_loads_and_agrees_with_python() {
     let dir = tempfile::tempdir().expect("temp dir");
     let model = dir.path().join("sarsa.onnx");
     let actions = ActionSpace::with_estimates().meanings();
-    let (obs, expected) = python_greedy(&model, true, &actions);
+    let (obs, expected) = python_greedy(&model, true, OBS_VERSION, &actions);
     assert_same_greedy(&model, &obs, &expected);
 }
 
 #[test]
 fn shipped_policy_loads_and_agrees_with_python() {
     let model = workspace_root().join("models/farm-policy.onnx");
-    let (obs, expected) = python_greedy(&model, false, &[]);
+    // The observation layout the shipped model states in its metadata.
+    let version = OnnxModel::load(Some(&ort_dylib()), &model)
+        .expect("gateway-ext loads the shipped model")
+        .obs_version();
+    let (obs, expected) = python_greedy(&model, false, version, &[]);
     assert_same_greedy(&model, &obs, &expected);
 }
 
@@ -136,7 +149,7 @@ fn dqn_and_ppo_exports_load_and_agree_with_python() {
     });
     gym_python(&format!("{SPEC_PRELUDE}{MLP_SCRIPT}"), &args);
     for model in [&dqn, &ppo] {
-        let (obs, expected) = python_greedy(model, false, &actions);
+        let (obs, expected) = python_greedy(model, false, OBS_VERSION, &actions);
         let distinct: std::collections::BTreeSet<_> = expected.iter().collect();
         assert!(
             distinct.len() > 1,
