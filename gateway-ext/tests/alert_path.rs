@@ -29,7 +29,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Gateway, Local, config, eventually, wait_consumer, workspace_root};
+use common::{Gateway, Local, config, eventually, farm_status, wait_consumer, workspace_root};
 use farm_policy::baselines::{OpenFaasCe, OpenFaasCeConfig};
 use farm_proto::control::farm_control_client::FarmControlClient;
 use farm_proto::control::{Decision, WatchRequest};
@@ -400,22 +400,7 @@ async fn alertmanager_alert_makes_the_policy_decide_and_replicas_change() {
     );
     let gw = Gateway::start(cfg, vec![], None).await.unwrap();
     let http = reqwest::Client::new();
-    let farm_status = || async {
-        let v: serde_json::Value = http
-            .get(format!("{}/system/autoscaler", gw.url))
-            .basic_auth(user, Some(password))
-            .send()
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()?;
-        v["farms"]
-            .as_array()?
-            .iter()
-            .find(|f| f["farm"] == FARM)
-            .cloned()
-    };
+    let farm_status = || farm_status(&gw.url, Some((user, password)), FARM);
     let st = eventually(Duration::from_secs(30), "farm discovered", || async {
         farm_status()
             .await
@@ -685,20 +670,8 @@ async fn emitter_load_fires_the_farm_rule_and_the_farm_policy_decides() {
         Duration::from_secs(30),
         "the farm's first decision",
         || async {
-            let v: serde_json::Value = http
-                .get(format!("{}/system/autoscaler", gw.url))
-                .basic_auth(user, Some(password))
-                .send()
-                .await
-                .ok()?
-                .json()
-                .await
-                .ok()?;
-            v["farms"]
-                .as_array()?
-                .iter()
-                .any(|f| f["farm"] == FARM && f["decisions"].as_u64().unwrap_or(0) >= 1)
-                .then_some(())
+            let f = farm_status(&gw.url, Some((user, password)), FARM).await?;
+            (f["decisions"].as_u64().unwrap_or(0) >= 1).then_some(())
         },
     )
     .await;

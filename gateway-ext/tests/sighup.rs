@@ -14,6 +14,10 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::{Local, eventually, ort_dylib, write_linear_model};
+
+async fn farm_status(url: &str) -> Option<Value> {
+    common::farm_status(url, None, FARM).await
+}
 use farm_testsupport::{ChildGuard, free_port};
 use serde_json::{Value, json};
 
@@ -29,20 +33,6 @@ fn signal(pid: u32, sig: &str) {
         .status()
         .unwrap();
     assert!(st.success(), "kill -{sig} {pid}");
-}
-
-async fn farm_status(url: &str) -> Option<Value> {
-    let v: Value = reqwest::get(format!("{url}/system/autoscaler"))
-        .await
-        .ok()?
-        .json()
-        .await
-        .ok()?;
-    v["farms"]
-        .as_array()?
-        .iter()
-        .find(|f| f["farm"] == FARM)
-        .cloned()
 }
 
 /// A firing alert for the worker; returns the farm's decision outputs.

@@ -558,6 +558,26 @@ impl Drop for Gateway {
     }
 }
 
+/// One farm's entry in `GET {url}/system/autoscaler`, with basic auth when
+/// `auth` is given; `None` while gateway-ext does not answer or does not
+/// list the farm.
+pub async fn farm_status(
+    url: &str,
+    auth: Option<(&str, &str)>,
+    farm: &str,
+) -> Option<serde_json::Value> {
+    let mut req = reqwest::Client::new().get(format!("{url}/system/autoscaler"));
+    if let Some((user, password)) = auth {
+        req = req.basic_auth(user, Some(password));
+    }
+    let v: serde_json::Value = req.send().await.ok()?.json().await.ok()?;
+    v["farms"]
+        .as_array()?
+        .iter()
+        .find(|f| f["farm"] == farm)
+        .cloned()
+}
+
 /// Polls `f` every 100 ms until it returns `Some`, or panics after `limit`
 /// with `what`.
 pub async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut f: F) -> T
