@@ -19,6 +19,7 @@
 //! | `FALLBACK_POLICY` | `reactive-average` | built-in used when an ONNX model fails |
 //! | `CONTROL_INTERVAL` | `8s` | default control interval |
 //! | `CONTROL_WINDOW` | `0s` | default sliding window of the signals (`0s`: since the previous decision; never shorter than the interval) |
+//! | `CONTROL_EVENTS` | `off` | default early decisions between ticks when the work queue's backlog jumps: `off`, `on`, or `share=X,jump=N,gap=S` (see `farm_model::cadence`; `farmctl sim --events` is the same trigger) |
 //! | `MIN_REPLICAS` / `MAX_REPLICAS` | `1` / `32` | default bounds when neither labels nor farm keys set them |
 //! | `MAX_REPLICAS_PER_FUNCTION` | `0` (no cap) | replicas one function may have (CE: 5); above it, shards are used |
 //! | `MAX_STEP` | `0` (no limit) | default largest change of desired replicas per decision |
@@ -40,7 +41,7 @@
 //! of the farms file (same keys without the prefix). Keys: `farm`
 //! (required), `function` (file only; the annotated function otherwise),
 //! `policy` (`<builtin>`, `onnx:<path>` or `external`), `fallback`,
-//! `interval`, `window`, `min`, `max` (else the labels `com.openfaas.scale.min/max`),
+//! `interval`, `window`, `events`, `min`, `max` (else the labels `com.openfaas.scale.min/max`),
 //! `max-step`, `queueing-floor`, `per-function-cap`, `action-space`
 //! (`default` or `paper`, for `external` farms), `time-scale` (else
 //! `TIME_SCALE`).
@@ -59,6 +60,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use farm_model::cadence::BacklogJump;
 use farm_policy::{PolicyError, PolicySpec, SpecError};
 use farm_runtime::config::{NatsConfig, parse_duration};
 
@@ -160,6 +162,17 @@ fn builtin_invalid(key: &str, name: &str, e: &PolicyError) -> ConfigError {
     )
 }
 
+/// `CONTROL_EVENTS` or a farm's `events` key.
+fn parse_events(key: &str, value: &str) -> Result<Option<BacklogJump>, ConfigError> {
+    BacklogJump::parse(value).map_err(|e| {
+        invalid(
+            key,
+            value,
+            &format!("off, on or share=X,jump=N,gap=S ({e})"),
+        )
+    })
+}
+
 fn invalid(key: &str, value: &str, expected: &str) -> ConfigError {
     ConfigError::Invalid {
         key: key.to_owned(),
@@ -229,6 +242,8 @@ pub struct FarmSpec {
     /// Sliding window of the signals (at most `interval` = since the
     /// previous decision).
     pub window: Duration,
+    /// Early decisions on a backlog jump (`None` = only at ticks).
+    pub events: Option<BacklogJump>,
     /// Minimum replicas over all shards.
     pub min: u32,
     /// Maximum replicas over all shards.
@@ -302,6 +317,8 @@ pub struct FarmDefaults {
     pub interval: Duration,
     /// Sliding window of the signals.
     pub window: Duration,
+    /// Early decisions on a backlog jump.
+    pub events: Option<BacklogJump>,
     /// Minimum replicas.
     pub min: u32,
     /// Maximum replicas.
@@ -478,6 +495,13 @@ impl Config {
             "a duration such as 8s (0s: the interval)",
             parse_duration,
         );
+        let events = match p.get("CONTROL_EVENTS") {
+            None => None,
+            Some(v) => parse_events("CONTROL_EVENTS", v).unwrap_or_else(|e| {
+                p.errors.push(e);
+                None
+            }),
+        };
         let min = p.parse_or("MIN_REPLICAS", 1, "an integer >= 0", |v| v.parse().ok());
         let max = p.parse_or("MAX_REPLICAS", 32, "an integer >= 1", |v| {
             v.parse().ok().filter(|n| *n >= 1)
@@ -554,6 +578,7 @@ impl Config {
                 fallback,
                 interval,
                 window,
+                events,
                 min,
                 max,
                 per_function_cap,
@@ -736,6 +761,7 @@ fn farm_from_keys(
         "fallback",
         "interval",
         "window",
+        "events",
         "min",
         "max",
         "max-step",
@@ -822,6 +848,13 @@ fn farm_from_keys(
             d.window
         }),
     };
+    let events = match get("events") {
+        None => d.events,
+        Some(v) => parse_events(&k("events"), v).unwrap_or_else(|e| {
+            errors.push(e);
+            d.events
+        }),
+    };
     let queueing_floor = match get("queueing-floor") {
         None => d.queueing_floor,
         Some(v) => parse_bool(v).unwrap_or_else(|| {
@@ -862,6 +895,7 @@ fn farm_from_keys(
         fallback,
         interval,
         window,
+        events,
         min,
         max,
         max_step,
@@ -1051,6 +1085,51 @@ mod tests {
             apply_args(&mut m, args(&["--speed", "4"])),
             Err(ConfigError::Invalid { .. })
         ));
+    }
+
+    #[test]
+    fn events_default_off_parse_and_refuse_bad_settings() {
+        let c = Config::from_map(&map(&[("UPSTREAM_URL", "http://127.0.0.1:1")])).unwrap();
+        assert_eq!(c.defaults.events, None);
+        let c = Config::from_map(&map(&[
+            ("UPSTREAM_URL", "http://127.0.0.1:1"),
+            ("CONTROL_EVENTS", "share=0.25,gap=2"),
+        ]))
+        .unwrap();
+        let t = c.defaults.events.unwrap();
+        assert_eq!((t.deadline_share, t.min_gap_s), (0.25, 2.0));
+        let e = Config::from_map(&map(&[
+            ("UPSTREAM_URL", "http://127.0.0.1:1"),
+            ("CONTROL_EVENTS", "often"),
+        ]))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("CONTROL_EVENTS=\"often\"") && e.contains("off, on"),
+            "{e}"
+        );
+        let keys: BTreeMap<_, _> = [("farm", "f"), ("events", "share=0")]
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        let e = farm_from_keys(
+            &keys,
+            "f-worker",
+            &BTreeMap::new(),
+            &defaults(),
+            FarmSource::File,
+            "",
+        )
+        .unwrap_err();
+        let text = e
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ");
+        assert!(
+            text.contains("events=\"share=0\"") && text.contains("out of range"),
+            "{text}"
+        );
     }
 
     fn defaults() -> FarmDefaults {

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use farm_model::action::ActionSpace;
+use farm_model::cadence::Armed;
 use farm_model::observation::{Observer, names_of};
 use farm_model::reward::{RewardWeights, reward};
 use farm_model::signals::Signals;
@@ -27,12 +28,19 @@ use crate::metrics::{INFERENCE_BUCKETS, Metrics};
 use crate::policy::FarmPolicy;
 use crate::provider::Provider;
 
+/// How often the backlog is read between ticks when early decisions are
+/// on (at most the control interval).
+const EVENT_POLL: Duration = Duration::from_millis(500);
+
 /// What set a decision off.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Trigger {
     /// The control interval elapsed.
     Tick,
+    /// The work queue's backlog jumped between ticks (`events`): a step
+    /// of the control loop like a tick, after which the ticks restart.
+    Backlog,
     /// An AlertManager alert for the farm's function.
     Alert,
     /// A `POST /system/scale-function` for the farm's function.
@@ -40,10 +48,19 @@ pub enum Trigger {
 }
 
 impl Trigger {
+    /// Whether the decision is a step of the control loop (a tick or an
+    /// early decision), which advances the interval counters and the
+    /// observation's history as the simulator's ticks do; alerts and scale
+    /// requests decide out of band.
+    pub fn steps(self) -> bool {
+        matches!(self, Trigger::Tick | Trigger::Backlog)
+    }
+
     /// Stable label.
     pub fn label(self) -> &'static str {
         match self {
             Trigger::Tick => "tick",
+            Trigger::Backlog => "backlog",
             Trigger::Alert => "alert",
             Trigger::ScaleRequest => "scale-request",
         }
@@ -484,6 +501,7 @@ pub fn start(spec: FarmSpec, policy: FarmPolicy, deps: Arc<FarmDeps>) -> Arc<Far
         floor: None,
         seq: 0,
         last_applied: None,
+        armed: None,
     };
     tokio::spawn(
         lp.run(cmd_rx, stop)
@@ -516,6 +534,8 @@ struct FarmLoop {
     floor: Option<(u32, Instant)>,
     seq: u64,
     last_applied: Option<(u32, u32)>,
+    /// The backlog-jump trigger armed by the last step (`spec.events`).
+    armed: Option<Armed>,
 }
 
 impl FarmLoop {
@@ -523,6 +543,10 @@ impl FarmLoop {
         info!(function = %self.spec.function, policy = %self.spec.policy, interval = ?self.spec.interval, "farm loop started");
         let mut interval = tokio::time::interval(self.spec.interval);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The backlog is watched between ticks only when early decisions
+        // are on (one consumer-info request per poll).
+        let mut watch = tokio::time::interval(EVENT_POLL.min(self.spec.interval));
+        watch.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut held = false;
         loop {
             tokio::select! {
@@ -532,6 +556,13 @@ impl FarmLoop {
                         let _ = self.reload();
                     }
                     self.decide(Trigger::Tick, None).await;
+                }
+                _ = watch.tick(), if !held && self.armed.is_some() => {
+                    if self.backlog_jumped().await {
+                        self.decide(Trigger::Backlog, None).await;
+                        // The next tick is one interval after this step.
+                        interval.reset();
+                    }
                 }
                 cmd = rx.recv() => match cmd {
                     None => break,
@@ -588,7 +619,16 @@ impl FarmLoop {
             min: self.spec.min,
             max: self.spec.max,
         };
-        self.builder.build(&sample, &ctx);
+        let signals = self
+            .builder
+            .build(&sample, &ctx)
+            .time_scaled(self.spec.time_scale);
+        // Armed from the farm as it is now, as the simulator arms at t = 0.
+        self.armed = self.spec.events.map(|t| {
+            let mut a = t.arm(&signals, 0.0);
+            a.set_replicas(f64::from(previous));
+            a
+        });
         self.started = now;
         self.last_tick = Some(now);
         self.last_change = now;
@@ -596,6 +636,24 @@ impl FarmLoop {
         // the simulator.
         self.obs.reset();
         info!("control clock restarted");
+    }
+
+    /// Whether the work queue's backlog has jumped since the last step by
+    /// more than the armed trigger allows (false when it cannot be read).
+    async fn backlog_jumped(&mut self) -> bool {
+        let (Some(armed), Some(o)) = (self.armed, self.observer.clone()) else {
+            return false;
+        };
+        match o.consumer().await {
+            Ok(c) => {
+                let now_s = self.started.elapsed().as_secs_f64() * self.spec.time_scale;
+                armed.fires(c.num_pending as f64, now_s)
+            }
+            Err(e) => {
+                debug!(error = %e, "no consumer info for the backlog watch");
+                false
+            }
+        }
     }
 
     fn reload(&mut self) -> Result<bool, String> {
@@ -741,7 +799,7 @@ impl FarmLoop {
         };
         // Out-of-band decisions peek at the interval so far; only ticks
         // advance the counters, so tick intervals stay whole.
-        let wall = if trigger == Trigger::Tick {
+        let wall = if trigger.steps() {
             self.last_tick = Some(now);
             self.builder.build(&sample, &ctx)
         } else {
@@ -759,7 +817,7 @@ impl FarmLoop {
         // A tick advances the farm's history; an alert or scale request
         // decides on a copy so the tick schedule's history stays the one
         // the simulator would build.
-        let (obs, estimates) = if trigger == Trigger::Tick {
+        let (obs, estimates) = if trigger.steps() {
             let obs = self.obs.observe(&signals);
             (obs, self.obs.estimates())
         } else {
@@ -768,7 +826,7 @@ impl FarmLoop {
             (obs, copy.estimates())
         };
         let now_s = now.duration_since(self.started).as_secs_f64() * k;
-        let external = if self.policy.is_external() && trigger == Trigger::Tick {
+        let external = if self.policy.is_external() && trigger.steps() {
             lock(&self.shared).pending_action.take()
         } else {
             None
@@ -866,6 +924,14 @@ impl FarmLoop {
         }
         self.desired = Some(desired);
         self.seq += 1;
+        // Every step re-arms the backlog-jump trigger from its signals; any
+        // decision tells it the replicas now asked for.
+        if trigger.steps() {
+            self.armed = self.spec.events.map(|t| t.arm(&signals, now_s));
+        }
+        if let Some(a) = &mut self.armed {
+            a.set_replicas(f64::from(desired));
+        }
         let record = Arc::new(DecisionRecord {
             farm: self.spec.farm.clone(),
             at_us: farm_runtime::worker::now_us(),
@@ -884,7 +950,7 @@ impl FarmLoop {
             external_action: external.is_some(),
         });
         self.record(&record, &obs, trigger);
-        if trigger == Trigger::Tick {
+        if trigger.steps() {
             self.last_applied = Some((previous, desired));
             let _ = self.ticks.send(TickEvent {
                 record: record.clone(),

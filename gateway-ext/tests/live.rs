@@ -341,3 +341,89 @@ async fn provider_down_for_a_while_loop_keeps_running_and_recovers() {
     let mut local = local;
     local.shutdown().await;
 }
+
+/// Decisions listed by `GET /system/autoscaler/decisions` for `farm`.
+async fn decisions(gw: &Gateway, farm: &str) -> Vec<serde_json::Value> {
+    let v: serde_json::Value = reqwest::get(format!("{}/system/autoscaler/decisions", gw.url))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    v[farm].as_array().cloned().unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_backlog_jump_decides_before_the_next_tick() {
+    let nats = NatsServer::start().unwrap();
+    let local = Local::start(0).await;
+    // A 10-minute interval: after the start-up tick, any decision in this
+    // test is an early one.
+    local.deploy_worker(
+        "burst-worker",
+        "burst",
+        &nats.url(),
+        &[
+            ("com.rust-farm.farm", "burst"),
+            ("com.rust-farm.policy", "openfaas-pro-queue"),
+            ("com.rust-farm.interval", "10m"),
+            ("com.rust-farm.events", "on"),
+            ("com.rust-farm.max", "4"),
+        ],
+        &[],
+    );
+    let js = wait_consumer(&nats.url(), "burst").await;
+    let cfg = config(
+        &local.url,
+        &[("DISCOVERY_INTERVAL", "300ms"), ("NATS_URL", &nats.url())],
+    );
+    let gw = Gateway::start(cfg, vec![], None).await.unwrap();
+    eventually(Duration::from_secs(20), "the start-up tick", || async {
+        gw.farm("burst")
+            .await
+            .filter(|f| f["decisions"].as_u64().unwrap_or(0) >= 1)
+    })
+    .await;
+    // Quiet: no jump, no early decision.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let quiet = decisions(&gw, "burst").await;
+    assert!(
+        quiet.iter().all(|d| d["trigger"] == "tick"),
+        "an early decision without a jump: {quiet:?}"
+    );
+
+    // 40 tasks of 250 ms on one replica: the backlog jumps past the
+    // trigger's floor of 4 at once.
+    publish_sleep_tasks(&js, "burst", 40, 250, 60_000).await;
+    let early = eventually(Duration::from_secs(15), "an early decision", || async {
+        decisions(&gw, "burst")
+            .await
+            .into_iter()
+            .find(|d| d["trigger"] == "backlog")
+    })
+    .await;
+    assert!(num(&early["signals"]["backlog"]) >= 4.0, "{early}");
+    assert!(
+        early["desired"].as_u64().unwrap_or(0) > 1,
+        "the policy scaled on the jump: {early}"
+    );
+    let ticks = decisions(&gw, "burst")
+        .await
+        .iter()
+        .filter(|d| d["trigger"] == "tick")
+        .count();
+    assert_eq!(ticks, 1, "only the start-up tick in a 10-minute interval");
+    let m = reqwest::get(format!("{}/metrics", gw.url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        m.contains("trigger=\"backlog\""),
+        "early decisions counted by trigger"
+    );
+    gw.shutdown().await;
+    let mut local = local;
+    local.shutdown().await;
+}

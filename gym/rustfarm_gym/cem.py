@@ -632,6 +632,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                          "each scenario's), as `train --interval`")
     ap.add_argument("--window", type=float, default=0.0,
                     help="sliding window of the signals, seconds (0: the interval)")
+    ap.add_argument("--events", default="",
+                    help="early decisions on a backlog jump: on, or share=X,jump=N,gap=S "
+                         "(default off), as `farmctl sim --events`")
     ap.add_argument("--mask-features", default="",
                     help="comma list of observation feature names the policy must not use "
                          "(their input weights stay 0)")
@@ -716,6 +719,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         del cfg["interval"]  # likewise
     if not a.window:
         del cfg["window"]  # likewise
+    if not a.events:
+        del cfg["events"]  # likewise
     if not a.init_actions:
         del cfg["init_actions"]  # likewise
     if not a.qos_cap:
@@ -741,7 +746,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     rand = {"randomize": "true", "randomize.rate": a.rate,
             **(WHOLE_RUN if a.episode_end == "whole" else {}),
             **({"interval": a.interval} if a.interval else {}),
-            **({"window": str(a.window)} if a.window else {})}
+            **({"window": str(a.window)} if a.window else {}),
+            **({"events": a.events} if a.events else {})}
     t0 = time.perf_counter()
     batch = RunBatch(a.actions, a.address, obs_version=a.obs_version)
     try:

@@ -71,6 +71,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                          "default: each scenario's)")
     ap.add_argument("--window", type=float, default=0.0,
                     help="sliding window of the signals, seconds (0: the interval)")
+    ap.add_argument("--events", default="",
+                    help="early decisions on a backlog jump: on, or share=X,jump=N,gap=S "
+                         "(default off), as `farmctl sim --events`")
     ap.add_argument("--shapes", action="store_true",
                     help="dqn/ppo: also train on cem.training_scenarios() (steps, surges, "
                          "oscillations, log-normal service, starts from one replica), one "
@@ -188,8 +191,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         server_opts["interval"] = a.interval
     if a.window > 0:
         server_opts["window"] = f"{a.window:g}"
+    if a.events:
+        server_opts["events"] = a.events
     cfg = {k: v for k, v in vars(a).items()
            if k not in ("out", "address", "no_progress")}
+    if not a.events:
+        del cfg["events"]  # added later: left out when off, so config hashes reproduce
     cfg["server_options"] = server_opts
     (out / "config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True))
     t0 = time.perf_counter()

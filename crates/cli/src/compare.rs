@@ -1234,6 +1234,7 @@ mod tests {
             redeliveries: 0,
             failures: 0,
             events: 0,
+            early_decisions: 0,
             timeline: Vec::new(),
         }
     }

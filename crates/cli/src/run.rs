@@ -1411,6 +1411,7 @@ fn live_metrics(i: LiveInputs<'_>) -> RunMetrics {
         // Replica crashes are restarted by the provider and not counted here.
         failures: 0,
         events: i.done.len() as u64,
+        early_decisions: 0,
         timeline: i.timeline,
     }
 }

@@ -37,6 +37,7 @@
 //! | `obs_version` | observation layout: `1`, `2` (v1 plus history features) or `3` (v2 plus memory in seconds and the planner's decision; `farm_model::observation::Observer`) | `1` |
 //! | `interval` | comma list of decision intervals, seconds: each episode draws one (seeded) and keeps its length in seconds | scenario's |
 //! | `window` | sliding window of the signals, seconds (at least the interval) | the interval |
+//! | `events` | early decisions between ticks on a backlog jump: `off`, `on` or `share=X,jump=N,gap=S` (`farm_model::cadence`; a step then lasts up to one interval) | `off` |
 //! | `reward.qos`, `reward.cost`, `reward.backlog`, `reward.churn` | reward weights | `farm_model::reward::RewardWeights::default()` |
 //!
 //! Each factor is drawn uniformly in its range from a random stream derived
@@ -62,6 +63,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use farm_model::action::ActionSpace;
+use farm_model::cadence::BacklogJump;
 use farm_model::observation::{self, OBS_DIM, OBS_VERSION, Observer};
 use farm_model::reward::RewardWeights;
 use farm_model::scenario::{Arrivals, Dist, Scenario, ScenarioError, stream_rng};
@@ -132,6 +134,7 @@ const KNOWN_OPTIONS: &[&str] = &[
     "obs_version",
     "interval",
     "window",
+    "events",
     "reward.qos",
     "reward.cost",
     "reward.backlog",
@@ -204,6 +207,8 @@ pub struct EpisodeConfig {
     pub intervals: Vec<f64>,
     /// Sliding window of the signals, seconds.
     pub window: Option<f64>,
+    /// Early decisions on a backlog jump.
+    pub events: Option<BacklogJump>,
 }
 
 impl EpisodeConfig {
@@ -242,6 +247,7 @@ impl EpisodeConfig {
             obs_version: OBS_VERSION,
             intervals: Vec::new(),
             window: None,
+            events: None,
         };
         let mut ranges = Randomization::default();
         let mut randomize = false;
@@ -327,6 +333,10 @@ impl EpisodeConfig {
                             .filter(|x| x.is_finite() && *x > 0.0)
                             .ok_or_else(|| invalid(bad("a positive number of seconds")))?,
                     );
+                }
+                "events" => {
+                    cfg.events = BacklogJump::parse(value)
+                        .map_err(|e| Status::invalid_argument(format!("option events: {e}")))?;
                 }
                 "reward.qos" => cfg.weights.qos = weight(value).map_err(invalid)?,
                 "reward.cost" => cfg.weights.cost = weight(value).map_err(invalid)?,
@@ -784,7 +794,8 @@ impl FarmControl for SimControl {
                 .map_err(|e| Status::invalid_argument(e.to_string()))?;
             let env = Env::new(cfg.actions.clone(), cfg.weights)
                 .with_observer(observer)
-                .with_window(cfg.window);
+                .with_window(cfg.window)
+                .with_events(cfg.events);
             let mut slot = Slot {
                 env,
                 cfg,
@@ -1084,6 +1095,9 @@ mod tests {
             EpisodeConfig::from_request(&req(&[("interval", "1, 2,8"), ("window", "8")])).unwrap();
         assert_eq!(cfg.intervals, [1.0, 2.0, 8.0]);
         assert_eq!(cfg.window, Some(8.0));
+        assert_eq!(cfg.events, None);
+        let on = EpisodeConfig::from_request(&req(&[("events", "gap=2")])).unwrap();
+        assert_eq!(on.events.map(|t| t.min_gap_s), Some(2.0));
         let base = EpisodeConfig::from_request(&req(&[]))
             .unwrap()
             .scenario_for(3);
@@ -1102,6 +1116,8 @@ mod tests {
             ("interval", "2,x"),
             ("interval", ""),
             ("window", "-1"),
+            ("events", "sometimes"),
+            ("events", "share=0"),
         ] {
             let e = EpisodeConfig::from_request(&req(&[(k, v)])).unwrap_err();
             assert_eq!(e.code(), tonic::Code::InvalidArgument, "{k}={v}");

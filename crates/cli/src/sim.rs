@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
+use farm_model::cadence::BacklogJump;
 use farm_model::scenario::Scenario;
 use farm_sim::oracle::{self, DEFAULT_TARGET_QOS};
 use farm_sim::{SimOptions, simulate_workload};
@@ -72,6 +73,10 @@ struct Common {
     /// interval since the previous decision).
     #[arg(long)]
     window: Option<f64>,
+    /// Early decisions between ticks when the backlog jumps: `off`, `on`,
+    /// or `share=X,jump=N,gap=S` (see gateway-ext's `CONTROL_EVENTS`).
+    #[arg(long, default_value = "off", value_parser = parse_events)]
+    events: Events,
     /// Write the results as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -149,6 +154,16 @@ fn with_cadence(mut scenario: Scenario, c: &Common) -> Result<Scenario> {
     Ok(scenario)
 }
 
+/// `--events`: the backlog-jump trigger, or `None` for `off`.
+#[derive(Debug, Clone, Copy)]
+struct Events(Option<BacklogJump>);
+
+fn parse_events(text: &str) -> Result<Events, String> {
+    BacklogJump::parse(text)
+        .map(Events)
+        .map_err(|e| e.to_string())
+}
+
 const ORACLE: &str = "oracle";
 
 fn check_policy(name: &str, scenario: &Scenario) -> Result<()> {
@@ -169,6 +184,7 @@ fn run_one(
     let opts = SimOptions {
         shards: c.shards,
         window_s: c.window,
+        events: c.events.0,
         ..SimOptions::default()
     };
     let metrics = if policy_name == ORACLE {

@@ -13,6 +13,7 @@
 //! - [`action`]: discrete action spaces declared as data.
 //! - [`reward`]: the configurable reward.
 //! - [`queueing`]: Erlang-C / M/G/c formulas.
+//! - [`cadence`]: early decisions between ticks (the backlog-jump trigger).
 //!
 //! The policies that read these (the `Policy` trait, the built-in
 //! baselines, ONNX models, the shield) are `farm-policy`'s.
@@ -57,6 +58,7 @@
 //! ```
 
 pub mod action;
+pub mod cadence;
 pub mod estimate;
 pub mod observation;
 pub mod planner;

@@ -44,6 +44,7 @@
 
 use std::collections::VecDeque;
 
+use farm_model::cadence::{Armed, BacklogJump};
 use farm_model::scenario::{DelaySequence, Dist, Platform, TaskSpec};
 use farm_model::signals::Signals;
 use rand::{Rng, SeedableRng};
@@ -74,6 +75,10 @@ pub struct SimOptions {
     pub alerts: bool,
     /// Keep the per-interval timeline in the metrics.
     pub timeline: bool,
+    /// Decide early, between ticks, when the backlog jumps (gateway-ext's
+    /// `CONTROL_EVENTS`); `None` = only at ticks. The regular ticks restart
+    /// from an early decision.
+    pub events: Option<BacklogJump>,
 }
 
 impl Default for SimOptions {
@@ -84,6 +89,7 @@ impl Default for SimOptions {
             max_drain_s: 600.0,
             alerts: true,
             timeline: true,
+            events: None,
         }
     }
 }
@@ -377,7 +383,13 @@ pub struct Engine {
     heap: EventHeap,
     next_arrival: usize,
     next_tick: f64,
+    /// Ticks fall at `tick_base + tick_index * interval_s`; an early
+    /// decision moves the base to its time.
+    tick_base: f64,
     tick_index: u64,
+    /// The backlog-jump trigger armed by the last decision.
+    armed: Option<Armed>,
+    early_decisions: u32,
     next_alert_eval: f64,
     end_s: f64,
     end_checked: bool,
@@ -479,7 +491,10 @@ impl Engine {
             heap: EventHeap::with_capacity(64),
             next_arrival: 0,
             next_tick: platform.control_interval_s,
+            tick_base: 0.0,
             tick_index: 1,
+            armed: None,
+            early_decisions: 0,
             next_alert_eval: alert_rule::EVAL_INTERVAL_S,
             end_s: 0.0,
             end_checked: false,
@@ -537,6 +552,7 @@ impl Engine {
             e.schedule_failure(id);
         }
         e.max_alive = e.n_alive;
+        e.arm();
         e
     }
 
@@ -868,6 +884,9 @@ impl Engine {
     /// change against the direction of the previous one as a reversal.
     pub fn set_desired(&mut self, desired: u32) -> u32 {
         let d = desired.clamp(self.min_replicas, self.max_replicas);
+        if let Some(a) = &mut self.armed {
+            a.set_replicas(f64::from(d));
+        }
         if d != self.desired {
             let dir: i8 = if d > self.desired { 1 } else { -1 };
             if self.last_direction != 0 && dir != self.last_direction {
@@ -1032,6 +1051,25 @@ impl Engine {
         s
     }
 
+    /// Closes the window for a decision and re-arms the backlog-jump
+    /// trigger from it.
+    fn decision_window(&mut self) -> Signals {
+        let s = self.close_window();
+        self.arm_with(&s);
+        s
+    }
+
+    fn arm(&mut self) {
+        if self.opts.events.is_some() {
+            let s = self.signals();
+            self.arm_with(&s);
+        }
+    }
+
+    fn arm_with(&mut self, s: &Signals) {
+        self.armed = self.opts.events.map(|t| t.arm(s, self.now));
+    }
+
     fn all_done(&self) -> bool {
         self.next_arrival == self.tasks.len() && self.completed == self.tasks.len() as u64
     }
@@ -1093,14 +1131,24 @@ impl Engine {
                 let i = self.next_arrival;
                 self.next_arrival += 1;
                 self.arrive(i);
+                if self
+                    .armed
+                    .is_some_and(|a| a.fires(self.queue.len() as f64, self.now))
+                {
+                    self.early_decisions += 1;
+                    self.tick_base = self.now;
+                    self.tick_index = 1;
+                    self.next_tick = self.now + self.interval_s;
+                    return Pause::Tick(self.decision_window());
+                }
                 continue;
             }
             if t_tick <= t_min {
                 self.advance_clock(t_tick);
                 self.events += 1;
                 self.tick_index += 1;
-                self.next_tick = self.tick_index as f64 * self.interval_s;
-                return Pause::Tick(self.close_window());
+                self.next_tick = self.tick_base + self.tick_index as f64 * self.interval_s;
+                return Pause::Tick(self.decision_window());
             }
             if t_alert <= t_min {
                 self.advance_clock(t_alert);
@@ -1196,6 +1244,7 @@ impl Engine {
             redeliveries: self.redeliveries,
             failures: self.failures,
             events: self.events,
+            early_decisions: self.early_decisions,
             timeline: self.timeline.clone(),
         }
     }

@@ -4,12 +4,13 @@
 //! An episode is `platform.episode_steps` control intervals of one scenario
 //! and seed. [`Env::reset`] runs the first interval with the initial replicas
 //! and returns its observation. Each [`Env::step`] maps the action index
-//! through the [`ActionSpace`] to a desired count, runs one interval, and
-//! returns the new observation and the reward of `farm_model::reward`.
+//! through the [`ActionSpace`] to a desired count, runs to the next decision
+//! (one interval, or less with [`Env::with_events`]), and returns the new
+//! observation and the reward of `farm_model::reward`.
 //!
-//! - `truncated` is set when `episode_steps` steps have been taken and the
-//!   run is not over: the episode was cut by its time limit, not by a
-//!   terminal state.
+//! - `truncated` is set when the episode's `episode_steps` intervals of time
+//!   have passed and the run is not over: the episode was cut by its time
+//!   limit, not by a terminal state.
 //! - `terminated` is set when the run is over: every task has arrived and
 //!   completed (the MDP has nothing left to do), or the drain bound of
 //!   [`SimOptions::max_drain_s`] was hit.
@@ -19,6 +20,7 @@
 //! emulated in the step API: the agent is the only decision maker.
 
 use farm_model::action::ActionSpace;
+use farm_model::cadence::BacklogJump;
 use farm_model::observation::{Obs, Observer};
 use farm_model::reward::{RewardWeights, reward};
 use farm_model::scenario::Scenario;
@@ -88,7 +90,9 @@ pub struct Env {
     engine: Option<Engine>,
     signals: Signals,
     steps: u32,
-    max_steps: u32,
+    /// The episode's length, seconds: `episode_steps` control intervals
+    /// (early decisions make more, shorter steps in the same time).
+    episode_s: f64,
     observer: Observer,
 }
 
@@ -105,7 +109,7 @@ impl Env {
             engine: None,
             signals: Signals::default(),
             steps: 0,
-            max_steps: 0,
+            episode_s: 0.0,
             observer: Observer::v1(),
         }
     }
@@ -122,6 +126,13 @@ impl Env {
     /// ([`SimOptions::window_s`]; `None` = the decision interval).
     pub fn with_window(mut self, window_s: Option<f64>) -> Env {
         self.opts.window_s = window_s;
+        self
+    }
+
+    /// Early decisions between ticks on a backlog jump
+    /// ([`SimOptions::events`]; `None` = only at ticks).
+    pub fn with_events(mut self, events: Option<BacklogJump>) -> Env {
+        self.opts.events = events;
         self
     }
 
@@ -148,7 +159,10 @@ impl Env {
             self.opts.clone(),
         );
         self.steps = 0;
-        self.max_steps = scenario.platform.episode_steps;
+        // The same product as the engine's tick times, so the last tick
+        // of the episode meets it exactly.
+        self.episode_s =
+            f64::from(scenario.platform.episode_steps) * scenario.platform.control_interval_s;
         let (signals, finished) = advance(&mut engine);
         self.signals = signals;
         let info = StepInfo {
@@ -181,7 +195,7 @@ impl Env {
         let desired = engine.set_desired(wanted);
         let (signals, terminated) = advance(engine);
         self.steps += 1;
-        let truncated = !terminated && self.steps >= self.max_steps;
+        let truncated = !terminated && engine.now() >= self.episode_s;
         let r = reward(&self.weights, &signals, prev, desired);
         let done = terminated || truncated;
         let info = StepInfo {

@@ -70,6 +70,10 @@ pub struct RunMetrics {
     pub failures: u64,
     /// Events processed (for throughput figures).
     pub events: u64,
+    /// Decisions taken between ticks on a backlog jump
+    /// ([`crate::SimOptions::events`]).
+    #[serde(default)]
+    pub early_decisions: u32,
     /// One point per control interval.
     #[serde(default)]
     pub timeline: Vec<TimelinePoint>,

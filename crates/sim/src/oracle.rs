@@ -701,6 +701,8 @@ pub fn plan(
         opts: SimOptions {
             alerts: false,
             timeline: false,
+            // The plan is one decision per tick: no early ones.
+            events: None,
             ..opts.clone()
         },
         after: lo,
@@ -708,6 +710,7 @@ pub fn plan(
     };
     let mut timeline_opts = opts.clone();
     timeline_opts.alerts = false;
+    timeline_opts.events = None;
     // Some misses are unavoidable (before the first replicas can start, or
     // above a platform cap): aim at what the most generous plan reaches.
     let all_hi = vec![hi; ticks];

@@ -392,3 +392,38 @@ fn replayed_startup_delays_are_used_in_start_order_then_the_fallback() {
         (3, 0)
     );
 }
+
+#[test]
+fn a_backlog_jump_decides_early_and_the_ticks_restart_from_it() {
+    // One quiet task, then a burst of 10 at 0.1 s spacing from t = 3 on one
+    // replica: the backlog reaches the trigger's floor of 4 at t = 3.4.
+    let mut tasks = vec![(1.0, 1.0, 4.0)];
+    tasks.extend((0..10).map(|i| (3.0 + f64::from(i) * 0.1, 1.0, 4.0)));
+    let w = workload(&tasks, 20.0);
+    let p = platform(8.0, 1, 8, 1, 2.0, 1.0);
+    let off = SimOptions {
+        alerts: false,
+        ..SimOptions::default()
+    };
+    let mut rec = Recorder::default();
+    let m = simulate_workload(&w, &p, 1, &mut rec, &off).unwrap();
+    assert!(close(rec.ticks[0].0, 8.0));
+    assert_eq!(m.early_decisions, 0);
+
+    let on = SimOptions {
+        events: Some(farm_model::cadence::BacklogJump::default()),
+        ..off
+    };
+    let mut rec = Recorder::default();
+    let m = simulate_workload(&w, &p, 1, &mut rec, &on).unwrap();
+    let times: Vec<f64> = rec.ticks.iter().map(|(t, _)| *t).collect();
+    assert!(close(times[0], 3.4), "{times:?}");
+    assert_eq!(rec.ticks[0].1.backlog, 4.0);
+    // Re-armed for the 5 replicas asked for, the rest of the burst is no
+    // jump: the next decisions are regular ticks from 3.4.
+    assert!(close(times[1], 11.4) && close(times[2], 19.4), "{times:?}");
+    assert_eq!(m.early_decisions, 1);
+    assert!(close(rec.ticks[1].1.step(), 8.0));
+    // Deciding 4.6 s sooner serves the burst on time.
+    assert!(m.qos > 0.9, "{}", m.qos);
+}
