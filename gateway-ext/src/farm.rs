@@ -545,7 +545,13 @@ impl FarmLoop {
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // The backlog is watched between ticks only when early decisions
         // are on (one consumer-info request per poll).
-        let mut watch = tokio::time::interval(EVENT_POLL.min(self.spec.interval));
+        // A compressed run (time scale K) polls K times as often, so the
+        // trigger sees the same scenario time as uncompressed.
+        let poll = EVENT_POLL
+            .div_f64(self.spec.time_scale.max(1.0))
+            .max(Duration::from_millis(50))
+            .min(self.spec.interval);
+        let mut watch = tokio::time::interval(poll);
         watch.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut held = false;
         loop {

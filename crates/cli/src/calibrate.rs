@@ -264,6 +264,8 @@ async fn measure(a: &CalibrateArgs, st: &FarmState, stack: &Stack) -> Result<Fig
         drain_timeout: 60.0,
         slice_ms: 25,
         live_signals: run::LiveSignals::Interval,
+        interval: None,
+        events: Default::default(),
     };
     let pol = farm_policy::builtin("fixed:2", &scenario.platform)?;
     let task = run::drive(

@@ -69,6 +69,7 @@ use clap::Args;
 use farm_model::scenario::{DelaySequence, Dist, Platform, Scenario, Workload};
 use farm_model::signals::Signals;
 use farm_policy::{Decision, Policy};
+use farm_model::cadence::BacklogJump;
 use farm_sim::{RunMetrics, SimOptions, simulate_workload, simulate_workload_replay};
 use plotters::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -80,7 +81,7 @@ use crate::shared::logging::log_to_stderr;
 use crate::shared::output::{file_safe, write_json};
 use crate::shared::plot;
 use crate::shared::policy::{PolicySpecError, make_policy};
-use crate::shared::scenario::{check_speedup, load_scenario};
+use crate::shared::scenario::{Events, check_speedup, load_scenario, parse_events, with_interval};
 use crate::shared::stack::Stack;
 
 /// Target fidelity: live QoS within this many points of the simulator's.
@@ -131,6 +132,15 @@ pub struct CompareArgs {
     /// Who runs the policy in the live runs.
     #[arg(long, value_enum, default_value_t = Driver::Farmctl)]
     pub driver: Driver,
+    /// Decide every this many scenario seconds instead of the scenario's
+    /// `control_interval_s` (live and simulated; the episode keeps its
+    /// length in seconds).
+    #[arg(long)]
+    pub interval: Option<f64>,
+    /// Early decisions between ticks when the backlog jumps, live and
+    /// simulated: `off`, `on` or `share=X,jump=N,gap=S`.
+    #[arg(long, default_value = "off", value_parser = parse_events)]
+    pub events: Events,
 }
 
 /// Who runs the policy under test in a live run.
@@ -272,14 +282,16 @@ impl Policy for Recording<'_> {
 
 /// The simulated run of `pol`, with its ticks; `max_drain_s` after the
 /// arrival window (scenario seconds) the run ends, finished or not.
+/// `events` decides early on backlog jumps, as `--events` does live.
 pub fn simulate_recorded(
     workload: &Workload,
     platform: &Platform,
     seed: u64,
     pol: &mut dyn Policy,
     max_drain_s: f64,
+    events: Option<BacklogJump>,
 ) -> Result<(RunMetrics, Vec<Tick>)> {
-    recorded(pol, max_drain_s, |rec, opts| {
+    recorded(pol, max_drain_s, events, |rec, opts| {
         simulate_workload(workload, platform, seed, rec, opts)
     })
 }
@@ -293,9 +305,10 @@ pub fn simulate_replayed(
     seed: u64,
     pol: &mut dyn Policy,
     max_drain_s: f64,
+    events: Option<BacklogJump>,
     replay: DelaySequence,
 ) -> Result<(RunMetrics, Vec<Tick>, DelaySequence)> {
-    let ((m, seq), ticks) = recorded(pol, max_drain_s, |rec, opts| {
+    let ((m, seq), ticks) = recorded(pol, max_drain_s, events, |rec, opts| {
         simulate_workload_replay(workload, platform, seed, rec, opts, replay)
     })?;
     Ok((m, ticks, seq))
@@ -306,6 +319,7 @@ pub fn simulate_replayed(
 fn recorded<T>(
     pol: &mut dyn Policy,
     max_drain_s: f64,
+    events: Option<BacklogJump>,
     sim: impl FnOnce(&mut dyn Policy, &SimOptions) -> Result<T, farm_sim::SimError>,
 ) -> Result<(T, Vec<Tick>)> {
     let mut rec = Recording {
@@ -314,6 +328,7 @@ fn recorded<T>(
     };
     let opts = SimOptions {
         max_drain_s,
+        events,
         ..SimOptions::default()
     };
     let out = sim(&mut rec, &opts)?;
@@ -926,6 +941,9 @@ fn live_once(c: &Ctx<'_>, policy_spec: &str, build: bool) -> Result<LiveRun> {
         drain_timeout: a.drain_timeout,
         slice_ms: 25,
         live_signals: a.live_signals,
+        // Applied to the scenario `drive` is given.
+        interval: None,
+        events: a.events,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -984,7 +1002,7 @@ pub fn run(a: CompareArgs) -> Result<()> {
     if a.policies.is_empty() {
         bail!("--policies is empty");
     }
-    let scenario = load_scenario(&a.scenario)?;
+    let scenario = with_interval(load_scenario(&a.scenario)?, a.interval)?;
     let seed = a.seed.unwrap_or(scenario.seed);
     let workload = scenario.generate(seed);
     if workload.tasks.is_empty() {
@@ -1056,6 +1074,7 @@ pub fn run(a: CompareArgs) -> Result<()> {
             seed,
             pol.as_mut(),
             a.drain_timeout.max(0.0) * k,
+            a.events.0,
         )?;
         let row = match live {
             Ok(l) => {
@@ -1098,6 +1117,7 @@ pub fn run(a: CompareArgs) -> Result<()> {
                         seed,
                         pol.as_mut(),
                         a.drain_timeout.max(0.0) * k,
+                        a.events.0,
                         seq,
                     )?;
                     let tsv = out.join(format!("ticks-{}-replay.tsv", file_safe(&p)));
@@ -1455,16 +1475,16 @@ mod tests {
         let mut p = s.platform.clone();
         p.startup_delay = Dist::Constant(6.0);
         let mut pol = make_policy("queueing", &p).unwrap();
-        let (plain, _) = simulate_recorded(&w, &p, 3, pol.as_mut(), 60.0).unwrap();
+        let (plain, _) = simulate_recorded(&w, &p, 3, pol.as_mut(), 60.0, None).unwrap();
         let seq = DelaySequence::new(vec![6.0; 4], Dist::Constant(6.0)).unwrap();
-        let (same, _, seq) = simulate_replayed(&w, &p, 3, pol.as_mut(), 60.0, seq).unwrap();
+        let (same, _, seq) = simulate_replayed(&w, &p, 3, pol.as_mut(), 60.0, None, seq).unwrap();
         assert_eq!(plain.qos, same.qos);
         assert_eq!(plain.replica_seconds, same.replica_seconds);
         // The fallback only after every value was used.
         assert!(seq.fallbacks() == 0 || seq.replayed() == 4, "{seq:?}");
         assert!(seq.replayed() > 0, "the run started no replica");
         let slow = DelaySequence::new(vec![60.0; 64], Dist::Constant(60.0)).unwrap();
-        let (other, _, _) = simulate_replayed(&w, &p, 3, pol.as_mut(), 60.0, slow).unwrap();
+        let (other, _, _) = simulate_replayed(&w, &p, 3, pol.as_mut(), 60.0, None, slow).unwrap();
         assert_ne!(
             (plain.qos, plain.replica_seconds),
             (other.qos, other.replica_seconds)

@@ -55,7 +55,7 @@ use crate::shared::logging::log_to_stderr;
 use crate::shared::output::write_json;
 use crate::shared::plot;
 use crate::shared::policy::make_policy;
-use crate::shared::scenario::{check_speedup, load_scenario};
+use crate::shared::scenario::{Events, check_speedup, load_scenario, parse_events, with_interval};
 use crate::shared::stack::{Farm, Stack};
 use crate::shared::summary::{self, Run, summarise, table};
 
@@ -97,6 +97,15 @@ pub struct RunArgs {
     /// interval from (ignored when gateway-ext controls the farm).
     #[arg(long, value_enum, default_value_t = LiveSignals::Interval)]
     pub live_signals: LiveSignals,
+    /// Decide every this many scenario seconds instead of the scenario's
+    /// `control_interval_s` (the episode keeps its length in seconds).
+    #[arg(long)]
+    pub interval: Option<f64>,
+    /// Early decisions between ticks when the work queue's backlog jumps
+    /// (`farmctl sim --events`; gateway-ext's `events` key when it
+    /// controls the farm): `off`, `on` or `share=X,jump=N,gap=S`.
+    #[arg(long, default_value = "off", value_parser = parse_events)]
+    pub events: Events,
 }
 
 /// Where the live control loop takes completion statistics from.
@@ -323,7 +332,7 @@ pub fn run(a: RunArgs) -> Result<()> {
     let st = FarmState::load(&std::path::absolute(&a.state)?)?;
     let stack = Stack::load(&st.stack_file)?;
     let farm = stack.farm(a.farm.as_deref())?;
-    let scenario = load_scenario(&a.scenario)?;
+    let scenario = with_interval(load_scenario(&a.scenario)?, a.interval)?;
     let policy_name = a
         .policy
         .clone()
@@ -583,6 +592,7 @@ pub(crate) async fn drive(
         // (wall x K), and decides unshielded like the simulator.
         ann.insert("com.rust-farm.time-scale".into(), k.to_string());
         ann.insert("com.rust-farm.queueing-floor".into(), "false".into());
+        ann.insert("com.rust-farm.events".into(), a.events.to_string());
         let r = client
             .put(format!("{}/system/functions", st.provider_url))
             .json(&dep)
@@ -764,7 +774,7 @@ pub(crate) async fn drive(
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    builder.build(
+    let primed = builder.build(
         &Sample {
             consumer,
             snapshot: observer.snapshot(),
@@ -807,6 +817,14 @@ pub(crate) async fn drive(
         let posted = posted.clone();
         let mode = a.live_signals;
         let alert_every = Duration::from_secs_f64(AlertRule::EVAL_INTERVAL_S / k);
+        // Early decisions (farmctl's loop only; gateway-ext has its own),
+        // armed at t = 0 from the farm as the run starts, as the simulator's.
+        let events = a.events.0.filter(|_| !gateway);
+        let mut armed = events.map(|t| {
+            let mut armed = t.arm(&primed.time_scaled(k), 0.0);
+            armed.set_replicas(f64::from(initial));
+            armed
+        });
         tokio::spawn(async move {
             let mut alerts = AlertRule::default();
             let mut next_alert = t0 + alert_every;
@@ -825,6 +843,7 @@ pub(crate) async fn drive(
             let mut posted_prev = 0usize;
             let step = Duration::from_millis(100).min(interval_real);
             let mut queue_read: Option<QueueRead> = None;
+            let mut early = 0u32;
             loop {
                 // Wake at the tick itself, not up to a step late.
                 let nap = step.min(next_tick.saturating_duration_since(Instant::now()));
@@ -836,6 +855,29 @@ pub(crate) async fn drive(
                 // read first, before the provider's replica counts, so the
                 // backlog is the one at the tick (the simulator's), not one
                 // a provider round trip later.
+                // Between ticks, a backlog jump makes the tick due now; the
+                // ticks then restart from it.
+                if let Some(armed) = armed
+                    && queue_read.is_none()
+                    && Instant::now() < next_tick
+                {
+                    let before = Instant::now();
+                    if let Ok(c) = observer.consumer().await {
+                        let after = Instant::now();
+                        let at = before + after.duration_since(before) / 2;
+                        let now_s = at.duration_since(t0).as_secs_f64() * k;
+                        if armed.fires(c.num_pending as f64, now_s) {
+                            early += 1;
+                            next_tick = at;
+                            queue_read = Some(QueueRead {
+                                consumer: Some(c),
+                                at,
+                                window: std::mem::take(&mut *lock(&fresh)),
+                                posted: posted.load(std::sync::atomic::Ordering::Acquire),
+                            });
+                        }
+                    }
+                }
                 if queue_read.is_none() && Instant::now() >= next_tick {
                     let before = Instant::now();
                     let consumer = observer.consumer().await.ok();
@@ -976,6 +1018,11 @@ pub(crate) async fn drive(
                         }
                     }
                 }
+                if let Some(t) = events {
+                    let mut a = t.arm(&signals, now_s);
+                    a.set_replicas(f64::from(desired));
+                    armed = Some(a);
+                }
                 let (c, h) = (
                     signals.completions as u64,
                     signals.completions_on_time as u64,
@@ -1000,7 +1047,7 @@ pub(crate) async fn drive(
                     window_qos: signals.window_qos(),
                 });
             }
-            (timeline, replica_s * k, max_replicas, ticks)
+            (timeline, replica_s * k, max_replicas, ticks, early)
         })
     };
 
@@ -1086,7 +1133,7 @@ pub(crate) async fn drive(
         Err(_) => 0,
     };
     stop.cancel();
-    let (timeline, replica_seconds, max_replicas, ticks) =
+    let (timeline, replica_seconds, max_replicas, ticks, early_decisions) =
         sampler.await.map_err(|e| anyhow!("sampler: {e}"))?;
     let _ = reader.await;
     nats.flush().await.ok();
@@ -1103,6 +1150,7 @@ pub(crate) async fn drive(
         replica_seconds,
         max_replicas,
         timeline,
+        early_decisions,
     });
     let completed = done.values().filter(|d| d.outcome == Outcome::Ok).count() as u64;
     let failed = done.len() as u64 - completed;
@@ -1332,6 +1380,7 @@ struct LiveInputs<'a> {
     replica_seconds: f64,
     max_replicas: u32,
     timeline: Vec<TimelinePoint>,
+    early_decisions: u32,
 }
 
 /// Nearest-rank percentile of sorted samples, 0 when empty (the
@@ -1411,7 +1460,7 @@ fn live_metrics(i: LiveInputs<'_>) -> RunMetrics {
         // Replica crashes are restarted by the provider and not counted here.
         failures: 0,
         events: i.done.len() as u64,
-        early_decisions: 0,
+        early_decisions: i.early_decisions,
         timeline: i.timeline,
     }
 }
@@ -1636,6 +1685,7 @@ mod tests {
             replica_seconds: 10.0,
             max_replicas: 3,
             timeline: vec![point(1.0, 1), point(2.0, 3), point(3.0, 2), point(4.0, 2)],
+            early_decisions: 0,
         });
         assert_eq!((m.completed, m.on_time, m.unfinished), (2, 1, 1));
         assert_eq!(m.qos, 0.25);

@@ -19,7 +19,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
-use farm_model::cadence::BacklogJump;
 use farm_model::scenario::Scenario;
 use farm_sim::oracle::{self, DEFAULT_TARGET_QOS};
 use farm_sim::{SimOptions, simulate_workload};
@@ -27,7 +26,7 @@ use farm_sim::{SimOptions, simulate_workload};
 use crate::shared::output::{file_safe, write_json};
 use crate::shared::plot;
 use crate::shared::policy::make_policy;
-use crate::shared::scenario::load_scenario;
+use crate::shared::scenario::{Events, load_scenario, parse_events, with_interval};
 use crate::shared::summary::{Run, summarise, table};
 
 /// `farmctl sim` arguments.
@@ -137,31 +136,13 @@ pub fn run(args: SimArgs) -> Result<()> {
 /// The scenario with `--interval` applied: the same episode length in
 /// seconds at the new decision interval. `--window` must be a positive
 /// number of seconds.
-fn with_cadence(mut scenario: Scenario, c: &Common) -> Result<Scenario> {
+fn with_cadence(scenario: Scenario, c: &Common) -> Result<Scenario> {
     if let Some(w) = c.window
         && !(w.is_finite() && w > 0.0)
     {
         bail!("--window: expected a positive number of seconds, got {w}");
     }
-    if let Some(dt) = c.interval {
-        if !(dt.is_finite() && dt > 0.0) {
-            bail!("--interval: expected a positive number of seconds, got {dt}");
-        }
-        scenario.platform.episode_steps =
-            (scenario.platform.episode_s() / dt).round().max(1.0) as u32;
-        scenario.platform.control_interval_s = dt;
-    }
-    Ok(scenario)
-}
-
-/// `--events`: the backlog-jump trigger, or `None` for `off`.
-#[derive(Debug, Clone, Copy)]
-struct Events(Option<BacklogJump>);
-
-fn parse_events(text: &str) -> Result<Events, String> {
-    BacklogJump::parse(text)
-        .map(Events)
-        .map_err(|e| e.to_string())
+    with_interval(scenario, c.interval)
 }
 
 const ORACLE: &str = "oracle";
