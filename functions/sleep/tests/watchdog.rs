@@ -248,3 +248,216 @@ async fn the_watchdog_lock_file_follows_the_runtimes_readiness() {
     assert!(!lock.exists());
     assert_eq!(results(&js, &names).await.len(), 1);
 }
+
+/// A worker under the Dockerfile's `ENV` on a free HTTP port, its lock file
+/// in `lock_dir`: (worker, HTTP port).
+fn spawn_container_worker(
+    nats_url: &str,
+    farm: &str,
+    env: &[(String, String)],
+    lock_dir: &tempfile::TempDir,
+) -> (farm_testsupport::ChildGuard, u16) {
+    let http_port = free_port().unwrap();
+    let port = http_port.to_string();
+    let lock = lock_dir.path().join(".lock");
+    let mut pairs = container_env(env);
+    pairs.push(("FARM_HTTP_PORT", &port));
+    pairs.push(("FARM_WATCHDOG_LOCK", lock.to_str().unwrap()));
+    let w = spawn_worker(nats_url, farm, &format!("worker-{farm}"), &pairs);
+    (w, http_port)
+}
+
+/// What the runtime logs (at debug, which `spawn_worker` enables) when a
+/// `POST /` reaches the handler.
+const INVOCATION_STARTED: &str = "HTTP invocation started";
+
+/// Starts a synchronous invocation of `json` on its own thread and waits
+/// until the worker runs the handler on it (the `n`-th so far); the thread
+/// returns the answer, `None` if the connection was cut first.
+fn invoke_in_flight(
+    w: &farm_testsupport::ChildGuard,
+    port: u16,
+    json: &str,
+    n: usize,
+) -> std::thread::JoinHandle<Option<(u16, Vec<u8>)>> {
+    let head = format!(
+        "POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{json}",
+        json.len()
+    );
+    let answer = std::thread::spawn(move || http_raw(port, &[head.as_bytes()], WAIT * 3));
+    wait_until(
+        "the invocation reached the handler",
+        WAIT,
+        Duration::from_millis(20),
+        || w.log().matches(INVOCATION_STARTED).count() >= n,
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}", w.log_tail()));
+    answer
+}
+
+/// The NATS drain and the HTTP drain share one deadline: a held task that
+/// ends close to the grace and an invocation in flight that would outlast
+/// it, at once, and the worker still exits 0 within `FARM_DRAIN_GRACE` plus
+/// the runtime's margin (the watchdog's `healthcheck_interval`). The
+/// invocation is cut at the deadline; the task is finished and acked. (The
+/// two waits one after the other took the task's time plus a whole grace.)
+#[tokio::test(flavor = "multi_thread")]
+async fn a_held_task_and_an_invocation_in_flight_drain_within_one_grace() {
+    let nats = NatsServer::start().unwrap();
+    let (_c, js) = js(&nats).await;
+    let names = FarmNames::new("wdboth").unwrap();
+    let env = dockerfile_env();
+    let grace = seconds(value(&env, "FARM_DRAIN_GRACE"));
+    let margin = farm_runtime::config::WATCHDOG_DRAIN_MARGIN;
+    let lock_dir = tempfile::tempdir().unwrap();
+    let (mut w, port) = spawn_container_worker(&nats.url(), "wdboth", &env, &lock_dir);
+    wait_bound(&js, &names).await;
+
+    // Ends a little before the grace (counted from SIGTERM, a moment later)...
+    let task_len = grace - Duration::from_secs(2);
+    let body = format!(r#"{{"sleep_ms":{}}}"#, task_len.as_millis());
+    publish_task(&js, &names, &task("near-grace", 0, &body)).await;
+    wait_held(&js, &names, 1).await;
+    // ... and outlasts the grace and the margin: only the deadline ends it.
+    let invocation_len = grace + margin * 3;
+    let json = format!(r#"{{"sleep_ms":{}}}"#, invocation_len.as_millis());
+    let in_flight = invoke_in_flight(&w, port, &json, 1);
+
+    let sigterm = Instant::now();
+    w.terminate().unwrap();
+    let status = w.wait_timeout(grace + margin).unwrap_or_else(|e| {
+        panic!(
+            "the drain outlasted FARM_DRAIN_GRACE + {margin:?} ({:?} after SIGTERM): {e}\n{}",
+            sigterm.elapsed(),
+            w.log_tail()
+        )
+    });
+    assert_eq!(status.code(), Some(0), "log:\n{}", w.log_tail());
+    assert_eq!(
+        in_flight.join().unwrap(),
+        None,
+        "the invocation was cut at the deadline"
+    );
+    let rs = results(&js, &names).await;
+    assert_eq!(rs.len(), 1, "{rs:?}");
+    assert_eq!(rs[0].task_id, "near-grace");
+    assert_eq!(rs[0].status, Status::Ok as i32);
+    assert_eq!(
+        rs[0].deliveries, 1,
+        "finished, not redelivered: {:?}",
+        rs[0]
+    );
+    assert_eq!(stream_len(&js, &names.tasks_stream()).await, 0, "acked");
+}
+
+/// While the worker drains, a new `POST /` (the watchdog keeps proxying
+/// until its own exit) is answered 503 "draining" at once, while the
+/// invocation and the task it accepted before SIGTERM both finish.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_late_invocation_during_the_drain_is_answered_503_and_nothing_accepted_is_lost() {
+    let nats = NatsServer::start().unwrap();
+    let (_c, js) = js(&nats).await;
+    let names = FarmNames::new("wdlate").unwrap();
+    let env = dockerfile_env();
+    let interval = seconds(value(&env, "healthcheck_interval"));
+    let lock_dir = tempfile::tempdir().unwrap();
+    let (mut w, port) = spawn_container_worker(&nats.url(), "wdlate", &env, &lock_dir);
+    wait_bound(&js, &names).await;
+    publish_task(&js, &names, &task("held", 0, r#"{"sleep_ms":6000}"#)).await;
+    wait_held(&js, &names, 1).await;
+    let in_flight = invoke_in_flight(&w, port, r#"{"sleep_ms":6000,"output":"early"}"#, 1);
+
+    w.terminate().unwrap();
+    wait_until(
+        "health says draining",
+        WAIT,
+        Duration::from_millis(20),
+        || {
+            http(port, "GET", "/_/health", "text/plain", b"").is_some_and(|(code, body)| {
+                code == 503 && String::from_utf8_lossy(&body).contains(r#""draining":true"#)
+            })
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}", w.log_tail()));
+    let (code, body) = http(
+        port,
+        "POST",
+        "/",
+        "application/json",
+        br#"{"sleep_ms":1,"output":"late"}"#,
+    )
+    .expect("the draining worker answers a late invocation");
+    let text = String::from_utf8_lossy(&body);
+    assert_eq!(code, 503, "{text}");
+    assert!(text.contains("draining"), "{text}");
+    assert!(w.is_running(), "the late answer came during the drain");
+
+    let (code, body) = in_flight
+        .join()
+        .unwrap()
+        .expect("the invocation in flight is answered");
+    assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
+    let reply: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(reply["output"], "early");
+    let status = w.wait_timeout(interval).unwrap();
+    assert_eq!(status.code(), Some(0), "log:\n{}", w.log_tail());
+    assert_eq!(
+        w.log().matches(INVOCATION_STARTED).count(),
+        1,
+        "the late invocation never reached the handler"
+    );
+    let rs = results(&js, &names).await;
+    assert_eq!(rs.len(), 1, "{rs:?}");
+    assert_eq!(rs[0].task_id, "held");
+    assert_eq!(rs[0].status, Status::Ok as i32);
+    assert_eq!(stream_len(&js, &names.tasks_stream()).await, 0, "acked");
+}
+
+/// of-watchdog forwards a request body as it comes, chunked when the caller
+/// sent it so: the handler runs on the whole body.
+#[test]
+fn a_chunked_invocation_runs_the_handler_on_the_whole_body() {
+    let env = dockerfile_env();
+    let lock_dir = tempfile::tempdir().unwrap();
+    // No NATS: synchronous invocations do not need it.
+    let nats_url = format!("nats://127.0.0.1:{}", free_port().unwrap());
+    let (mut w, port) = spawn_container_worker(&nats_url, "wdchunk", &env, &lock_dir);
+    wait_until("health answers", WAIT, Duration::from_millis(20), || {
+        http(port, "GET", "/_/health", "text/plain", b"").is_some()
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", w.log_tail()));
+
+    let output = "chunk".repeat(4000);
+    let json = format!(r#"{{"sleep_ms":1,"output":"{output}"}}"#);
+    let head = "POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n";
+    let mut parts = vec![head.as_bytes().to_vec()];
+    // Uneven chunks, each its own write, splitting the JSON anywhere.
+    let mut rest = json.as_bytes();
+    for len in [1, 7, 4096, 13].into_iter().cycle() {
+        if rest.is_empty() {
+            break;
+        }
+        let (chunk, tail) = rest.split_at(len.min(rest.len()));
+        let mut part = format!("{:x}\r\n", chunk.len()).into_bytes();
+        part.extend_from_slice(chunk);
+        part.extend_from_slice(b"\r\n");
+        parts.push(part);
+        rest = tail;
+    }
+    parts.push(b"0\r\n\r\n".to_vec());
+    let parts: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
+    let (code, body) = http_raw(port, &parts, WAIT).expect("an answer");
+    assert_eq!(
+        code,
+        200,
+        "{}\n{}",
+        String::from_utf8_lossy(&body),
+        w.log_tail()
+    );
+    let reply: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(reply["output"], output.as_str());
+
+    w.terminate().unwrap();
+    let status = w.wait_timeout(WAIT).unwrap();
+    assert_eq!(status.code(), Some(0), "{}", w.log_tail());
+}

@@ -182,14 +182,25 @@ pub fn http(
     content_type: &str,
     body: &[u8],
 ) -> Option<(u16, Vec<u8>)> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
     let head = format!(
         "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
         body.len()
     );
-    s.write_all(head.as_bytes()).ok()?;
-    s.write_all(body).ok()?;
+    http_raw(port, &[head.as_bytes(), body], Duration::from_secs(10))
+}
+
+/// Sends `parts`, together one whole HTTP/1.1 request with `Connection:
+/// close`, one write each, on a fresh connection, and reads the answer until
+/// the server closes it: (status, body). `None` when nothing listens, when
+/// the connection is cut before a whole answer or when none came within
+/// `timeout`.
+pub fn http_raw(port: u16, parts: &[&[u8]], timeout: Duration) -> Option<(u16, Vec<u8>)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(timeout)).ok()?;
+    for part in parts {
+        s.write_all(part).ok()?;
+        s.flush().ok()?;
+    }
     let mut buf = Vec::new();
     s.read_to_end(&mut buf).ok()?;
     let text_end = buf.windows(4).position(|w| w == b"\r\n\r\n")?;

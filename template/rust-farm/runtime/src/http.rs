@@ -7,6 +7,9 @@
 //!   A body with `Content-Type: application/x-protobuf` is decoded as a
 //!   `farm.v1.Task`; any other body becomes the payload of a fresh task.
 //!   Handler errors answer 500 with the error text, undecodable tasks 400.
+//!   While the replica drains, `POST /` answers 503 (the caller retries on
+//!   another replica) and the invocations already running are tracked, so
+//!   the drain can wait for them.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,6 +21,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use prost::Message as _;
+use tokio_util::task::TaskTracker;
 
 use crate::handler::{SharedHandler, Task, call_isolated};
 
@@ -55,11 +59,14 @@ impl Readiness {
             .is_some_and(|c| c.connection_state() == async_nats::connection::State::Connected)
     }
 
+    /// Whether the replica is draining.
+    pub fn draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+
     /// Ready = connected, consumer bound, not draining.
     pub fn ready(&self) -> bool {
-        self.connected()
-            && self.bound.load(Ordering::SeqCst)
-            && !self.draining.load(Ordering::SeqCst)
+        self.connected() && self.bound.load(Ordering::SeqCst) && !self.draining()
     }
 }
 
@@ -67,14 +74,24 @@ impl Readiness {
 struct AppState {
     readiness: Arc<Readiness>,
     handler: SharedHandler,
+    invocations: TaskTracker,
 }
 
-/// The router serving `/_/health` and `POST /`.
-pub fn router(readiness: Arc<Readiness>, handler: SharedHandler) -> Router {
+/// The router serving `/_/health` and `POST /`; every synchronous invocation
+/// runs tracked by `invocations`.
+pub fn router(
+    readiness: Arc<Readiness>,
+    handler: SharedHandler,
+    invocations: TaskTracker,
+) -> Router {
     Router::new()
         .route("/_/health", get(health))
         .route("/", post(invoke))
-        .with_state(AppState { readiness, handler })
+        .with_state(AppState {
+            readiness,
+            handler,
+            invocations,
+        })
 }
 
 async fn health(State(s): State<AppState>) -> Response {
@@ -82,7 +99,7 @@ async fn health(State(s): State<AppState>) -> Response {
     let body = serde_json::json!({
         "nats_connected": r.connected(),
         "consumer_bound": r.bound.load(Ordering::SeqCst),
-        "draining": r.draining.load(Ordering::SeqCst),
+        "draining": r.draining(),
     });
     let code = if r.ready() {
         StatusCode::OK
@@ -93,6 +110,13 @@ async fn health(State(s): State<AppState>) -> Response {
 }
 
 async fn invoke(State(s): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    if s.readiness.draining() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "draining: this replica is shutting down and takes no new invocations; retry on another replica\n",
+        )
+            .into_response();
+    }
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -118,7 +142,12 @@ async fn invoke(State(s): State<AppState>, headers: HeaderMap, body: Bytes) -> R
         Task::from_payload(body, content_type)
     };
     let id = task.id.clone();
-    match call_isolated(&s.handler, task).await {
+    tracing::debug!(task = %id, "HTTP invocation started");
+    match s
+        .invocations
+        .track_future(call_isolated(&s.handler, task))
+        .await
+    {
         Ok(out) => {
             let ct = if out.content_type.is_empty() {
                 crate::handler::OCTET_STREAM.to_owned()

@@ -19,8 +19,13 @@
 //!    consumer's max deliveries without an ack (its replica killed on the
 //!    last delivery) is dead-lettered from the server's advisory, never left
 //!    stuck in the queue;
-//! 5. on SIGTERM/SIGINT stops pulling, finishes and acks what it holds, and
-//!    exits 0 within `FARM_DRAIN_GRACE` (1 if the grace period ran out).
+//! 5. on SIGTERM/SIGINT drains against one deadline, `FARM_DRAIN_GRACE`
+//!    after the signal: stops pulling, answers new `POST /` with 503, and
+//!    finishes (and acks) what it holds while the invocations in flight
+//!    finish, both at once; then exits 0 (1 if held tasks outlasted the
+//!    grace: they are given back). Naks and the final flush take at most
+//!    [`config::WATCHDOG_DRAIN_MARGIN`] after the deadline, so of-watchdog's
+//!    `healthcheck_interval` outwaits the whole drain.
 //!
 //! ```no_run
 //! use farm_runtime::{HandlerError, Output, Task};
@@ -57,7 +62,10 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::SetOnce;
+use tokio::time::{Instant, timeout_at};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
 pub use config::Config;
@@ -65,6 +73,16 @@ pub use handler::{Handler, HandlerError, Output, SharedHandler, Task};
 
 /// Longest wait for the final flush of acks on exit.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// How long tasks aborted at the drain deadline get to send their naks.
+/// With [`FLUSH_TIMEOUT`] it makes up [`config::WATCHDOG_DRAIN_MARGIN`].
+const NAK_TIMEOUT: Duration = Duration::from_secs(2);
+
+const _: () = assert!(
+    NAK_TIMEOUT.as_millis() + FLUSH_TIMEOUT.as_millis()
+        <= config::WATCHDOG_DRAIN_MARGIN.as_millis(),
+    "what the drain takes after its deadline must fit the watchdog margin"
+);
 
 /// Exit code for a configuration error (`EX_USAGE` of sysexits.h).
 pub const EXIT_CONFIG: u8 = 64;
@@ -124,7 +142,11 @@ pub fn run<H: Handler>(handler: H) -> ExitCode {
         }
     };
     let handler: SharedHandler = Arc::new(handler);
-    match rt.block_on(serve(cfg, handler, shutdown_signal())) {
+    let result = rt.block_on(serve(cfg, handler, shutdown_signal()));
+    // Dropping the runtime would wait for blocking work a handler still runs
+    // (`spawn_blocking`) past the grace, and the watchdog's deadline with it.
+    rt.shutdown_background();
+    match result {
         Ok(()) => {
             info!("drained; exiting 0");
             ExitCode::SUCCESS
@@ -167,7 +189,10 @@ pub async fn shutdown_signal() {
 ///
 /// The HTTP server starts first so `/_/health` answers 503 while NATS is
 /// still unreachable; the connection is retried until it succeeds or
-/// `shutdown` fires. Returns `Ok` after a clean drain.
+/// `shutdown` fires. The drain has one deadline, `drain_grace` after
+/// `shutdown`: held tasks and in-flight `POST /` invocations finish by it,
+/// concurrently; new invocations are answered 503 meanwhile. Returns `Ok`
+/// after a clean drain of the held tasks.
 pub async fn serve(
     cfg: Config,
     handler: SharedHandler,
@@ -187,8 +212,9 @@ pub async fn serve(
         .map_or_else(|_| addr.to_string(), |a| a.to_string());
     info!(addr = %local, farm = cfg.names.farm(), instance = %cfg.worker.instance, "http listening");
     let http_stop = CancellationToken::new();
-    let app = http::router(readiness.clone(), handler.clone());
-    let http_task = tokio::spawn(
+    let invocations = TaskTracker::new();
+    let app = http::router(readiness.clone(), handler.clone(), invocations.clone());
+    let mut http_task = tokio::spawn(
         axum::serve(listener, app)
             .with_graceful_shutdown(http_stop.clone().cancelled_owned())
             .into_future(),
@@ -203,31 +229,60 @@ pub async fn serve(
         ))
     });
 
-    let result = serve_nats(&cfg, handler, readiness, &mut shutdown).await;
+    let drain = SetOnce::new();
+    let nats = serve_nats(&cfg, handler, readiness.clone(), &drain);
+    tokio::pin!(nats);
+    // The NATS side ends on its own only on a fatal error; the HTTP side then
+    // drains as after a signal.
+    let ended = tokio::select! {
+        () = &mut shutdown => None,
+        r = &mut nats => Some(r),
+    };
+    let deadline = Instant::now() + cfg.worker.drain_grace;
+    readiness.set_draining();
+    // Set once, here: the NATS side waits for it.
+    let _ = drain.set(deadline);
+    invocations.close();
+    let invocations_done = async {
+        let _ = timeout_at(deadline, invocations.wait()).await;
+    };
+    let result = match ended {
+        Some(r) => {
+            invocations_done.await;
+            r
+        }
+        None => tokio::join!(nats, invocations_done).0,
+    };
     lock_stop.cancel();
     if let Some(t) = lock_task {
         let _ = t.await;
     }
+    // Late invocations were answered 503 until now. The server's own
+    // graceful shutdown waits for one that passed the draining check as the
+    // signal came, but never past the deadline.
     http_stop.cancel();
-    // In-flight HTTP invocations get the same grace as tasks.
-    if tokio::time::timeout(cfg.worker.drain_grace, http_task)
-        .await
-        .is_err()
-    {
-        warn!("HTTP server did not stop within the grace period");
+    if timeout_at(deadline, &mut http_task).await.is_err() {
+        warn!(
+            in_flight = invocations.len(),
+            grace = ?cfg.worker.drain_grace,
+            "HTTP invocations still running at the end of the grace period; their connections are closed"
+        );
+        http_task.abort();
     }
     result
 }
 
+/// The NATS side of a replica: connects, binds, pulls until `drain` is set,
+/// then finishes held tasks by that deadline.
 async fn serve_nats(
     cfg: &Config,
     handler: SharedHandler,
     readiness: Arc<http::Readiness>,
-    shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
+    drain: &SetOnce<Instant>,
 ) -> Result<(), RunError> {
     let client = tokio::select! {
         c = connect_with_retry(&cfg.nats) => c?,
-        () = shutdown.as_mut() => {
+        _ = drain.wait() => {
             info!("shutdown before NATS was reachable");
             return Ok(());
         }
@@ -237,7 +292,7 @@ async fn serve_nats(
     let js = async_nats::jetstream::new(client.clone());
     let topo = tokio::select! {
         t = ensure_with_retry(&js, cfg) => t?,
-        () = shutdown.as_mut() => {
+        _ = drain.wait() => {
             let _ = tokio::time::timeout(FLUSH_TIMEOUT, client.flush()).await;
             return Ok(());
         }
@@ -270,26 +325,24 @@ async fn serve_nats(
         stop.clone(),
         hard_stop.clone(),
     ));
-    tokio::select! {
-        () = shutdown.as_mut() => {},
+    let deadline = tokio::select! {
+        d = drain.wait() => *d,
         r = &mut pull => {
             // The loop only returns after `stop`; reaching this is a bug.
             error!(?r, "pull loop ended unexpectedly");
             let _ = tokio::time::timeout(FLUSH_TIMEOUT, client.flush()).await;
             return Ok(());
         }
-    }
-    readiness.set_draining();
+    };
     info!(grace = ?cfg.worker.drain_grace, "draining: stopped pulling");
     stop.cancel();
-    let drained = tokio::time::timeout(cfg.worker.drain_grace, &mut pull).await;
-    let result = match drained {
+    let result = match timeout_at(deadline, &mut pull).await {
         Ok(_) => Ok(()),
         Err(_) => {
             error!(grace = ?cfg.worker.drain_grace, "drain grace period expired; aborting held tasks");
             hard_stop.cancel();
             // Let the aborted tasks send their naks.
-            let _ = tokio::time::timeout(Duration::from_secs(2), &mut pull).await;
+            let _ = tokio::time::timeout(NAK_TIMEOUT, &mut pull).await;
             Err(RunError::DrainTimeout {
                 grace: cfg.worker.drain_grace,
             })
