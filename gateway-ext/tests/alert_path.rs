@@ -17,7 +17,8 @@
 //! A second test drives the farm rule (`FarmHighTaskRate`) of the same file
 //! with tasks posted to a real emitter (202 answers) instead.
 //!
-//! The farm's control interval is 10 minutes, so after its first tick every
+//! The farm's control interval is 10 minutes and its early decisions are
+//! off (`events: off`), so after its first tick every
 //! decision in the test comes from an alert: a replica change can only be
 //! the alert path's doing.
 
@@ -366,6 +367,8 @@ async fn alertmanager_alert_makes_the_policy_decide_and_replicas_change() {
             ("com.rust-farm.policy", POLICY),
             // One tick at start, then only alerts decide during the test.
             ("com.rust-farm.interval", "10m"),
+            // Alerts only: no early decision on the backlog either.
+            ("com.rust-farm.events", "off"),
             // The policy alone decides: no queueing floor raising it.
             ("com.rust-farm.queueing-floor", "false"),
         ],
@@ -609,6 +612,8 @@ async fn emitter_load_fires_the_farm_rule_and_the_farm_policy_decides() {
             ("com.rust-farm.farm", FARM),
             ("com.rust-farm.policy", POLICY),
             ("com.rust-farm.interval", "10m"),
+            // Alerts only: no early decision on the backlog either.
+            ("com.rust-farm.events", "off"),
             ("com.rust-farm.queueing-floor", "false"),
         ],
         &[

@@ -592,6 +592,10 @@ pub(crate) async fn drive(
         // (wall x K), and decides unshielded like the simulator.
         ann.insert("com.rust-farm.time-scale".into(), k.to_string());
         ann.insert("com.rust-farm.queueing-floor".into(), "false".into());
+        // The simulator's cadence, not gateway-ext's defaults: tumbling
+        // windows (farmctl run has no --window) and early decisions only
+        // with --events.
+        ann.insert("com.rust-farm.window".into(), "0s".into());
         ann.insert("com.rust-farm.events".into(), a.events.to_string());
         let r = client
             .put(format!("{}/system/functions", st.provider_url))
