@@ -66,10 +66,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, anyhow, bail};
 use clap::Args;
+use farm_model::cadence::BacklogJump;
 use farm_model::scenario::{DelaySequence, Dist, Platform, Scenario, Workload};
 use farm_model::signals::Signals;
 use farm_policy::{Decision, Policy};
-use farm_model::cadence::BacklogJump;
 use farm_sim::{RunMetrics, SimOptions, simulate_workload, simulate_workload_replay};
 use plotters::prelude::*;
 use serde::{Deserialize, Serialize};

@@ -49,7 +49,9 @@ pub struct Events(pub Option<BacklogJump>);
 
 /// Parses `--events`: `off`, `on` or `share=X,jump=N,gap=S`.
 pub fn parse_events(text: &str) -> Result<Events, String> {
-    BacklogJump::parse(text).map(Events).map_err(|e| e.to_string())
+    BacklogJump::parse(text)
+        .map(Events)
+        .map_err(|e| e.to_string())
 }
 
 impl std::fmt::Display for Events {
@@ -76,7 +78,11 @@ mod tests {
             let e = parse_events(text).unwrap();
             assert_eq!(parse_events(&e.to_string()).unwrap(), e, "{text}");
         }
-        assert!(parse_events("sometimes").unwrap_err().contains("expected on, off"));
+        assert!(
+            parse_events("sometimes")
+                .unwrap_err()
+                .contains("expected on, off")
+        );
     }
 
     #[test]
