@@ -90,7 +90,8 @@ pub struct Env {
     engine: Option<Engine>,
     signals: Signals,
     steps: u32,
-    /// The episode's length, seconds: `episode_steps` control intervals
+    /// When the episode is cut, seconds: the first interval (run by
+    /// `reset`) plus `episode_steps` control intervals
     /// (early decisions make more, shorter steps in the same time).
     episode_s: f64,
     observer: Observer,
@@ -161,8 +162,10 @@ impl Env {
         self.steps = 0;
         // The same product as the engine's tick times, so the last tick
         // of the episode meets it exactly.
-        self.episode_s =
-            f64::from(scenario.platform.episode_steps) * scenario.platform.control_interval_s;
+        // `reset` runs the first interval, so the last of `episode_steps`
+        // steps ends one interval later.
+        self.episode_s = f64::from(scenario.platform.episode_steps.saturating_add(1))
+            * scenario.platform.control_interval_s;
         let (signals, finished) = advance(&mut engine);
         self.signals = signals;
         let info = StepInfo {
