@@ -630,11 +630,10 @@ impl FarmLoop {
             .build(&sample, &ctx)
             .time_scaled(self.spec.time_scale);
         // Armed from the farm as it is now, as the simulator arms at t = 0.
-        self.armed = self.spec.events.map(|t| {
-            let mut a = t.arm(&signals, 0.0);
-            a.set_replicas(f64::from(previous));
-            a
-        });
+        self.armed = self
+            .spec
+            .events
+            .map(|t| t.arm(&signals, 0.0).for_replicas(f64::from(previous)));
         self.started = now;
         self.last_tick = Some(now);
         self.last_change = now;
@@ -935,9 +934,7 @@ impl FarmLoop {
         if trigger.steps() {
             self.armed = self.spec.events.map(|t| t.arm(&signals, now_s));
         }
-        if let Some(a) = &mut self.armed {
-            a.set_replicas(f64::from(desired));
-        }
+        self.armed = self.armed.map(|a| a.for_replicas(f64::from(desired)));
         let record = Arc::new(DecisionRecord {
             farm: self.spec.farm.clone(),
             at_us: farm_runtime::worker::now_us(),

@@ -825,9 +825,8 @@ pub(crate) async fn drive(
         // armed at t = 0 from the farm as the run starts, as the simulator's.
         let events = a.events.0.filter(|_| !gateway);
         let mut armed = events.map(|t| {
-            let mut armed = t.arm(&primed.time_scaled(k), 0.0);
-            armed.set_replicas(f64::from(initial));
-            armed
+            t.arm(&primed.time_scaled(k), 0.0)
+                .for_replicas(f64::from(initial))
         });
         tokio::spawn(async move {
             let mut alerts = AlertRule::default();
@@ -855,10 +854,6 @@ pub(crate) async fn drive(
                     () = tokio::time::sleep(nap) => {}
                     () = stop.cancelled() => break,
                 }
-                // At a tick the work queue and the interval's results are
-                // read first, before the provider's replica counts, so the
-                // backlog is the one at the tick (the simulator's), not one
-                // a provider round trip later.
                 // Between ticks, a backlog jump makes the tick due now; the
                 // ticks then restart from it.
                 if let Some(armed) = armed
@@ -882,6 +877,10 @@ pub(crate) async fn drive(
                         }
                     }
                 }
+                // At a tick the work queue and the interval's results are
+                // read first, before the provider's replica counts, so the
+                // backlog is the one at the tick (the simulator's), not one
+                // a provider round trip later.
                 if queue_read.is_none() && Instant::now() >= next_tick {
                     let before = Instant::now();
                     let consumer = observer.consumer().await.ok();
@@ -1023,9 +1022,7 @@ pub(crate) async fn drive(
                     }
                 }
                 if let Some(t) = events {
-                    let mut a = t.arm(&signals, now_s);
-                    a.set_replicas(f64::from(desired));
-                    armed = Some(a);
+                    armed = Some(t.arm(&signals, now_s).for_replicas(f64::from(desired)));
                 }
                 let (c, h) = (
                     signals.completions as u64,

@@ -171,6 +171,13 @@ impl Armed {
         self.replicas = replicas.max(1.0);
     }
 
+    /// The same trigger for `replicas` asked for: how a host arms it once
+    /// the decision is known.
+    pub fn for_replicas(mut self, replicas: f64) -> Armed {
+        self.set_replicas(replicas);
+        self
+    }
+
     /// Growth of the backlog that fires, tasks.
     pub fn jump(&self) -> f64 {
         (self.per_replica * self.replicas).max(self.min_jump)
@@ -244,5 +251,6 @@ mod tests {
         assert_eq!(a.jump(), 30.0);
         a.set_replicas(0.0);
         assert_eq!(a.jump(), 4.0);
+        assert_eq!(a.for_replicas(30.0).jump(), 30.0);
     }
 }
