@@ -327,27 +327,20 @@ async fn names_with_the_default_namespace() {
     // of farm-local (`scale_from_zero=true`): the status with `usage=false`,
     // a scale call on the plain name with the namespace as a query, the
     // status again until a replica is available, then the namespaced invoke.
-    let r = p
-        .post_json(
-            "/system/scale-function/nsfn?namespace=openfaas-fn",
-            r#"{"serviceName":"nsfn","replicas":0}"#,
-        )
-        .await;
-    assert_eq!(r.status(), 202);
-    p.wait_counts("nsfn", 0, 0).await;
     let status = "/system/function/nsfn?namespace=openfaas-fn&usage=false";
-    let st: Value = p.get(status).await.json().await.unwrap();
-    assert_eq!(st["replicas"], 0);
-    let r = p
-        .post_json(
-            "/system/scale-function/nsfn?namespace=openfaas-fn",
-            r#"{"serviceName":"nsfn","replicas":1}"#,
-        )
-        .await;
-    assert_eq!(r.status(), 202);
-    p.wait_counts("nsfn", 1, 1).await;
-    let st: Value = p.get(status).await.json().await.unwrap();
-    assert_eq!(st["availableReplicas"], 1);
+    for n in [0, 1] {
+        let body = format!(r#"{{"serviceName":"nsfn","replicas":{n}}}"#);
+        let r = p
+            .post_json("/system/scale-function/nsfn?namespace=openfaas-fn", &body)
+            .await;
+        assert_eq!(r.status(), 202);
+        p.wait_counts("nsfn", n, n).await;
+        let st: Value = p.get(status).await.json().await.unwrap();
+        assert_eq!(
+            (st["replicas"].clone(), st["availableReplicas"].clone()),
+            (n.into(), n.into())
+        );
+    }
     assert_eq!(
         invoke("/function/nsfn.openfaas-fn").await.unwrap().status(),
         200
