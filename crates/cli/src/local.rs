@@ -22,6 +22,10 @@
 //!
 //! Functions get the stack's environment with `NATS_URL` replaced by the
 //! local nats-server's; secret values are read from `<state>/secrets/<name>`.
+//! A function deployed by other means (`faas-cli deploy -f stack.yml`) keeps
+//! the stack's cluster address, `nats://nats.openfaas:4222`: the provider
+//! resolves it to the local nats-server in the replica's environment
+//! ([`farm_local::ServiceAliases`], [`NATS_SERVICES`]).
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
@@ -44,6 +48,10 @@ use crate::shared::stack::{BuildPlan, Stack};
 const MIN_NATS: (u64, u64, u64) = (2, 10, 0);
 /// Name of the state file inside the state directory.
 const STATE_FILE: &str = "state.json";
+/// The NATS service addresses an OpenFaaS stack names (the `openfaas`
+/// namespace's short and fully qualified names), resolved to the local
+/// nats-server.
+const NATS_SERVICES: [&str; 2] = ["nats.openfaas:4222", "nats.openfaas.svc.cluster.local:4222"];
 
 /// Whether `up` starts gateway-ext.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
@@ -1044,6 +1052,12 @@ async fn supervise_async(a: &SuperviseArgs) -> Result<()> {
     info!(url = %nats_url, "nats-server ready");
 
     let image_store = a.state.join("images");
+    let mut service_aliases = farm_local::ServiceAliases::default();
+    for service in NATS_SERVICES {
+        service_aliases
+            .insert(service, &format!("127.0.0.1:{nats_port}"))
+            .map_err(|e| anyhow!("aliasing {service}: {e}"))?;
+    }
     let config = farm_local::Config {
         port: a.provider_port,
         image_store: image_store.clone(),
@@ -1055,6 +1069,7 @@ async fn supervise_async(a: &SuperviseArgs) -> Result<()> {
             .map_err(|e| anyhow!("--start-delay {:?}: {e}", a.start_delay))?,
         start_delay_seed: a.start_delay_seed,
         startup_probe: Duration::from_millis(a.startup_probe_ms.max(1)),
+        service_aliases,
         ..farm_local::Config::default()
     };
     let provider = farm_local::Provider::new(config)?;

@@ -1,6 +1,7 @@
 //! End to end with real processes: `farmctl up` on the root stack.yml
 //! (nats-server, the local provider, emitter, sleep workers, collector),
-//! `farmctl status`, `farmctl run` of a 40 s scenario compressed 4 times
+//! `farmctl status`, a redeploy of the worker with the stack's cluster NATS
+//! address (as faas-cli sends it), `farmctl run` of a 40 s scenario compressed 4 times
 //! with farmctl's own control loop, then `farmctl down`. Checks that every
 //! task is accounted for in the report and that nothing keeps running.
 //!
@@ -72,6 +73,70 @@ fn processes_under(dir: &Path) -> Vec<u64> {
         .collect()
 }
 
+/// Redeploys `name` as `faas-cli deploy -f stack.yml` does, with the
+/// stack's cluster address `NATS_URL=nats://nats.openfaas:4222`, and waits
+/// until the rolled-over replica is the only one and available. A replica
+/// that cannot reach NATS exits and restarts with back-off, so the count
+/// would stay at 2 replicas, 1 available.
+fn redeploy_with_cluster_nats(provider: &str, name: &str) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let http = reqwest::Client::new();
+        let status_url = format!("{provider}/system/function/{name}");
+        let status = || async {
+            let s: farm_local::FunctionStatus = http
+                .get(&status_url)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            s
+        };
+        let s = status().await;
+        let mut env_vars = s.env_vars.clone();
+        env_vars.insert("NATS_URL".into(), "nats://nats.openfaas:4222".into());
+        let d = farm_local::FunctionDeployment {
+            service: s.name.clone(),
+            image: s.image.clone(),
+            env_process: s.env_process.clone(),
+            env_vars,
+            labels: s.labels.clone(),
+            annotations: s.annotations.clone(),
+            secrets: s.secrets.clone(),
+            ..Default::default()
+        };
+        let r = http
+            .put(format!("{provider}/system/functions"))
+            .json(&d)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202, "{}", r.text().await.unwrap());
+        // The rollover starts a new replica at once.
+        assert_eq!(status().await.replicas, 2);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let s = status().await;
+            if (s.replicas, s.available_replicas) == (1, 1) {
+                assert_eq!(s.env_vars["NATS_URL"], "nats://nats.openfaas:4222");
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{name} did not roll over to a replica on the cluster NATS address: {} replicas, {} available",
+                s.replicas,
+                s.available_replicas
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    });
+}
+
 #[test]
 fn up_run_down_accounts_for_every_task() {
     let root = farm_testsupport::workspace_root();
@@ -127,6 +192,8 @@ fn up_run_down_accounts_for_every_task() {
         "{s}"
     );
     assert_eq!(s["farms"][0]["farm"], "demo");
+
+    redeploy_with_cluster_nats(st["provider_url"].as_str().unwrap(), "demo-worker");
 
     let report = tmp.path().join("report");
     let mut r = farmctl();

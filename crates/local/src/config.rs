@@ -21,6 +21,7 @@
 //! | `FARM_LOCAL_MAX_REPLICAS` | `64` | largest replica count a scale request may ask for |
 //! | `FARM_LOCAL_START_DELAY` | `none` | emulated pod start delay, see [`StartDelay`] |
 //! | `FARM_LOCAL_START_DELAY_SEED` | random | seed of the start-delay sampler |
+//! | `FARM_LOCAL_SERVICE_ALIASES` | none | `HOST:PORT=HOST:PORT,...`: cluster service addresses in replicas' env values that resolve to local ones, see [`ServiceAliases`] |
 //!
 //! Durations are a number with a unit (`250ms`, `2s`, `1.5s`, `1m`) or a bare
 //! number of seconds.
@@ -104,6 +105,101 @@ impl StartDelay {
     }
 }
 
+/// Cluster service addresses that resolve to local ones inside a replica's
+/// environment, as a cluster's DNS resolves `SERVICE.NAMESPACE` for a pod.
+///
+/// A stack written for OpenFaaS says `NATS_URL: nats://nats.openfaas:4222`;
+/// deployed on one machine (e.g. by `faas-cli deploy`), the alias
+/// `nats.openfaas:4222=127.0.0.1:4222` makes the replica start with
+/// `nats://127.0.0.1:4222`. The deployment itself keeps what was sent, so
+/// `faas-cli describe` shows the stack's value.
+///
+/// An alias replaces `HOST:PORT` where it stands as a whole address: after
+/// the start, `/`, `@`, `,` or white space, and before the end, `/`, `?`, `#`,
+/// `,` or white space. `nats.openfaas:42220` and `xnats.openfaas:4222` are left
+/// alone. Host names match case-insensitively, as DNS does.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ServiceAliases(Vec<(String, String)>);
+
+impl ServiceAliases {
+    /// Parses `HOST:PORT=HOST:PORT[,HOST:PORT=HOST:PORT...]`; empty is none.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let mut out: Vec<(String, String)> = Vec::new();
+        for item in s.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+            let (from, to) = item
+                .split_once('=')
+                .ok_or_else(|| format!("`{item}`: expected HOST:PORT=HOST:PORT"))?;
+            let from = address(from).map_err(|e| format!("`{item}`: {e}"))?;
+            let to = address(to).map_err(|e| format!("`{item}`: {e}"))?;
+            if out.iter().any(|(f, _)| *f == from) {
+                return Err(format!("`{from}` is aliased twice"));
+            }
+            out.push((from, to));
+        }
+        Ok(ServiceAliases(out))
+    }
+
+    /// Adds one alias `from` -> `to` (both `HOST:PORT`), replacing an
+    /// earlier alias of `from`.
+    pub fn insert(&mut self, from: &str, to: &str) -> Result<(), String> {
+        let (from, to) = (address(from)?, address(to)?);
+        self.0.retain(|(f, _)| *f != from);
+        self.0.push((from, to));
+        Ok(())
+    }
+
+    /// Whether there are no aliases.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// `value` with every aliased address replaced.
+    pub fn apply(&self, value: &str) -> String {
+        let mut out = value.to_string();
+        for (from, to) in &self.0 {
+            let mut at = 0;
+            while let Some(i) = out[at..].to_ascii_lowercase().find(from.as_str()) {
+                let start = at + i;
+                let end = start + from.len();
+                let before = out[..start].chars().next_back();
+                let after = out[end..].chars().next();
+                let opens =
+                    before.is_none_or(|c| matches!(c, '/' | '@' | ',') || c.is_whitespace());
+                let closes =
+                    after.is_none_or(|c| matches!(c, '/' | '?' | '#' | ',') || c.is_whitespace());
+                if opens && closes {
+                    out.replace_range(start..end, to);
+                    at = start + to.len();
+                } else {
+                    at = end;
+                }
+            }
+        }
+        out
+    }
+}
+
+/// A checked `HOST:PORT`, host lower-cased.
+fn address(s: &str) -> Result<String, String> {
+    let s = s.trim();
+    let (host, port) = s
+        .rsplit_once(':')
+        .ok_or_else(|| format!("`{s}` has no :PORT"))?;
+    if host.is_empty()
+        || !host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || ".-_".contains(c))
+    {
+        return Err(format!(
+            "`{s}`: `{host}` is not a host name or IPv4 address"
+        ));
+    }
+    match port.parse::<u16>() {
+        Ok(p) if p > 0 => Ok(format!("{}:{p}", host.to_ascii_lowercase())),
+        _ => Err(format!("`{s}`: `{port}` is not a port in 1..=65535")),
+    }
+}
+
 fn parse_seconds(s: &str) -> Option<Duration> {
     let v: f64 = s.parse().ok()?;
     if (0.0..1e9).contains(&v) {
@@ -173,6 +269,8 @@ pub struct Config {
     pub start_delay: StartDelay,
     /// Seed of the start-delay sampler; `None` draws one from the OS.
     pub start_delay_seed: Option<u64>,
+    /// Cluster service addresses resolved to local ones in replicas' env.
+    pub service_aliases: ServiceAliases,
 }
 
 impl Default for Config {
@@ -195,6 +293,7 @@ impl Default for Config {
             max_replicas: 64,
             start_delay: StartDelay::None,
             start_delay_seed: None,
+            service_aliases: ServiceAliases::default(),
         }
     }
 }
@@ -229,6 +328,14 @@ pub enum ConfigError {
         key: String,
         /// Its value.
         value: String,
+    },
+    /// The service aliases do not parse.
+    #[error("FARM_LOCAL_SERVICE_ALIASES={value:?}: {reason}")]
+    InvalidServiceAliases {
+        /// Its value.
+        value: String,
+        /// What is wrong.
+        reason: String,
     },
     /// The start-delay distribution does not parse.
     #[error("FARM_LOCAL_START_DELAY={value:?}: {reason}")]
@@ -370,6 +477,12 @@ impl Config {
                 Err(reason) => errs.push(ConfigError::InvalidStartDelay { value: v, reason }),
             }
         }
+        if let Some(v) = get("FARM_LOCAL_SERVICE_ALIASES") {
+            match ServiceAliases::parse(&v) {
+                Ok(a) => c.service_aliases = a,
+                Err(reason) => errs.push(ConfigError::InvalidServiceAliases { value: v, reason }),
+            }
+        }
         if let Some(v) = get("FARM_LOCAL_PORT_ENV") {
             let names: Vec<String> = v
                 .split(',')
@@ -441,8 +554,16 @@ mod tests {
             ("FARM_LOCAL_START_DELAY", "uniform:5,9"),
             ("FARM_LOCAL_START_DELAY_SEED", "7"),
             ("FARM_LOCAL_MAX_REPLICAS", "32"),
+            (
+                "FARM_LOCAL_SERVICE_ALIASES",
+                "nats.openfaas:4222=127.0.0.1:4333",
+            ),
         ])
         .unwrap();
+        assert_eq!(
+            c.service_aliases.apply("nats://nats.openfaas:4222"),
+            "nats://127.0.0.1:4333"
+        );
         assert_eq!(c.port, 9000);
         assert_eq!(c.image_store, PathBuf::from("/x/images"));
         assert_eq!(c.state_dir, Some(PathBuf::from("/x/state")));
@@ -473,10 +594,12 @@ mod tests {
             ("FARM_LOCAL_RESTART_BACKOFF", "10s"),
             ("FARM_LOCAL_RESTART_BACKOFF_MAX", "1s"),
             ("FARM_LOCAL_STARTUP_PROBE", "0"),
+            ("FARM_LOCAL_SERVICE_ALIASES", "nats.openfaas=127.0.0.1:4222"),
         ])
         .unwrap_err();
         let e = &err.0;
-        assert_eq!(e.len(), 7, "{e:?}");
+        assert_eq!(e.len(), 8, "{e:?}");
+        assert!(e.iter().any(|x| matches!(x, ConfigError::InvalidServiceAliases { reason, .. } if reason.contains("no :PORT"))));
         assert!(
             e.iter()
                 .any(|x| matches!(x, ConfigError::InvalidNumber { key, .. } if key == "port"))
@@ -527,5 +650,51 @@ mod tests {
         assert!(StartDelay::parse("uniform:9,5").is_err());
         assert!(StartDelay::parse("fixed:-1").is_err());
         assert!(StartDelay::parse("fixed").is_err());
+    }
+
+    #[test]
+    fn service_aliases_replace_whole_addresses_only() {
+        let a = ServiceAliases::parse(
+            "nats.openfaas:4222=127.0.0.1:4333, gateway.openfaas:8080=127.0.0.1:8090",
+        )
+        .unwrap();
+        for (value, want) in [
+            ("nats://nats.openfaas:4222", "nats://127.0.0.1:4333"),
+            ("nats://NATS.openfaas:4222/", "nats://127.0.0.1:4333/"),
+            ("nats://u:p@nats.openfaas:4222", "nats://u:p@127.0.0.1:4333"),
+            (
+                "nats://nats.openfaas:4222,nats://nats.openfaas:4222",
+                "nats://127.0.0.1:4333,nats://127.0.0.1:4333",
+            ),
+            ("nats.openfaas:4222", "127.0.0.1:4333"),
+            (
+                "http://gateway.openfaas:8080/function/x?y=1",
+                "http://127.0.0.1:8090/function/x?y=1",
+            ),
+            // Not the aliased address: another port, a longer host name.
+            ("nats://nats.openfaas:42220", "nats://nats.openfaas:42220"),
+            ("nats://xnats.openfaas:4222", "nats://xnats.openfaas:4222"),
+            ("nats://nats.openfaas", "nats://nats.openfaas"),
+            ("plain text", "plain text"),
+        ] {
+            assert_eq!(a.apply(value), want, "{value}");
+        }
+        assert!(ServiceAliases::parse("").unwrap().is_empty());
+    }
+
+    #[test]
+    fn service_aliases_reject_bad_input() {
+        for (bad, says) in [
+            ("nats.openfaas:4222", "expected HOST:PORT=HOST:PORT"),
+            ("nats.openfaas=127.0.0.1:4222", "no :PORT"),
+            ("nats.openfaas:0=127.0.0.1:4222", "not a port"),
+            ("nats.openfaas:4222=127.0.0.1:http", "not a port"),
+            (":4222=127.0.0.1:4222", "not a host name"),
+            ("a b:4222=127.0.0.1:4222", "not a host name"),
+            ("a:1=b:1,A:1=c:1", "aliased twice"),
+        ] {
+            let e = ServiceAliases::parse(bad).unwrap_err();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
     }
 }

@@ -661,7 +661,7 @@ fn spawn_replica(
     for (k, v) in &prepared.spec.env_vars {
         match v.strip_prefix(OPENFAAS_SECRETS_PATH) {
             Some(rest) => cmd.env(k, format!("{secrets_prefix}{rest}")),
-            None => cmd.env(k, v),
+            None => cmd.env(k, cfg.service_aliases.apply(v)),
         };
     }
     for key in &cfg.port_env {

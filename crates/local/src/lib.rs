@@ -96,7 +96,7 @@ pub use builder::{
     cached_context, cargo_command,
 };
 pub use clock::{format_rfc3339, parse_rfc3339};
-pub use config::{Config, ConfigError, ConfigErrors, StartDelay};
+pub use config::{Config, ConfigError, ConfigErrors, ServiceAliases, StartDelay};
 pub use error::{ApiError, ProviderError};
 pub use function::{OPENFAAS_SECRETS_PATH, ReplicaStart, SECRETS_DIR_ENV};
 pub use image::{ImageError, ImageStore};

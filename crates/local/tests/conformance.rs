@@ -14,7 +14,11 @@ use serde_json::Value;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn routes_shapes_and_status_codes() {
-    let p = TestProvider::start(|_, _| {}).await;
+    let p = TestProvider::start(|c, _| {
+        c.service_aliases =
+            farm_local::ServiceAliases::parse("nats.openfaas:4222=127.0.0.1:4333").unwrap()
+    })
+    .await;
     std::fs::write(p.tmp.path().join("secrets/api-key"), "s3cret").unwrap();
 
     // Fixed routes.
@@ -35,6 +39,10 @@ async fn routes_shapes_and_status_codes() {
     let mut d = fixture("echo");
     d.env_vars = BTreeMap::from([
         ("GREETING".to_string(), "hi".to_string()),
+        (
+            "NATS_URL".to_string(),
+            "nats://nats.openfaas:4222".to_string(),
+        ),
         (
             "KEY_FILE".to_string(),
             format!("{OPENFAAS_SECRETS_PATH}api-key"),
@@ -134,6 +142,13 @@ async fn routes_shapes_and_status_codes() {
         }
     };
     assert_eq!(env("GREETING").await, "hi");
+    // A cluster service address resolves to its local alias in the
+    // replica's environment; the deployment keeps the value it was sent.
+    assert_eq!(env("NATS_URL").await, "nats://127.0.0.1:4333");
+    assert_eq!(
+        p.status("echo").await.env_vars["NATS_URL"],
+        "nats://nats.openfaas:4222"
+    );
     assert!(env("PORT").await.parse::<u16>().is_ok());
     assert_eq!(env("PORT").await, env("FARM_HTTP_PORT").await);
     assert!(env("HOSTNAME").await.starts_with("echo-"));
