@@ -16,7 +16,7 @@
 //! carry the default namespace, `NAME.openfaas-fn`, as the CE gateway's
 //! metrics (and so its alert rule) name functions.
 //! | other `/system/*` | proxied (auth; credentials forwarded) |
-//! | `/function/{name}...` | proxied, counted as `gateway_function_invocation_total` / `gateway_functions_seconds` (`function_name` without `.openfaas-fn`) |
+//! | `/function/{name}...` | proxied, counted as `gateway_function_invocation_total` / `gateway_functions_seconds` (`function_name` = `NAME.openfaas-fn`, as the CE gateway labels it) |
 //! | anything else | proxied |
 //!
 //! Methods, headers (minus hop-by-hop ones), status codes and bodies pass
@@ -41,7 +41,7 @@ use crate::manager::Manager;
 use crate::metrics::{DEFAULT_BUCKETS, Metrics};
 use crate::provider::{HttpClient, OutBody, Provider, error_chain, full_body};
 use crate::types::{AlertPayload, ScaleServiceRequest};
-use farm_openfaas::{DEFAULT_NAMESPACE, split_namespace};
+use farm_openfaas::{DEFAULT_NAMESPACE, metric_name, split_namespace};
 
 /// Largest body gateway-ext reads itself (alerts, scale requests).
 const MAX_CONTROL_BODY: usize = 1 << 20;
@@ -153,10 +153,16 @@ pub async fn handle(
     }
     if let Some(rest) = path.strip_prefix("/function/") {
         // One series per function however the client names it (faas-cli
-        // invokes NAME.openfaas-fn): labelled as the provider lists it, as
-        // `gateway_ext_farm_function` is, so the alert rules can join them.
+        // invokes NAME.openfaas-fn, curl often NAME): labelled NAME.NAMESPACE
+        // as the CE gateway labels it, so the gateway's `/system/functions`
+        // finds the invocation counts, and as `gateway_ext_farm_function`
+        // is, so the alert rules can join them.
         let raw = rest.split('/').next().unwrap_or_default();
-        let name = default_namespace_name(raw).unwrap_or(raw).to_owned();
+        let name = if raw.is_empty() {
+            String::new()
+        } else {
+            metric_name(raw)
+        };
         let started = Instant::now();
         let resp = proxy(&state, req).await;
         if !name.is_empty() {

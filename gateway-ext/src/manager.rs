@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
 use farm_model::action::ActionSpace;
+use farm_openfaas::metric_name;
 use farm_policy::platform;
 use tracing::{error, info, warn};
 
@@ -196,14 +197,14 @@ impl Manager {
         };
         let mut wanted: BTreeMap<String, FarmSpec> = BTreeMap::new();
         let mut errors = BTreeMap::new();
-        // Every farm function by (name, farm, role), for the
+        // Every farm function by (metric name, farm, role), for the
         // `gateway_ext_farm_function` series the farm-load alert rule joins
         // on (deploy/prometheus/alert.rules.yml).
         let mut members: Vec<(String, String, String)> = Vec::new();
         for f in &list {
             if let Some(farm) = alert_farm(&f.annotations, &f.labels) {
                 let role = f.labels.get(ROLE_LABEL).map_or("", |r| r.trim());
-                members.push((f.name.clone(), farm, role.to_owned()));
+                members.push((metric_name(&f.name), farm, role.to_owned()));
             }
             match farm_from_function(&f.name, &f.annotations, &f.labels, &self.defaults) {
                 None => {}
@@ -217,7 +218,7 @@ impl Manager {
                     errors.insert(f.name.clone(), msg);
                 }
                 Some(Ok(spec)) => {
-                    members.push((f.name.clone(), spec.farm.clone(), "worker".to_owned()));
+                    members.push((metric_name(&f.name), spec.farm.clone(), "worker".to_owned()));
                     if let Some(other) = wanted.get(&spec.farm) {
                         let msg = format!(
                             "farm {} is already declared by {}",

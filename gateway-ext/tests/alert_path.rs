@@ -566,7 +566,7 @@ async fn alertmanager_alert_makes_the_policy_decide_and_replicas_change() {
         "{alert_decisions}\n{metrics}"
     );
     let invocations = format!(
-        "gateway_function_invocation_total{{function_name=\"{WORKER}\",code=\"200\"}} {ok}\n"
+        "gateway_function_invocation_total{{function_name=\"{WORKER}.openfaas-fn\",code=\"200\"}} {ok}\n"
     );
     assert!(metrics.contains(&invocations), "{invocations}\n{metrics}");
 
@@ -651,7 +651,7 @@ async fn emitter_load_fires_the_farm_rule_and_the_farm_policy_decides() {
     let http = reqwest::Client::new();
     // Discovery lists the emitter as the farm's: the series the rule joins on.
     let member = format!(
-        "gateway_ext_farm_function{{function_name=\"{EMITTER}\",farm=\"{FARM}\",role=\"emitter\"}} 1"
+        "gateway_ext_farm_function{{function_name=\"{EMITTER}.openfaas-fn\",farm=\"{FARM}\",role=\"emitter\"}} 1"
     );
     eventually(
         Duration::from_secs(30),
@@ -758,7 +758,8 @@ async fn emitter_load_fires_the_farm_rule_and_the_farm_policy_decides() {
     let farm_rule = by_name(FARM_RULE);
     assert_eq!(farm_rule["state"], "firing", "{farm_rule}");
     assert_eq!(
-        farm_rule["alerts"][0]["labels"]["function_name"], EMITTER,
+        farm_rule["alerts"][0]["labels"]["function_name"],
+        format!("{EMITTER}.openfaas-fn"),
         "{farm_rule}"
     );
     let ce_rule = by_name("APIHighInvocationRate");
@@ -793,7 +794,7 @@ async fn emitter_load_fires_the_farm_rule_and_the_farm_policy_decides() {
         .await
         .unwrap();
     let accepted = format!(
-        "gateway_function_invocation_total{{function_name=\"{EMITTER}\",code=\"202\"}} {ok}\n"
+        "gateway_function_invocation_total{{function_name=\"{EMITTER}.openfaas-fn\",code=\"202\"}} {ok}\n"
     );
     assert!(metrics.contains(&accepted), "{accepted}\n{metrics}");
     drop(mon);

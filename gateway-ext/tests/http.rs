@@ -203,13 +203,14 @@ async fn proxy_passes_methods_headers_codes_and_bodies() {
         .await
         .unwrap();
     assert!(
-        metrics
-            .contains("gateway_function_invocation_total{function_name=\"echo\",code=\"200\"} 2"),
+        metrics.contains(
+            "gateway_function_invocation_total{function_name=\"echo.openfaas-fn\",code=\"200\"} 2"
+        ),
         "{metrics}"
     );
-    assert!(
-        metrics.contains("gateway_functions_seconds_count{function_name=\"echo\",code=\"200\"} 2")
-    );
+    assert!(metrics.contains(
+        "gateway_functions_seconds_count{function_name=\"echo.openfaas-fn\",code=\"200\"} 2"
+    ));
     assert_eq!(
         c.get(format!("{}/healthz", gw.url))
             .send()
@@ -242,7 +243,9 @@ async fn unreachable_upstream_is_502() {
         .text()
         .await
         .unwrap();
-    assert!(m.contains("gateway_function_invocation_total{function_name=\"x\",code=\"502\"} 1"));
+    assert!(m.contains(
+        "gateway_function_invocation_total{function_name=\"x.openfaas-fn\",code=\"502\"} 1"
+    ));
     gw.shutdown().await;
 }
 
@@ -806,7 +809,9 @@ async fn alerts_name_functions_with_their_namespace() {
         .await
         .unwrap();
     assert!(
-        m.contains("gateway_function_invocation_total{function_name=\"plain\",code=\"200\"} 2"),
+        m.contains(
+            "gateway_function_invocation_total{function_name=\"plain.openfaas-fn\",code=\"200\"} 2"
+        ),
         "{m}"
     );
     gw.shutdown().await;

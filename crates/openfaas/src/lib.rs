@@ -276,6 +276,25 @@ pub fn split_namespace(name: &str) -> (&str, Option<&str>) {
     }
 }
 
+/// The `function_name` label the CE gateway gives a function in its metrics
+/// (and so in the alerts of its rules): `NAME.NAMESPACE`, with the default
+/// namespace appended to a name without one, however the client named it.
+/// The gateway's `/system/functions` finds each function's invocation count
+/// in Prometheus by this label.
+///
+/// ```
+/// use farm_openfaas::metric_name;
+/// assert_eq!(metric_name("worker"), "worker.openfaas-fn");
+/// assert_eq!(metric_name("worker.openfaas-fn"), "worker.openfaas-fn");
+/// assert_eq!(metric_name("worker.dev"), "worker.dev");
+/// ```
+pub fn metric_name(name: &str) -> String {
+    match split_namespace(name) {
+        (_, Some(_)) => name.to_string(),
+        (base, None) => format!("{base}.{DEFAULT_NAMESPACE}"),
+    }
+}
+
 /// Version of the provider in `GET /system/info`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProviderVersion {
