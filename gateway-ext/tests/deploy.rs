@@ -8,7 +8,8 @@
 //!   the container's HTTP port;
 //! - the Service `gateway-ext` in `openfaas` exposes that port under the
 //!   host and port Alertmanager's webhook and Prometheus' target use;
-//! - every `COPY` source of the Dockerfile exists relative to the repository
+//! - every `COPY` source of the Dockerfiles (`gateway-ext/Dockerfile`,
+//!   `functions/Dockerfile`) exists relative to the repository
 //!   root (its build context) and is not excluded by `.dockerignore`.
 //!
 //! Each check is a function over file contents returning the problems found,
@@ -472,6 +473,11 @@ fn service_check_rejects_mismatched_ports_and_host() {
 #[test]
 fn dockerfile_copy_sources_exist() {
     check_copy_sources(&read(DOCKERFILE), &root(), &dockerignore()).unwrap();
+}
+
+#[test]
+fn functions_dockerfile_copy_sources_exist() {
+    check_copy_sources(&read("functions/Dockerfile"), &root(), &dockerignore()).unwrap();
 }
 
 #[test]
