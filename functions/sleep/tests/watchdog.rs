@@ -230,9 +230,12 @@ async fn the_watchdog_lock_file_follows_the_runtimes_readiness() {
     agree(true, "NATS back: lock present again", &w);
 
     // SIGTERM while a task runs: not ready (lock gone) while still draining.
+    // The task outlasts the checks by seconds even on a loaded machine (a
+    // 3 s task once finished before the lock's removal was seen), and fits
+    // in the Dockerfile's FARM_DRAIN_GRACE (20 s).
     let (_c, js) = js(&nats).await;
     let names = FarmNames::new("wdlock").unwrap();
-    publish_task(&js, &names, &task("held", 0, r#"{"sleep_ms":3000}"#)).await;
+    publish_task(&js, &names, &task("held", 0, r#"{"sleep_ms":8000}"#)).await;
     wait_held(&js, &names, 1).await;
     w.terminate().unwrap();
     wait_until(
