@@ -736,6 +736,25 @@ mod tests {
                 .join("template.yml")
                 .is_file()
         );
+        // faas-cli 0.18 looks up every function's lang under template/ before
+        // it builds a stack (skip_build ones too) and pulls what is missing
+        // from the store: with each one shipped, `faas-cli build -f
+        // stack.yml` runs offline.
+        for (name, f) in &stack.functions {
+            let t = stack
+                .dir
+                .join("template")
+                .join(&f.lang)
+                .join("template.yml");
+            let text = std::fs::read_to_string(&t)
+                .unwrap_or_else(|e| panic!("{name}: lang {} needs {}: {e}", f.lang, t.display()));
+            assert!(
+                text.lines()
+                    .any(|l| l.trim() == format!("language: {}", f.lang)),
+                "{}",
+                t.display()
+            );
+        }
         // Numbers in the environment arrive as text; farmctl's values override.
         let extra = BTreeMap::from([("NATS_URL".to_string(), "nats://127.0.0.1:1".to_string())]);
         let d = stack.deployment("demo-worker", &extra).unwrap();
