@@ -685,6 +685,22 @@ async fn basic_auth_protects_system_routes() {
         .await
         .unwrap();
     assert_eq!(r.status(), 202);
+    // The CE gateway's scale from zero with basic_auth=true, as recorded:
+    // credentials on the scale call (an empty namespace when the invoke
+    // named the function without one), none on the invocation it forwards.
+    let scale = |auth: bool| {
+        let r = p
+            .http
+            .post(p.url("/system/scale-function/f?namespace="))
+            .json(&serde_json::json!({"serviceName": "f", "replicas": 1}));
+        if auth {
+            r.basic_auth("admin", Some("pw"))
+        } else {
+            r
+        }
+    };
+    assert_eq!(scale(false).send().await.unwrap().status(), 401);
+    assert_eq!(scale(true).send().await.unwrap().status(), 202);
     // The health route and invocations stay open, as on the gateway.
     assert_eq!(p.get("/healthz").await.status(), 200);
     let r = p
