@@ -158,14 +158,10 @@ pub async fn handle(
         // finds the invocation counts, and as `gateway_ext_farm_function`
         // is, so the alert rules can join them.
         let raw = rest.split('/').next().unwrap_or_default();
-        let name = if raw.is_empty() {
-            String::new()
-        } else {
-            metric_name(raw)
-        };
+        let name = (!raw.is_empty()).then(|| metric_name(raw));
         let started = Instant::now();
         let resp = proxy(&state, req).await;
-        if !name.is_empty() {
+        if let Some(name) = name {
             let code = resp.status().as_u16().to_string();
             let l = [("function_name", name.as_str()), ("code", code.as_str())];
             state

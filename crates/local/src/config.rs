@@ -148,18 +148,16 @@ impl ServiceAliases {
         Ok(())
     }
 
-    /// Whether there are no aliases.
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
     /// `value` with every aliased address replaced.
     pub fn apply(&self, value: &str) -> String {
         let mut out = value.to_string();
         for (from, to) in &self.0 {
-            let mut at = 0;
-            while let Some(i) = out[at..].to_ascii_lowercase().find(from.as_str()) {
-                let start = at + i;
+            // ASCII lower-casing keeps byte offsets, so matches in `lower`
+            // index `out` too.
+            let lower = out.to_ascii_lowercase();
+            let mut next = String::with_capacity(out.len());
+            let mut copied = 0;
+            for (start, _) in lower.match_indices(from.as_str()) {
                 let end = start + from.len();
                 let before = out[..start].chars().next_back();
                 let after = out[end..].chars().next();
@@ -168,12 +166,13 @@ impl ServiceAliases {
                 let closes =
                     after.is_none_or(|c| matches!(c, '/' | '?' | '#' | ',') || c.is_whitespace());
                 if opens && closes {
-                    out.replace_range(start..end, to);
-                    at = start + to.len();
-                } else {
-                    at = end;
+                    next.push_str(&out[copied..start]);
+                    next.push_str(to);
+                    copied = end;
                 }
             }
+            next.push_str(&out[copied..]);
+            out = next;
         }
         out
     }
@@ -679,7 +678,10 @@ mod tests {
         ] {
             assert_eq!(a.apply(value), want, "{value}");
         }
-        assert!(ServiceAliases::parse("").unwrap().is_empty());
+        assert_eq!(
+            ServiceAliases::parse("").unwrap(),
+            ServiceAliases::default()
+        );
     }
 
     #[test]
