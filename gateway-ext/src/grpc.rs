@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use farm_model::action::ActionSpace;
 use farm_model::observation::{OBS_VERSION, high, low, names};
-use farm_model::reward::RewardWeights;
+use farm_model::reward::{RewardWeights, reward};
 use farm_proto::control::farm_control_server::{FarmControl, FarmControlServer};
 use farm_proto::control::{
     Decision, EnvSpec, ResetRequest, SpecRequest, StepBatchReply, StepBatchRequest, StepInfo,
@@ -20,7 +20,7 @@ use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
-use crate::farm::{DecisionRecord, FarmError, FarmHandle, TickEvent, step_reward};
+use crate::farm::{DecisionRecord, FarmError, FarmHandle, TickEvent};
 use crate::manager::Manager;
 
 /// The live `FarmControl` service.
@@ -90,7 +90,9 @@ impl ControlService {
         // The tick that consumes the action, then the tick after it.
         let applied = wait_tick(&mut ticks, limit, |e| e.record.external_action).await?;
         let next = wait_tick(&mut ticks, limit, |_| true).await?;
-        let reward = step_reward(
+        // The reward of the step that moved the desired count from
+        // `previous` to `desired`, read at the tick after it.
+        let reward = reward(
             &self.weights,
             &next.record.signals,
             applied.record.previous,
