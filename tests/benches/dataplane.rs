@@ -177,36 +177,8 @@ async fn raw_throughput(url: &str, n: u64) -> f64 {
     let js = jetstream::new(client.clone());
     let s = raw_stream(&js, "RAWTPUT").await;
     let consumer = raw_consumer(&s).await;
-    let subject = "rawtput.tasks".to_owned();
     let t0 = Instant::now();
-    let publisher = {
-        let js = js.clone();
-        tokio::spawn(async move {
-            let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
-            let send = async {
-                for i in 0..n {
-                    let id = format!("raw-{i}");
-                    let msg = PublishMessage::build()
-                        .message_id(&id)
-                        .payload(task_bytes(&id, i));
-                    let fut = js
-                        .send_publish(subject.clone(), msg)
-                        .await
-                        .expect("publish");
-                    if tx.send(fut).await.is_err() {
-                        break;
-                    }
-                }
-                drop(tx);
-            };
-            let recv = async {
-                while let Some(fut) = rx.recv().await {
-                    fut.await.expect("publish ack");
-                }
-            };
-            tokio::join!(send, recv);
-        })
-    };
+    let publisher = publish_tasks(js, "rawtput.tasks", "raw", n);
     drain_acked(consumer, n).await;
     let elapsed = t0.elapsed();
     publisher.await.expect("publisher");
@@ -214,15 +186,53 @@ async fn raw_throughput(url: &str, n: u64) -> f64 {
     n as f64 / elapsed.as_secs_f64()
 }
 
-/// Pulls `n` messages from `consumer`, acking each as it arrives; returns
-/// when the last ack is sent.
-async fn drain_acked(consumer: jetstream::consumer::PullConsumer, n: u64) {
-    let mut msgs = consumer
+/// Publishes `n` tasks `PREFIX-i` with message ids to `subject`, the acks
+/// pipelined (up to 1,024 in flight), on a task of its own; it ends once
+/// every publish is acknowledged.
+fn publish_tasks(
+    js: jetstream::Context,
+    subject: &'static str,
+    prefix: &'static str,
+    n: u64,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
+        let send = async {
+            for i in 0..n {
+                let id = format!("{prefix}-{i}");
+                let msg = PublishMessage::build()
+                    .message_id(&id)
+                    .payload(task_bytes(&id, i));
+                let ack = js.send_publish(subject, msg).await.expect("publish");
+                if tx.send(ack).await.is_err() {
+                    break;
+                }
+            }
+            drop(tx);
+        };
+        let recv = async {
+            while let Some(ack) = rx.recv().await {
+                ack.await.expect("publish ack");
+            }
+        };
+        tokio::join!(send, recv);
+    })
+}
+
+/// A continuous pull of `consumer`, 256 messages per batch.
+async fn pull_messages(consumer: &jetstream::consumer::PullConsumer) -> pull::Stream {
+    consumer
         .stream()
         .max_messages_per_batch(256)
         .messages()
         .await
-        .expect("messages");
+        .expect("messages")
+}
+
+/// Pulls `n` messages from `consumer`, acking each as it arrives; returns
+/// when the last ack is sent.
+async fn drain_acked(consumer: jetstream::consumer::PullConsumer, n: u64) {
+    let mut msgs = pull_messages(&consumer).await;
     for _ in 0..n {
         let m = msgs.next().await.expect("open").expect("message");
         m.ack().await.expect("ack");
@@ -255,38 +265,9 @@ async fn two_hop_throughput(url: &str, n: u64) -> f64 {
     )
     .await;
     let t0 = Instant::now();
-    let publisher = tokio::spawn(async move {
-        let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
-        let send = async {
-            for i in 0..n {
-                let id = format!("hop-{i}");
-                let msg = PublishMessage::build()
-                    .message_id(&id)
-                    .payload(task_bytes(&id, i));
-                let ack = js
-                    .send_publish("hoptasks.tasks", msg)
-                    .await
-                    .expect("publish");
-                if tx.send(ack).await.is_err() {
-                    break;
-                }
-            }
-            drop(tx);
-        };
-        let recv = async {
-            while let Some(ack) = rx.recv().await {
-                ack.await.expect("publish ack");
-            }
-        };
-        tokio::join!(send, recv);
-    });
+    let publisher = publish_tasks(js, "hoptasks.tasks", "hop", n);
     let worker = tokio::spawn(async move {
-        let mut msgs = tasks
-            .stream()
-            .max_messages_per_batch(256)
-            .messages()
-            .await
-            .expect("messages");
+        let mut msgs = pull_messages(&tasks).await;
         let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
         let take = async {
             for _ in 0..n {
