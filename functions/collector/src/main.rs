@@ -14,27 +14,16 @@ use farm_runtime::config::env_map;
 // light enough to share the thread.
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
-    let cfg = match CollectorConfig::from_map(&env_map()) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("collector: {e}");
-            return ExitCode::from(farm_runtime::EXIT_CONFIG);
-        }
-    };
-    farm_runtime::telemetry::init(cfg.farm.log_format);
-    let addr = (cfg.farm.http.addr, cfg.farm.http.port);
-    let listener = match tokio::net::TcpListener::bind(addr).await {
-        Ok(l) => l,
-        Err(e) => {
-            tracing::error!(error = %e, ?addr, "cannot bind");
-            return ExitCode::FAILURE;
-        }
-    };
-    match collector::run(cfg, listener, farm_runtime::shutdown_signal()).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!(error = %e, "collector failed");
-            ExitCode::FAILURE
-        }
-    }
+    let cfg = CollectorConfig::from_map(&env_map());
+    farm_runtime::service_main(
+        "collector",
+        cfg,
+        |c| &c.farm,
+        |cfg, listener, stop| async move {
+            collector::run(cfg, listener, stop)
+                .await
+                .map_err(Into::into)
+        },
+    )
+    .await
 }

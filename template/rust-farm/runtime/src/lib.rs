@@ -58,6 +58,7 @@ pub mod watchdog;
 pub mod worker;
 
 use std::future::Future;
+use std::pin::Pin;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -153,6 +154,47 @@ pub fn run<H: Handler>(handler: H) -> ExitCode {
         }
         Err(e) => {
             error!(error = %e, "worker stopped with an error");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The `main` of a farm service beside the workers (the emitter, the
+/// collector): `cfg` is its configuration parsed from the environment (an
+/// error is printed and exits 64), `farm` the runtime settings inside it
+/// (log format, HTTP address); then the HTTP port is bound and `run` serves
+/// until SIGTERM or SIGINT. Exit 0 after a clean stop, 1 on a failure.
+pub async fn service_main<C, E, R, Fut>(
+    name: &str,
+    cfg: Result<C, E>,
+    farm: impl Fn(&C) -> &Config,
+    run: R,
+) -> ExitCode
+where
+    E: std::fmt::Display,
+    R: FnOnce(C, tokio::net::TcpListener, Pin<Box<dyn Future<Output = ()> + Send>>) -> Fut,
+    Fut: Future<Output = Result<(), Box<dyn std::error::Error + Send + Sync>>>,
+{
+    let cfg = match cfg {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{name}: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    telemetry::init(farm(&cfg).log_format);
+    let addr = (farm(&cfg).http.addr, farm(&cfg).http.port);
+    let listener = match tokio::net::TcpListener::bind(addr).await {
+        Ok(l) => l,
+        Err(e) => {
+            error!(error = %e, ?addr, "cannot bind");
+            return ExitCode::FAILURE;
+        }
+    };
+    match run(cfg, listener, Box::pin(shutdown_signal())).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!(error = %e, "{name} failed");
             ExitCode::FAILURE
         }
     }
