@@ -52,6 +52,7 @@ pub mod http;
 pub mod names;
 pub mod nats;
 pub mod proto;
+pub mod replicas;
 pub mod telemetry;
 pub mod topology;
 pub mod watchdog;
