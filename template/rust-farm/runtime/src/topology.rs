@@ -152,6 +152,28 @@ pub fn workers_config(names: &FarmNames, cfg: &TopologyConfig) -> pull::Config {
     }
 }
 
+/// Runs `attempt` until it succeeds or fails for a reason other than a
+/// JetStream request error: right after a server start, or while a
+/// cluster elects a stream's leader, the API times out or answers "not
+/// ready" for a few seconds. Conflicts and replica errors are final.
+pub async fn retrying<T, F, Fut>(mut attempt: F) -> Result<T, TopologyError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, TopologyError>>,
+{
+    let mut delay = std::time::Duration::from_millis(100);
+    loop {
+        match attempt().await {
+            Err(e @ TopologyError::JetStream { .. }) => {
+                tracing::warn!(error = %e, retry_in = ?delay, "JetStream not ready yet");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(std::time::Duration::from_secs(2));
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Creates or binds the three streams and the `workers` consumer.
 ///
 /// Safe to call from many processes at once: a creation race is resolved by
