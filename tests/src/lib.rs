@@ -24,8 +24,8 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer::pull};
 use farm_runtime::names::FarmNames;
-use farm_runtime::proto::TaskResult;
-use farm_testsupport::{ChildGuard, NatsServer, bin_path, eventually, free_port};
+use farm_runtime::proto::{DeadLetter, TaskResult};
+use farm_testsupport::{ChildGuard, NatsCluster, NatsServer, bin_path, eventually, free_port};
 use futures::StreamExt;
 use prost::Message as _;
 use serde_json::Value;
@@ -33,11 +33,45 @@ use serde_json::Value;
 /// Generous bound for waits in tests.
 pub const WAIT: Duration = Duration::from_secs(120);
 
-/// A farm of real processes around one real nats-server.
+/// What a [`Farm`] runs on: one nats-server or a JetStream cluster.
+pub trait Nats {
+    /// `NATS_URL` for the farm's processes (a comma list on a cluster).
+    fn nats_url(&self) -> String;
+    /// The addresses for a test's own client.
+    fn addrs(&self) -> Vec<async_nats::ServerAddr>;
+    /// The server logs, for failure messages.
+    fn logs(&self) -> String;
+}
+
+impl Nats for NatsServer {
+    fn nats_url(&self) -> String {
+        self.url()
+    }
+    fn addrs(&self) -> Vec<async_nats::ServerAddr> {
+        self.url().parse().into_iter().collect()
+    }
+    fn logs(&self) -> String {
+        format!("--- nats-server ---\n{}\n", self.log_tail())
+    }
+}
+
+impl Nats for NatsCluster {
+    fn nats_url(&self) -> String {
+        self.urls()
+    }
+    fn addrs(&self) -> Vec<async_nats::ServerAddr> {
+        self.server_addrs()
+    }
+    fn logs(&self) -> String {
+        NatsCluster::logs(self)
+    }
+}
+
+/// A farm of real processes around a real nats-server (or cluster).
 #[derive(Debug)]
-pub struct Farm {
-    /// The server (restartable on the same port and store).
-    pub nats: NatsServer,
+pub struct Farm<N: Nats = NatsServer> {
+    /// The server (restartable on the same port and store) or cluster.
+    pub nats: N,
     /// Names of the farm's streams and subjects.
     pub names: FarmNames,
     /// Environment shared by every process of the farm.
@@ -90,10 +124,16 @@ impl Farm {
     /// Starts nats-server; `env` is added to every process's environment
     /// (farm-wide keys such as `FARM_TASKS_MAX_MSGS`).
     pub fn start(farm: &str, env: &[(&str, &str)]) -> Self {
-        let nats = NatsServer::start().expect("start nats-server");
+        Self::on(NatsServer::start().expect("start nats-server"), farm, env)
+    }
+}
+
+impl<N: Nats> Farm<N> {
+    /// A farm on `nats`; `env` is added to every process's environment.
+    pub fn on(nats: N, farm: &str, env: &[(&str, &str)]) -> Self {
         let names = FarmNames::new(farm).expect("valid farm name");
         let mut all = vec![
-            ("NATS_URL".to_owned(), nats.url()),
+            ("NATS_URL".to_owned(), nats.nats_url()),
             ("FARM_NAME".to_owned(), farm.to_owned()),
             ("RUST_LOG".to_owned(), "info".to_owned()),
         ];
@@ -197,7 +237,7 @@ impl Farm {
         for (i, w) in self.workers.iter().enumerate() {
             s.push_str(&format!("--- worker-{i} ---\n{}\n", w.log_tail()));
         }
-        s.push_str(&format!("--- nats-server ---\n{}\n", self.nats.log_tail()));
+        s.push_str(&self.nats.logs());
         s
     }
 
@@ -267,7 +307,9 @@ impl Farm {
 
     /// A JetStream context on a fresh connection.
     pub async fn js(&self) -> (async_nats::Client, jetstream::Context) {
-        let client = async_nats::connect(self.nats.url()).await.expect("connect");
+        let client = async_nats::connect(self.nats.addrs())
+            .await
+            .expect("connect");
         let js = jetstream::new(client.clone());
         (client, js)
     }
@@ -279,19 +321,22 @@ impl Farm {
         client.flush().await.expect("flush");
         out
     }
+
+    /// Every dead letter of the DLQ stream, in stream order.
+    pub async fn read_dlq(&self) -> Vec<DeadLetter> {
+        let (client, js) = self.js().await;
+        let out = read_dlq(&js, &self.names).await;
+        client.flush().await.expect("flush");
+        out
+    }
 }
 
-/// Every entry of the farm's OUTPUT stream, in stream order.
-pub async fn read_output(js: &jetstream::Context, names: &FarmNames) -> Vec<OutputEntry> {
-    let Ok(mut stream) = js.get_stream(names.output_stream()).await else {
+/// Every message of `stream` (none if it does not exist), in stream order.
+pub async fn read_stream(js: &jetstream::Context, stream: &str) -> Vec<jetstream::Message> {
+    let Ok(mut stream) = js.get_stream(stream).await else {
         return Vec::new();
     };
-    let state = stream
-        .info()
-        .await
-        .expect("output stream info")
-        .state
-        .clone();
+    let state = stream.info().await.expect("stream info").state.clone();
     let mut out = Vec::new();
     if state.messages == 0 {
         return out;
@@ -302,21 +347,41 @@ pub async fn read_output(js: &jetstream::Context, names: &FarmNames) -> Vec<Outp
         .expect("ordered consumer");
     let mut msgs = consumer.messages().await.expect("messages");
     while let Ok(Some(m)) = tokio::time::timeout(Duration::from_secs(10), msgs.next()).await {
-        let m = m.expect("output message");
+        let m = m.expect("stream message");
         let seq = m.info().expect("info").stream_sequence;
-        let headers = m
-            .headers
-            .iter()
-            .flat_map(|h| h.iter())
-            .filter_map(|(k, v)| Some((k.to_string(), v.first()?.as_str().to_owned())))
-            .collect();
-        let result = TaskResult::decode(m.payload.clone()).expect("OUTPUT holds TaskResults");
-        out.push(OutputEntry { headers, result });
+        out.push(m);
         if seq >= state.last_sequence {
             break;
         }
     }
     out
+}
+
+/// Every entry of the farm's OUTPUT stream, in stream order.
+pub async fn read_output(js: &jetstream::Context, names: &FarmNames) -> Vec<OutputEntry> {
+    read_stream(js, &names.output_stream())
+        .await
+        .into_iter()
+        .map(|m| {
+            let headers = m
+                .headers
+                .iter()
+                .flat_map(|h| h.iter())
+                .filter_map(|(k, v)| Some((k.to_string(), v.first()?.as_str().to_owned())))
+                .collect();
+            let result = TaskResult::decode(m.payload.clone()).expect("OUTPUT holds TaskResults");
+            OutputEntry { headers, result }
+        })
+        .collect()
+}
+
+/// Every dead letter of the farm's DLQ stream, in stream order.
+pub async fn read_dlq(js: &jetstream::Context, names: &FarmNames) -> Vec<DeadLetter> {
+    read_stream(js, &names.dlq_stream())
+        .await
+        .into_iter()
+        .map(|m| DeadLetter::decode(m.payload.clone()).expect("DLQ holds DeadLetters"))
+        .collect()
 }
 
 /// An NDJSON batch of no-op sleep tasks with ids `{prefix}-{i}` for `i` in

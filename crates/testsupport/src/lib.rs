@@ -3,6 +3,9 @@
 //!
 //! - [`NatsServer`]: a real `nats-server -js` on a dynamic 127.0.0.1 port
 //!   with a temporary store; [`NatsServer::restart`] keeps store and port.
+//! - [`NatsCluster`]: a JetStream cluster of real nats-servers (`n1..nN`)
+//!   joined by routes, a store per node; kill, pause (SIGSTOP), resume,
+//!   restart one node or all, and find a stream's leader.
 //! - [`bin_path`]: a workspace binary in `target/<profile>/`.
 //! - [`ChildGuard`]: a child process that is killed when dropped, with its
 //!   output captured to a file for failure messages.
@@ -24,6 +27,9 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
+
+mod cluster;
+pub use cluster::{CLUSTER_READY_TIMEOUT, NatsCluster};
 
 /// Oldest accepted nats-server.
 pub const MIN_NATS_VERSION: (u64, u64, u64) = (2, 10, 0);

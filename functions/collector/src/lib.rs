@@ -106,11 +106,13 @@ pub async fn run(
     let client = connect(&cfg).await?;
     let js = jetstream::new(client.clone());
     let names = cfg.farm.names.clone();
-    let topo = topology::ensure(&js, &names, &cfg.farm.topology).await?;
-    let mut output = topology::ensure_stream(
-        &js,
-        output::output_stream_config(&names, &cfg.farm.topology, cfg.output_max_age),
-    )
+    let topo = topology::retrying(|| topology::ensure(&js, &names, &cfg.farm.topology)).await?;
+    let mut output = topology::retrying(|| {
+        topology::ensure_stream(
+            &js,
+            output::output_stream_config(&names, &cfg.farm.topology, cfg.output_max_age),
+        )
+    })
     .await?;
     let recovered = output::recover(&mut output, cfg.dedup_capacity).await?;
     tracing::info!(
@@ -127,10 +129,12 @@ pub async fn run(
     let shared = Arc::new(Mutex::new(Shared::new(stats)));
 
     let max_ack_pending = i64::try_from(cfg.reorder_capacity + 4 * cfg.batch).unwrap_or(i64::MAX);
-    let consumer = topology::ensure_consumer(
-        &topo.results,
-        output::collector_consumer_config(&names, cfg.ack_wait, max_ack_pending),
-    )
+    let consumer = topology::retrying(|| {
+        topology::ensure_consumer(
+            &topo.results,
+            output::collector_consumer_config(&names, cfg.ack_wait, max_ack_pending),
+        )
+    })
     .await?;
     lock(&shared).bound = true;
 

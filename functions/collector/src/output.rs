@@ -62,7 +62,7 @@ pub fn output_stream_config(
         max_age,
         max_messages: -1,
         max_bytes: -1,
-        num_replicas: topo.replicas,
+        num_replicas: farm_runtime::topology::requested_replicas(topo),
         description: Some(format!("rust-farm {}: collector output", names.farm())),
         ..Default::default()
     }

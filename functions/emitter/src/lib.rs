@@ -93,7 +93,7 @@ pub async fn run(
         .timeout(cfg.ack_timeout)
         .build(client.clone());
     let names = &cfg.farm.names;
-    let topo = topology::ensure(&js, names, &cfg.farm.topology).await?;
+    let topo = topology::retrying(|| topology::ensure(&js, names, &cfg.farm.topology)).await?;
     let mut tasks = topo.tasks;
     let last = tasks
         .info()

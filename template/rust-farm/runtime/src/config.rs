@@ -34,7 +34,7 @@
 //! | `FARM_DUPLICATE_WINDOW` | `2m` | de-duplication window of task and result message ids |
 //! | `FARM_RESULTS_MAX_AGE` | `24h` | how long results are kept |
 //! | `FARM_DLQ_MAX_AGE` | `168h` | how long dead letters are kept |
-//! | `FARM_STREAM_REPLICAS` | `1` | stream replicas in a NATS cluster (1..=5) |
+//! | `FARM_STREAM_REPLICAS` | 1 on a single server, min(3, cluster size) on a cluster | replicas of a new stream (1..=5), checked against the cluster ([`crate::replicas`]) |
 //! | `FARM_INSTANCE` | `HOSTNAME`, else a random id | worker instance name written into results |
 //! | `FARM_HTTP_ADDR` | `127.0.0.1` | address of the HTTP server (of-watchdog upstream) |
 //! | `FARM_HTTP_PORT` | `3000` | port of the HTTP server; `0` picks a free port |
@@ -257,8 +257,9 @@ pub struct TopologyConfig {
     pub results_max_age: Duration,
     /// Maximum age of dead letters.
     pub dlq_max_age: Duration,
-    /// Stream replicas (clustered JetStream).
-    pub replicas: usize,
+    /// Stream replicas asked for (`FARM_STREAM_REPLICAS`); `None` lets
+    /// [`crate::replicas::for_new_stream`] choose from the cluster.
+    pub replicas: Option<usize>,
     /// Consumer ack wait.
     pub ack_wait: Duration,
     /// Consumer max deliveries; the worker dead-letters a task at this count.
@@ -275,7 +276,7 @@ impl Default for TopologyConfig {
             duplicate_window: Duration::from_secs(120),
             results_max_age: Duration::from_secs(24 * 3600),
             dlq_max_age: Duration::from_secs(7 * 24 * 3600),
-            replicas: 1,
+            replicas: None,
             ack_wait: Duration::from_secs(30),
             max_deliver: 5,
             max_ack_pending: 10_000,
@@ -622,7 +623,10 @@ impl<'a> Parser<'a> {
                 Duration::from_secs(1),
                 h(24 * 365),
             ),
-            replicas: self.int("FARM_STREAM_REPLICAS", 1, 1, 5) as usize,
+            replicas: self
+                .get("FARM_STREAM_REPLICAS")
+                .is_some()
+                .then(|| self.int("FARM_STREAM_REPLICAS", 1, 1, 5) as usize),
             ack_wait: self.duration("FARM_ACK_WAIT", d.ack_wait, ms(100), h(12)),
             max_deliver: self.int("FARM_MAX_DELIVER", i64::from(d.max_deliver), 1, 1000) as u32,
             max_ack_pending: self.int("FARM_MAX_ACK_PENDING", d.max_ack_pending, 1, 1_000_000),
@@ -1026,6 +1030,18 @@ mod tests {
     fn partial_parsers() {
         let t = TopologyConfig::from_map(&map(&[("FARM_MAX_DELIVER", "2")])).unwrap();
         assert_eq!(t.max_deliver, 2);
+        assert_eq!(t.replicas, None, "unset: chosen from the cluster");
+        let t = TopologyConfig::from_map(&map(&[("FARM_STREAM_REPLICAS", "3")])).unwrap();
+        assert_eq!(t.replicas, Some(3));
+        let e = TopologyConfig::from_map(&map(&[("FARM_STREAM_REPLICAS", "7")])).unwrap_err();
+        assert!(matches!(
+            e.0[..],
+            [ConfigError::OutOfRange {
+                key: "FARM_STREAM_REPLICAS",
+                value: 7,
+                ..
+            }]
+        ));
         let e = NatsConfig::from_map(&map(&[("NATS_URL", "")])).unwrap();
         assert_eq!(e.urls, vec!["nats://127.0.0.1:4222".to_owned()]);
     }

@@ -52,6 +52,7 @@ pub mod http;
 pub mod names;
 pub mod nats;
 pub mod proto;
+pub mod replicas;
 pub mod telemetry;
 pub mod topology;
 pub mod watchdog;
@@ -333,7 +334,7 @@ async fn serve_nats(
     readiness.set_client(client.clone());
     let js = async_nats::jetstream::new(client.clone());
     let topo = tokio::select! {
-        t = ensure_with_retry(&js, cfg) => t?,
+        t = topology::retrying(|| topology::ensure(&js, &cfg.names, &cfg.topology)) => t?,
         _ = drain.wait() => {
             let _ = tokio::time::timeout(FLUSH_TIMEOUT, client.flush()).await;
             return Ok(());
@@ -409,25 +410,6 @@ async fn connect_with_retry(
             Ok(c) => return Ok(c),
             Err(e) if e.is_transient() => {
                 warn!(error = %e, retry_in = ?delay, "NATS not reachable yet");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(2));
-            }
-            Err(e) => return Err(e),
-        }
-    }
-}
-
-async fn ensure_with_retry(
-    js: &async_nats::jetstream::Context,
-    cfg: &Config,
-) -> Result<topology::Topology, topology::TopologyError> {
-    let mut delay = Duration::from_millis(100);
-    loop {
-        match topology::ensure(js, &cfg.names, &cfg.topology).await {
-            Ok(t) => return Ok(t),
-            // JetStream may still be recovering right after a server start.
-            Err(e @ topology::TopologyError::JetStream { .. }) => {
-                warn!(error = %e, retry_in = ?delay, "JetStream not ready yet");
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(2));
             }

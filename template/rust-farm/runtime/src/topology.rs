@@ -12,7 +12,9 @@
 //! [`ensure`] creates what is missing and checks what exists: a stream or
 //! consumer whose settings differ from the requested ones is refused with
 //! [`TopologyError::StreamConflict`] / [`TopologyError::ConsumerConflict`]
-//! naming the field, never silently reused.
+//! naming the field, never silently reused. The replica count of a new
+//! stream comes from `FARM_STREAM_REPLICAS` checked against the cluster, or
+//! is chosen from it when unset ([`crate::replicas`]).
 
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, PullConsumer, pull};
 use async_nats::jetstream::context::{CreateStreamErrorKind, GetStreamErrorKind};
@@ -21,6 +23,7 @@ use async_nats::jetstream::{self, ErrorCode};
 
 use crate::config::TopologyConfig;
 use crate::names::FarmNames;
+use crate::replicas::{self, ClusterShape, ReplicasError};
 
 /// Why the topology could not be ensured.
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +58,9 @@ pub enum TopologyError {
         /// The requested value.
         wanted: String,
     },
+    /// The stream replicas asked for do not fit the NATS deployment.
+    #[error(transparent)]
+    Replicas(#[from] ReplicasError),
     /// A JetStream API request failed.
     #[error("JetStream request for {what} failed: {message}")]
     JetStream {
@@ -78,6 +84,13 @@ pub struct Topology {
     pub workers: PullConsumer,
 }
 
+/// `num_replicas` of the farm's stream configurations: the count asked for,
+/// or 0 (the JetStream API's "unset") to let [`ensure_stream`] take an
+/// existing stream's count or choose one for a new stream.
+pub fn requested_replicas(cfg: &TopologyConfig) -> usize {
+    cfg.replicas.unwrap_or(0)
+}
+
 /// The stream configurations [`ensure`] wants, in order tasks, results, DLQ.
 pub fn stream_configs(names: &FarmNames, cfg: &TopologyConfig) -> [stream::Config; 3] {
     let tasks = stream::Config {
@@ -89,7 +102,7 @@ pub fn stream_configs(names: &FarmNames, cfg: &TopologyConfig) -> [stream::Confi
         duplicate_window: cfg.duplicate_window,
         max_messages: cfg.tasks_max_msgs,
         max_bytes: cfg.tasks_max_bytes,
-        num_replicas: cfg.replicas,
+        num_replicas: requested_replicas(cfg),
         description: Some(format!("rust-farm {}: tasks (work queue)", names.farm())),
         ..Default::default()
     };
@@ -103,7 +116,7 @@ pub fn stream_configs(names: &FarmNames, cfg: &TopologyConfig) -> [stream::Confi
         max_age: cfg.results_max_age,
         max_messages: -1,
         max_bytes: -1,
-        num_replicas: cfg.replicas,
+        num_replicas: requested_replicas(cfg),
         description: Some(format!("rust-farm {}: task results", names.farm())),
         ..Default::default()
     };
@@ -117,7 +130,7 @@ pub fn stream_configs(names: &FarmNames, cfg: &TopologyConfig) -> [stream::Confi
         max_age: cfg.dlq_max_age,
         max_messages: -1,
         max_bytes: -1,
-        num_replicas: cfg.replicas,
+        num_replicas: requested_replicas(cfg),
         description: Some(format!("rust-farm {}: dead letters", names.farm())),
         ..Default::default()
     };
@@ -136,6 +149,28 @@ pub fn workers_config(names: &FarmNames, cfg: &TopologyConfig) -> pull::Config {
         max_ack_pending: cfg.max_ack_pending,
         filter_subject: names.tasks_subject(),
         ..Default::default()
+    }
+}
+
+/// Runs `attempt` until it succeeds or fails for a reason other than a
+/// JetStream request error: right after a server start, or while a
+/// cluster elects a stream's leader, the API times out or answers "not
+/// ready" for a few seconds. Conflicts and replica errors are final.
+pub async fn retrying<T, F, Fut>(mut attempt: F) -> Result<T, TopologyError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, TopologyError>>,
+{
+    let mut delay = std::time::Duration::from_millis(100);
+    loop {
+        match attempt().await {
+            Err(e @ TopologyError::JetStream { .. }) => {
+                tracing::warn!(error = %e, retry_in = ?delay, "JetStream not ready yet");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(std::time::Duration::from_secs(2));
+            }
+            other => return other,
+        }
     }
 }
 
@@ -183,26 +218,64 @@ pub async fn ensure_stream(
     };
     let stream = match existing {
         Some(s) => s,
-        None => match js.create_stream(want.clone()).await {
-            Ok(s) => {
-                tracing::info!(stream = %name, "created stream");
-                return Ok(s);
-            }
+        None => match create_stream(js, &want).await? {
+            Some(s) => return Ok(s),
             // Another process created it first with other settings; read it
             // back so the conflict is reported field by field.
-            Err(e)
-                if matches!(e.kind(), CreateStreamErrorKind::JetStream(ref je)
-                    if je.error_code() == ErrorCode::STREAM_NAME_EXIST) =>
-            {
-                js.get_stream(&name)
-                    .await
-                    .map_err(|e| js_err("get stream", &e))?
-            }
-            Err(e) => return Err(js_err("create stream", &e)),
+            None => js
+                .get_stream(&name)
+                .await
+                .map_err(|e| js_err("get stream", &e))?,
         },
     };
     check_stream(&stream.cached_info().config, &want)?;
     Ok(stream)
+}
+
+/// Creates `want` with its replicas resolved against the cluster this
+/// connection sees; `None` if another process created the stream first.
+async fn create_stream(
+    js: &jetstream::Context,
+    want: &stream::Config,
+) -> Result<Option<stream::Stream>, TopologyError> {
+    let requested = (want.num_replicas != 0).then_some(want.num_replicas);
+    let shape = ClusterShape::of(&js.client().server_info());
+    let replicas = replicas::for_new_stream(requested, &shape)?;
+    let config = stream::Config {
+        num_replicas: replicas,
+        ..want.clone()
+    };
+    match js.create_stream(config).await {
+        Ok(s) => {
+            tracing::info!(stream = %want.name, replicas, cluster = ?shape.cluster, "created stream");
+            Ok(Some(s))
+        }
+        Err(e) => {
+            let refused = match e.kind() {
+                CreateStreamErrorKind::JetStream(je)
+                    if je.error_code() == ErrorCode::STREAM_NAME_EXIST =>
+                {
+                    return Ok(None);
+                }
+                CreateStreamErrorKind::JetStream(je) => replicas::refusal(
+                    je.error_code(),
+                    &je.to_string(),
+                    &want.name,
+                    replicas,
+                    requested,
+                    &shape,
+                ),
+                _ => None,
+            };
+            Err(refused.map_or_else(
+                || TopologyError::JetStream {
+                    what: format!("create stream {}", want.name),
+                    message: e.to_string(),
+                },
+                TopologyError::from,
+            ))
+        }
+    }
 }
 
 /// Compares the fields the farm relies on; server-filled defaults are ignored.
@@ -275,7 +348,8 @@ pub fn check_stream(have: &stream::Config, want: &stream::Config) -> Result<(), 
             format!("{:?}", want.max_age),
         );
     }
-    if have.num_replicas.max(1) != want.num_replicas.max(1) {
+    // 0 asks for no particular count: an existing stream keeps its own.
+    if want.num_replicas != 0 && have.num_replicas.max(1) != want.num_replicas {
         return conflict(
             "num_replicas",
             have.num_replicas.to_string(),
