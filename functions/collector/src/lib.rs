@@ -77,23 +77,8 @@ pub enum CollectorError {
     Serve(#[source] std::io::Error),
 }
 
-const CONNECT_ATTEMPTS: u32 = 60;
-const CONNECT_BACKOFF: Duration = Duration::from_millis(500);
-
-async fn connect(cfg: &CollectorConfig) -> Result<async_nats::Client, NatsError> {
-    let mut attempt = 1;
-    loop {
-        match farm_runtime::nats::connect(&cfg.farm.nats).await {
-            Ok(c) => return Ok(c),
-            Err(e) if e.is_transient() && attempt < CONNECT_ATTEMPTS => {
-                tracing::warn!(attempt, error = %e, "NATS not reachable yet; retrying");
-                attempt += 1;
-                tokio::time::sleep(CONNECT_BACKOFF).await;
-            }
-            Err(e) => return Err(e),
-        }
-    }
-}
+/// How long the collector waits for nats-server to come up at start.
+const CONNECT_PATIENCE: Duration = Duration::from_secs(30);
 
 /// Runs the collector with its HTTP server on `listener` until `shutdown`
 /// resolves. Results held in the reorder buffer at shutdown are not acked
@@ -103,7 +88,8 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), CollectorError> {
-    let client = connect(&cfg).await?;
+    let client =
+        farm_runtime::nats::connect_retrying(&cfg.farm.nats, Some(CONNECT_PATIENCE)).await?;
     let js = jetstream::new(client.clone());
     let names = cfg.farm.names.clone();
     let topo = topology::retrying(|| topology::ensure(&js, &names, &cfg.farm.topology)).await?;

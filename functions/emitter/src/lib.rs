@@ -47,39 +47,13 @@ pub enum EmitterError {
     /// The JetStream topology could not be created or conflicts.
     #[error(transparent)]
     Topology(#[from] TopologyError),
-    /// The TASKS stream's state could not be read.
-    #[error("cannot read stream info of {stream}: {message}")]
-    StreamInfo {
-        /// Stream name.
-        stream: String,
-        /// Client error.
-        message: String,
-    },
     /// The HTTP server failed.
     #[error("HTTP server failed: {0}")]
     Serve(#[source] std::io::Error),
 }
 
-/// How often and how long the emitter retries its first connection while
-/// nats-server is still starting.
-const CONNECT_ATTEMPTS: u32 = 60;
-const CONNECT_BACKOFF: Duration = Duration::from_millis(500);
-
-/// Connects, retrying while the error is transient (server not up yet).
-async fn connect(cfg: &EmitterConfig) -> Result<async_nats::Client, NatsError> {
-    let mut attempt = 1;
-    loop {
-        match farm_runtime::nats::connect(&cfg.farm.nats).await {
-            Ok(c) => return Ok(c),
-            Err(e) if e.is_transient() && attempt < CONNECT_ATTEMPTS => {
-                tracing::warn!(attempt, error = %e, "NATS not reachable yet; retrying");
-                attempt += 1;
-                tokio::time::sleep(CONNECT_BACKOFF).await;
-            }
-            Err(e) => return Err(e),
-        }
-    }
-}
+/// How long the emitter waits for nats-server to come up at start.
+const CONNECT_PATIENCE: Duration = Duration::from_secs(30);
 
 /// Runs the emitter on `listener` until `shutdown` resolves; then stops
 /// accepting, lets in-flight requests finish and flushes the connection.
@@ -88,22 +62,26 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), EmitterError> {
-    let client = connect(&cfg).await?;
+    let client =
+        farm_runtime::nats::connect_retrying(&cfg.farm.nats, Some(CONNECT_PATIENCE)).await?;
     let js = jetstream::ContextBuilder::new()
         .timeout(cfg.ack_timeout)
         .build(client.clone());
     let names = &cfg.farm.names;
     let topo = topology::retrying(|| topology::ensure(&js, names, &cfg.farm.topology)).await?;
-    let mut tasks = topo.tasks;
-    let last = tasks
-        .info()
-        .await
-        .map_err(|e| EmitterError::StreamInfo {
-            stream: names.tasks_stream(),
-            message: e.to_string(),
-        })?
-        .state
-        .last_sequence;
+    let tasks = topo.tasks;
+    // Retried like the setup: a cluster may still be electing the leader.
+    let last = topology::retrying(|| async {
+        tasks
+            .get_info()
+            .await
+            .map(|i| i.state.last_sequence)
+            .map_err(|e| TopologyError::JetStream {
+                what: format!("info of stream {}", names.tasks_stream()),
+                message: e.to_string(),
+            })
+    })
+    .await?;
     let publisher = Publisher::new(js, names.tasks_subject(), last + 1);
     let state = Arc::new(AppState {
         publisher,

@@ -324,7 +324,7 @@ async fn serve_nats(
     drain: &SetOnce<Instant>,
 ) -> Result<(), RunError> {
     let client = tokio::select! {
-        c = connect_with_retry(&cfg.nats) => c?,
+        c = nats::connect_retrying(&cfg.nats, None) => c?,
         _ = drain.wait() => {
             info!("shutdown before NATS was reachable");
             return Ok(());
@@ -399,21 +399,4 @@ async fn serve_nats(
         Err(_) => warn!(timeout = ?FLUSH_TIMEOUT, "flush on exit timed out (NATS unreachable?)"),
     }
     result
-}
-
-async fn connect_with_retry(
-    cfg: &config::NatsConfig,
-) -> Result<async_nats::Client, nats::NatsError> {
-    let mut delay = Duration::from_millis(100);
-    loop {
-        match nats::connect(cfg).await {
-            Ok(c) => return Ok(c),
-            Err(e) if e.is_transient() => {
-                warn!(error = %e, retry_in = ?delay, "NATS not reachable yet");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(2));
-            }
-            Err(e) => return Err(e),
-        }
-    }
 }

@@ -1,8 +1,11 @@
 //! Connecting to NATS: authentication, TLS, and the server version check.
 
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use async_nats::{Client, ConnectOptions};
+
+use tracing::warn;
 
 use crate::config::{NatsAuth, NatsConfig, Secret};
 
@@ -173,6 +176,28 @@ pub async fn connect_options(cfg: &NatsConfig) -> Result<ConnectOptions, NatsErr
     // Reconnect forever: a worker outlives nats-server restarts; JetStream
     // redelivers whatever was in flight.
     Ok(opts.max_reconnects(None))
+}
+
+/// [`connect`], retrying while the failure is transient (the server not up
+/// yet) with a backoff from 100 ms to 2 s; gives up after `patience`
+/// (`None`: never, for a caller that stops the wait another way).
+pub async fn connect_retrying(
+    cfg: &NatsConfig,
+    patience: Option<Duration>,
+) -> Result<Client, NatsError> {
+    let start = Instant::now();
+    let mut delay = Duration::from_millis(100);
+    loop {
+        match connect(cfg).await {
+            Ok(c) => return Ok(c),
+            Err(e) if e.is_transient() && patience.is_none_or(|p| start.elapsed() + delay < p) => {
+                warn!(error = %e, retry_in = ?delay, "NATS not reachable yet; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(2));
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// Connects to NATS and refuses servers older than 2.10 or without JetStream.
