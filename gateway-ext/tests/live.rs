@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Gateway, Local, config, eventually, start_collector, wait_consumer};
+use common::{Gateway, Local, config, eventually, farm_spec, start_collector, wait_consumer};
 use farm_runtime::names::FarmNames;
 use farm_runtime::proto::Task;
 use farm_testsupport::NatsServer;
@@ -425,5 +425,100 @@ async fn a_backlog_jump_decides_before_the_next_tick() {
     );
     gw.shutdown().await;
     let mut local = local;
+    local.shutdown().await;
+}
+
+/// Four farms on one gateway-ext, each with its own policy and real
+/// sleep-worker replicas: every farm gets its own policy's count, and when
+/// one farm breaks (its workers consumer deleted, its function gone from the
+/// provider, so every scale call fails) the other three keep deciding and
+/// keep their counts while the broken one reports provider errors.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn four_farms_decide_apart_and_one_outage_stalls_no_other() {
+    let nats = NatsServer::start().unwrap();
+    let mut local = Local::start(0).await;
+    // (farm, policy, the count that policy asks for with no load)
+    let farms = [
+        ("fa", "fixed:2", 2),
+        ("fb", "queueing", 1),
+        ("fc", "fixed:3", 3),
+        ("fd", "fixed:2", 2),
+    ];
+    let mut specs = Vec::new();
+    for (farm, policy, _) in farms {
+        let function = format!("{farm}-worker");
+        local.deploy_worker(&function, farm, &nats.url(), &[], &[]);
+        specs.push(farm_spec(farm, &function, policy, &[("interval", "300ms")]));
+    }
+    let cfg = config(
+        &local.url,
+        &[("DISCOVERY_INTERVAL", "off"), ("NATS_URL", &nats.url())],
+    );
+    let gw = Gateway::start(cfg, specs, None).await.unwrap();
+    let counts_held = |local: &Local, upto: usize| {
+        farms[..upto].iter().all(|(farm, _, n)| {
+            local
+                .handle
+                .status(&format!("{farm}-worker"))
+                .is_ok_and(|s| s.replicas == *n && s.available_replicas == *n)
+        })
+    };
+    eventually(
+        Duration::from_secs(60),
+        "every farm at its own count",
+        || async { counts_held(&local, farms.len()).then_some(()) },
+    )
+    .await;
+    let js = wait_consumer(&nats.url(), "fd").await;
+
+    // The outage of fd: its consumer and its function are gone.
+    let names = FarmNames::new("fd").unwrap();
+    js.get_stream(names.tasks_stream())
+        .await
+        .unwrap()
+        .delete_consumer(names.workers_consumer())
+        .await
+        .unwrap();
+    local.handle.delete("fd-worker").unwrap();
+    let before: Vec<u64> = {
+        let mut v = Vec::new();
+        for (farm, _, _) in farms {
+            v.push(gw.farm(farm).await.unwrap()["decisions"].as_u64().unwrap());
+        }
+        v
+    };
+    let broken = eventually(
+        Duration::from_secs(30),
+        "fd reports provider errors while the others go on deciding",
+        || async {
+            let fd = gw.farm("fd").await?;
+            if fd["errors"]["provider"].as_u64().unwrap_or(0) < 3 {
+                return None;
+            }
+            for (i, (farm, _, n)) in farms[..3].iter().enumerate() {
+                let f = gw.farm(farm).await?;
+                let fresh = f["decisions"].as_u64()? >= before[i] + 10;
+                let own = f["last_decision"]["desired"].as_u64()? == *n;
+                if !(fresh && own) {
+                    return None;
+                }
+            }
+            Some(fd)
+        },
+    )
+    .await;
+    assert!(
+        broken["last_errors"]["provider"].as_str().is_some(),
+        "{broken}"
+    );
+    assert!(
+        counts_held(&local, 3),
+        "the healthy farms kept their replicas"
+    );
+    for farm in ["fa", "fb", "fc"] {
+        let f = gw.farm(farm).await.unwrap();
+        assert_eq!(f["errors"]["provider"].as_u64().unwrap_or(0), 0, "{f}");
+    }
+    gw.shutdown().await;
     local.shutdown().await;
 }
