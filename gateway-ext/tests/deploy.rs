@@ -11,6 +11,10 @@
 //! - every `COPY` source of the Dockerfiles (`gateway-ext/Dockerfile`,
 //!   `functions/Dockerfile`) exists relative to the repository
 //!   root (its build context) and is not excluded by `.dockerignore`.
+//! - `deploy/kubernetes/nats.yaml` is a JetStream cluster of at least 3
+//!   servers whose routes are its pods, with file storage on per-pod volumes,
+//!   served at stack.yml's and gateway-ext's NATS_URL; its config passes the
+//!   real `nats-server -t`.
 //!
 //! Each check is a function over file contents returning the problems found,
 //! so the `*_rejects_*` tests can feed it an edited copy and prove it fails.
@@ -565,4 +569,156 @@ fn stack_yml_companions_name_the_workers_farm() {
             "{name} declares no farm of its own"
         );
     }
+}
+
+/// The problems of `deploy/kubernetes/nats.yaml` as a JetStream cluster for
+/// the farms: its routes name exactly the StatefulSet's pods through its
+/// headless Service, JetStream stores files on a per-pod volume, and the
+/// client Service is the `host:port` of `nats_url` (stack.yml's NATS_URL).
+fn check_nats_cluster(manifest: &str, nats_url: &str) -> Result<(), String> {
+    let d = docs(manifest);
+    let sts = kind(&d, "StatefulSet", "nats").ok_or("no StatefulSet nats")?;
+    let ns = sts["metadata"]["namespace"].as_str().unwrap_or("default");
+    let n = sts["spec"]["replicas"]
+        .as_u64()
+        .ok_or("StatefulSet nats has no replicas")?;
+    if n < 3 {
+        return Err(format!("{n} NATS servers cannot keep R3 streams (need 3)"));
+    }
+    let headless = sts["spec"]["serviceName"]
+        .as_str()
+        .ok_or("no serviceName")?;
+    let hs = kind(&d, "Service", headless).ok_or_else(|| format!("no Service {headless}"))?;
+    if hs["spec"]["clusterIP"].as_str() != Some("None") {
+        return Err(format!("Service {headless} is not headless"));
+    }
+    let conf = kind(&d, "ConfigMap", "nats-config").ok_or("no ConfigMap nats-config")?["data"]
+        ["nats.conf"]
+        .as_str()
+        .ok_or("no nats.conf in nats-config")?;
+    let routes: BTreeSet<String> = conf
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("nats://") && l.ends_with(":6222"))
+        .map(str::to_owned)
+        .collect();
+    let pods: BTreeSet<String> = (0..n)
+        .map(|i| format!("nats://nats-{i}.{headless}.{ns}.svc.cluster.local:6222"))
+        .collect();
+    if routes != pods {
+        return Err(format!("routes {routes:?} are not the pods {pods:?}"));
+    }
+    let store = conf
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("store_dir:"))
+        .map(str::trim)
+        .ok_or("JetStream has no store_dir (file storage)")?;
+    let spec = &sts["spec"]["template"]["spec"];
+    let mounts = spec["containers"][0]["volumeMounts"]
+        .as_sequence()
+        .ok_or("no volumeMounts")?;
+    let claims: Vec<&str> = sts["spec"]["volumeClaimTemplates"]
+        .as_sequence()
+        .map(|c| {
+            c.iter()
+                .filter_map(|c| c["metadata"]["name"].as_str())
+                .collect()
+        })
+        .unwrap_or_default();
+    let on_claim = mounts.iter().any(|m| {
+        m["mountPath"]
+            .as_str()
+            .is_some_and(|p| store.starts_with(p))
+            && m["name"].as_str().is_some_and(|n| claims.contains(&n))
+    });
+    if !on_claim {
+        return Err(format!("store_dir {store} is not on a volumeClaimTemplate"));
+    }
+    let rest = nats_url
+        .strip_prefix("nats://")
+        .ok_or("NATS_URL is not nats://")?;
+    let (host, port) = rest.rsplit_once(':').ok_or("NATS_URL has no port")?;
+    let (svc_name, svc_ns) = host.split_once('.').unwrap_or((host, "default"));
+    let svc = kind(&d, "Service", svc_name).ok_or_else(|| format!("no Service {svc_name}"))?;
+    if svc["metadata"]["namespace"].as_str() != Some(svc_ns)
+        || !svc["spec"]["ports"]
+            .as_sequence()
+            .is_some_and(|p| p.iter().any(|p| p["port"].as_u64() == port.parse().ok()))
+    {
+        return Err(format!(
+            "Service {svc_name} in {svc_ns} does not serve {nats_url}"
+        ));
+    }
+    Ok(())
+}
+
+#[test]
+fn nats_cluster_manifest_serves_the_farms() {
+    let stack: Value = serde_yaml::from_str(&read("stack.yml")).unwrap();
+    let url = stack["functions"]["demo-worker"]["environment"]["NATS_URL"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    check_nats_cluster(&read("deploy/kubernetes/nats.yaml"), &url).unwrap();
+    // gateway-ext reads the same server.
+    let d = docs(&read("deploy/kubernetes/gateway-ext.yaml"));
+    let env = container(&d).unwrap()["env"].as_sequence().unwrap().clone();
+    let gw = env.iter().find(|e| e["name"] == "NATS_URL").unwrap();
+    assert_eq!(gw["value"].as_str(), Some(url.as_str()));
+}
+
+#[test]
+fn nats_cluster_check_rejects_a_missing_route_a_memory_store_and_another_url() {
+    let m = read("deploy/kubernetes/nats.yaml");
+    let url = "nats://nats.openfaas:4222";
+    let edits = [
+        (
+            "        nats://nats-2.nats-cluster.openfaas.svc.cluster.local:6222\n",
+            "",
+            "are not the pods",
+        ),
+        ("      store_dir: /data/jetstream\n", "", "no store_dir"),
+        ("  replicas: 3\n", "  replicas: 1\n", "cannot keep R3"),
+    ];
+    for (from, to, want) in edits {
+        assert!(m.contains(from), "{from:?} not in the manifest");
+        let err = check_nats_cluster(&m.replace(from, to), url).unwrap_err();
+        assert!(err.contains(want), "{err}");
+    }
+    let err = check_nats_cluster(&m, "nats://nats.other:4222").unwrap_err();
+    assert!(err.contains("does not serve"), "{err}");
+}
+
+/// The real nats-server accepts the manifest's config (`-t`: parse, check,
+/// exit), with `POD_NAME` set as the StatefulSet sets it.
+#[test]
+fn nats_cluster_config_passes_nats_server_t() {
+    let d = docs(&read("deploy/kubernetes/nats.yaml"));
+    let conf = kind(&d, "ConfigMap", "nats-config").unwrap()["data"]["nats.conf"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("nats.conf");
+    // The store directory of the pod's volume, moved into the temp dir.
+    std::fs::write(
+        &path,
+        conf.replace(
+            "/data/jetstream",
+            &dir.path().join("js").display().to_string(),
+        ),
+    )
+    .unwrap();
+    let bin = farm_testsupport::nats_server_binary().unwrap();
+    let out = std::process::Command::new(bin)
+        .args(["-c", path.to_str().unwrap(), "-t"])
+        .env("POD_NAME", "nats-0")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "nats-server -t refused the config:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
