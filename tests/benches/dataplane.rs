@@ -1,6 +1,6 @@
 //! Data-plane benchmark of rust-farm (prints figures; never fails on them).
 //!
-//! In one run, on one nats-server:
+//! In one run, on one nats-server (and at the end on a 3-node cluster):
 //!
 //! 1. **raw**: JetStream work-queue throughput without farm code: a client
 //!    publishes `N` messages asynchronously (acks pipelined) into a
@@ -23,6 +23,9 @@
 //!    latency the farm adds is visible; the farm's latency is also split
 //!    into stages from timestamps on the one host clock (see `Stages`).
 //!
+//! 5. **cluster**: two-hop and farm throughput again on a real 3-node
+//!    JetStream cluster with R3 streams (`BENCH_CLUSTER=0` skips it).
+//!
 //! Run (release binaries are required; the bench uses `target/release`):
 //!
 //! ```text
@@ -44,8 +47,9 @@ use async_nats::jetstream::{
     stream::{self, DiscardPolicy, RetentionPolicy, StorageType},
 };
 use bytes::Bytes;
-use farm_e2e::Farm;
+use farm_e2e::{Farm, Nats};
 use farm_runtime::proto::Task;
+use farm_testsupport::NatsCluster;
 use futures::StreamExt;
 use hdrhistogram::Histogram;
 use prost::Message as _;
@@ -145,7 +149,7 @@ fn print_cpu(label: &str, before: &HashMap<String, f64>, after: &HashMap<String,
 }
 
 /// The raw work-queue stream, shaped like TASKS.
-async fn raw_stream(js: &jetstream::Context, name: &str) -> stream::Stream {
+async fn raw_stream(js: &jetstream::Context, name: &str, replicas: usize) -> stream::Stream {
     let _ = js.delete_stream(name).await;
     js.create_stream(stream::Config {
         name: name.to_owned(),
@@ -154,6 +158,7 @@ async fn raw_stream(js: &jetstream::Context, name: &str) -> stream::Stream {
         storage: StorageType::File,
         discard: DiscardPolicy::New,
         duplicate_window: Duration::from_secs(120),
+        num_replicas: replicas,
         ..Default::default()
     })
     .await
@@ -175,7 +180,7 @@ async fn raw_consumer(s: &stream::Stream) -> jetstream::consumer::PullConsumer {
 async fn raw_throughput(url: &str, n: u64) -> f64 {
     let client = async_nats::connect(url).await.expect("connect");
     let js = jetstream::new(client.clone());
-    let s = raw_stream(&js, "RAWTPUT").await;
+    let s = raw_stream(&js, "RAWTPUT", 1).await;
     let consumer = raw_consumer(&s).await;
     let t0 = Instant::now();
     let publisher = publish_tasks(js, "rawtput.tasks", "raw", n);
@@ -246,13 +251,13 @@ async fn drain_acked(consumer: jetstream::consumer::PullConsumer, n: u64) {
 /// the task only once that publish is acknowledged (so a crash in between
 /// redelivers the task and the result is de-duplicated); a reader pulls and
 /// acks the results. Tasks/s from the first publish to the last result ack.
-async fn two_hop_throughput(url: &str, n: u64) -> f64 {
+async fn two_hop_throughput(url: &str, n: u64, replicas: usize) -> f64 {
     let connect = || async { async_nats::connect(url).await.expect("connect") };
     let (pub_client, worker_client, reader_client) =
         (connect().await, connect().await, connect().await);
     let js = jetstream::new(pub_client.clone());
-    raw_stream(&js, "HOPTASKS").await;
-    raw_stream(&js, "HOPRESULTS").await;
+    raw_stream(&js, "HOPTASKS", replicas).await;
+    raw_stream(&js, "HOPRESULTS", replicas).await;
     // Each hop on its own connection, as each farm stage is its own process.
     let worker_js = jetstream::new(worker_client.clone());
     let tasks = raw_consumer(&worker_js.get_stream("HOPTASKS").await.expect("task stream")).await;
@@ -311,7 +316,7 @@ async fn two_hop_throughput(url: &str, n: u64) -> f64 {
 
 /// (b) Farm throughput: tasks/s from the first HTTP submit until the
 /// collector reports all of them completed.
-async fn farm_throughput(farm: &Farm, n: u64, prefix: &str) -> f64 {
+async fn farm_throughput<N: Nats>(farm: &Farm<N>, n: u64, prefix: &str) -> f64 {
     let base = farm
         .snapshot()
         .await
@@ -525,7 +530,7 @@ async fn farm_latency(farm: &Farm, rate: f64, secs: f64) -> (Histogram<u64>, Sta
 async fn raw_latency(url: &str, rate: f64, secs: f64) -> Histogram<u64> {
     let client = async_nats::connect(url).await.expect("connect");
     let js = jetstream::new(client.clone());
-    let s = raw_stream(&js, "RAWLAT").await;
+    let s = raw_stream(&js, "RAWLAT", 1).await;
     let consumer = raw_consumer(&s).await;
     let total = (rate * secs) as u64;
     let sent: Arc<Mutex<HashMap<u64, Instant>>> = Arc::default();
@@ -627,9 +632,9 @@ async fn main() {
     println!(
         "(a2) two hops: task publish (msg id) -> pull -> result publish (msg id) -> ack task -> pull -> ack result"
     );
-    let _ = two_hop_throughput(&farm.nats.url(), n / 10).await; // warm-up
+    let _ = two_hop_throughput(&farm.nats.url(), n / 10, 1).await; // warm-up
     let cpu0 = cpu_sample();
-    let two_hop = two_hop_throughput(&farm.nats.url(), n).await;
+    let two_hop = two_hop_throughput(&farm.nats.url(), n, 1).await;
     let cpu1 = cpu_sample();
     println!("  two-hop: {two_hop:.0} tasks/s");
     print_cpu("two-hop", &cpu0, &cpu1, n);
@@ -670,4 +675,39 @@ async fn main() {
             s["latency_p99_s"].as_f64().unwrap_or(0.0) * 1e3
         );
     }
+
+    if env_num("BENCH_CLUSTER", 1) != 0 {
+        cluster_throughput(n, &conc).await;
+    }
+}
+
+/// (d) Two-hop and farm throughput on a 3-node JetStream cluster with R3
+/// streams (the farm's default there), measured in the same run.
+async fn cluster_throughput(n: u64, conc: &str) {
+    let cluster = NatsCluster::start(3).expect("start a 3-node cluster");
+    let first = cluster
+        .nats_url()
+        .split(',')
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    println!(
+        "(d) 3-node JetStream cluster, R3 streams ({})",
+        cluster.nats_url()
+    );
+    let _ = two_hop_throughput(&first, n / 10, 3).await; // warm-up
+    let two_hop = two_hop_throughput(&first, n, 3).await;
+    println!("  two-hop: {two_hop:.0} tasks/s");
+    let mut farm = Farm::on(cluster, "benchc", &[("RUST_LOG", "warn")]);
+    farm.start_collector();
+    farm.start_emitter();
+    farm.start_workers(2, &[("FARM_CONCURRENCY", conc)]);
+    farm.wait_ready().await;
+    let _ = farm_throughput(&farm, n / 10, "warm").await;
+    let farm_tput = farm_throughput(&farm, n, "tput").await;
+    println!("  farm: {farm_tput:.0} tasks/s");
+    println!(
+        "  ratio farm/two-hop = {:.2} on the cluster",
+        farm_tput / two_hop
+    );
 }
