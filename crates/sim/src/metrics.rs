@@ -117,8 +117,7 @@ pub(crate) fn nearest_ranks<const N: usize>(v: &mut [f64], qs: [f64; N]) -> [f64
 }
 
 /// Nearest-rank percentile of sorted samples; 0 when empty.
-#[cfg(test)]
-fn nearest_rank_sorted(v: &[f64], q: f64) -> f64 {
+pub fn nearest_rank_sorted(v: &[f64], q: f64) -> f64 {
     if v.is_empty() {
         0.0
     } else {
