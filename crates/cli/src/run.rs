@@ -543,9 +543,7 @@ pub(crate) async fn drive(
         .timeout(Duration::from_secs(30))
         .build()?;
     let names = FarmNames::new(&farm.name)?;
-    let nats = async_nats::connect(&st.nats.url)
-        .await
-        .with_context(|| format!("connecting to {}", st.nats.url))?;
+    let nats = st.connect_nats().await?;
     let js = async_nats::jetstream::new(nats.clone());
     let mut output = js
         .get_stream(names.output_stream())
@@ -578,7 +576,7 @@ pub(crate) async fn drive(
         // update rolls the replicas over, so it happens before the run.
         let mut dep = stack.deployment(
             &farm.worker,
-            &BTreeMap::from([("NATS_URL".to_string(), st.nats.url.clone())]),
+            &BTreeMap::from([("NATS_URL".to_string(), st.nats_url())]),
         )?;
         let ann = &mut dep.annotations;
         ann.insert("com.rust-farm.policy".into(), policy_name.to_string());
