@@ -295,6 +295,7 @@ pub fn run(a: CalibrateArgs) -> Result<()> {
                 file: a.file.clone(),
                 state: state.clone(),
                 nats_port: 0,
+                nats_cluster: 1,
                 provider_port: 0,
                 gateway_port: 0,
                 gateway_ext: GatewayMode::Off,

@@ -913,6 +913,7 @@ fn live_once(c: &Ctx<'_>, policy_spec: &str, build: bool) -> Result<LiveRun> {
         file: a.file.clone(),
         state: c.state.clone(),
         nats_port: 0,
+        nats_cluster: 1,
         provider_port: 0,
         gateway_port: 0,
         gateway_ext: match a.driver {

@@ -6,7 +6,9 @@
 //! *supervisor*: this same executable (`farmctl __supervise`) in its own
 //! process group, detached from the terminal, which owns
 //!
-//! - nats-server with JetStream, its store under `<state>/nats/`;
+//! - nats-server with JetStream, its store under `<state>/nats/`; or, with
+//!   `--nats-cluster N`, a JetStream cluster of N servers on loopback
+//!   ([`nats`]);
 //! - the local OpenFaaS provider ([`farm_local::Provider`], in-process);
 //! - gateway-ext in front of the provider, when its binary exists
 //!   (`GATEWAY_EXT`, next to farmctl, or on `PATH`) and answers `/healthz`.
@@ -21,11 +23,17 @@
 //! running from the image store.
 //!
 //! Functions get the stack's environment with `NATS_URL` replaced by the
-//! local nats-server's; secret values are read from `<state>/secrets/<name>`.
-//! A function deployed by other means (`faas-cli deploy -f stack.yml`) keeps
-//! the stack's cluster address, `nats://nats.openfaas:4222`: the provider
-//! resolves it to the local nats-server in the replica's environment
-//! ([`farm_local::ServiceAliases`], [`NATS_SERVICES`]).
+//! local nats-server's (a cluster's: every node, comma-separated); secret
+//! values are read from `<state>/secrets/<name>`. A function deployed by
+//! other means (`faas-cli deploy -f stack.yml`) keeps the stack's cluster
+//! address, `nats://nats.openfaas:4222`: the provider resolves it to the
+//! local nats-server in the replica's environment
+//! ([`farm_local::ServiceAliases`], [`NATS_SERVICES`]); on a cluster to its
+//! first node, from which the client learns the others (the servers' INFO
+//! `connect_urls`). Such a replica that starts while the first node is down
+//! cannot connect until it is back.
+
+mod nats;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
@@ -73,9 +81,17 @@ pub struct UpArgs {
     /// State directory (image store, logs, NATS store, state file).
     #[arg(long, default_value = ".farm")]
     pub state: PathBuf,
-    /// nats-server client port (0: any free port).
+    /// nats-server client port (0: any free port). A cluster's node K
+    /// listens on this port + K - 1.
     #[arg(long, default_value_t = 4222)]
     pub nats_port: u16,
+    /// How many nats-servers: 1 (one server), or a JetStream cluster of 3
+    /// and more on loopback (routes between them, a store per node, new
+    /// streams with 3 replicas). 0 and 2 are refused: JetStream needs a
+    /// majority of the nodes up, so 2 nodes survive no loss and cannot hold
+    /// 3 replicas.
+    #[arg(long, default_value_t = 1, value_name = "N", value_parser = nats::parse_cluster_size)]
+    pub nats_cluster: usize,
     /// Local provider port (0: any free port).
     #[arg(long, default_value_t = 8081)]
     pub provider_port: u16,
@@ -153,6 +169,8 @@ pub struct SuperviseArgs {
     nats: PathBuf,
     #[arg(long)]
     nats_port: u16,
+    #[arg(long, default_value_t = 1, value_parser = nats::parse_cluster_size)]
+    nats_cluster: usize,
     #[arg(long)]
     provider_port: u16,
     #[arg(long)]
@@ -187,8 +205,13 @@ pub struct FarmState {
     pub state_dir: PathBuf,
     /// The local image store.
     pub image_store: PathBuf,
-    /// nats-server.
+    /// nats-server; on a cluster its first node (the one
+    /// `nats.openfaas:4222` names).
     pub nats: Endpoint,
+    /// Every nats-server, `nats` first (one on a single server). Empty in a
+    /// state file written before clusters: see [`FarmState::nats_nodes`].
+    #[serde(default)]
+    pub nats_nodes: Vec<Endpoint>,
     /// The provider (in the supervisor process).
     pub provider_url: String,
     /// gateway-ext, when running.
@@ -218,6 +241,38 @@ impl FarmState {
             );
         }
         Ok(st)
+    }
+
+    /// Every nats-server of the farm, the first being [`FarmState::nats`].
+    pub fn nats_nodes(&self) -> &[Endpoint] {
+        if self.nats_nodes.is_empty() {
+            std::slice::from_ref(&self.nats)
+        } else {
+            &self.nats_nodes
+        }
+    }
+
+    /// Every nats-server's URL, comma-separated: the `NATS_URL` of the
+    /// farm's functions and of gateway-ext.
+    pub fn nats_url(&self) -> String {
+        self.nats_nodes()
+            .iter()
+            .map(|n| n.url.as_str())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// A client of the farm's NATS (any node that answers; it follows the
+    /// cluster as nodes go and come).
+    pub async fn connect_nats(&self) -> Result<async_nats::Client> {
+        let cfg = farm_runtime::config::NatsConfig {
+            urls: self.nats_nodes().iter().map(|n| n.url.clone()).collect(),
+            name: Some("farmctl".into()),
+            ..farm_runtime::config::NatsConfig::plain(&self.nats.url)
+        };
+        farm_runtime::nats::connect(&cfg)
+            .await
+            .with_context(|| format!("connecting to nats-server {}", self.nats_url()))
     }
 
     /// The URL function calls and management go to: gateway-ext when it
@@ -490,6 +545,8 @@ pub fn up(a: UpArgs) -> Result<()> {
         .arg(&nats)
         .arg("--nats-port")
         .arg(a.nats_port.to_string())
+        .arg("--nats-cluster")
+        .arg(a.nats_cluster.to_string())
         .arg("--provider-port")
         .arg(a.provider_port.to_string())
         .arg("--gateway-port")
@@ -542,12 +599,14 @@ pub fn up(a: UpArgs) -> Result<()> {
     rt.block_on(deploy_all(&stack, &state, timeout))?;
 
     println!("farm is up (state: {})", state_dir.display());
-    println!(
-        "  nats-server   {}  (pid {}, store {})",
-        state.nats.url,
-        state.nats.pid,
-        state_dir.join("nats").display()
-    );
+    for n in state.nats_nodes() {
+        println!(
+            "  nats-server   {}  (pid {}, store {})",
+            n.url,
+            n.pid,
+            state_dir.join("nats").display()
+        );
+    }
     println!(
         "  provider      {}  (farm-local, in supervisor pid {})",
         state.provider_url, state.supervisor_pid
@@ -577,7 +636,7 @@ fn http_client() -> Result<reqwest::Client> {
 /// waits until each has its minimum replicas available.
 async fn deploy_all(stack: &Stack, state: &FarmState, timeout: Duration) -> Result<()> {
     let client = http_client()?;
-    let extra = BTreeMap::from([("NATS_URL".to_string(), state.nats.url.clone())]);
+    let extra = BTreeMap::from([("NATS_URL".to_string(), state.nats_url())]);
     let url = format!("{}/system/functions", state.provider_url);
     for name in stack.functions.keys() {
         let dep: FunctionDeployment = stack.deployment(name, &extra)?;
@@ -701,9 +760,11 @@ pub fn down(a: DownArgs) -> Result<()> {
         }
     }
     // Whatever the supervisor could not stop (it was killed, or crashed).
-    let mut leftovers: Vec<u32> = [Some(st.nats.pid), st.gateway_ext.as_ref().map(|g| g.pid)]
-        .into_iter()
-        .flatten()
+    let mut leftovers: Vec<u32> = st
+        .nats_nodes()
+        .iter()
+        .map(|n| n.pid)
+        .chain(st.gateway_ext.as_ref().map(|g| g.pid))
         .filter(|p| alive(*p))
         .collect();
     leftovers.extend(processes_under(&st.image_store));
@@ -783,9 +844,7 @@ pub fn status(a: StatusArgs) -> Result<()> {
                 invocations: f.invocation_count,
             })
             .collect();
-        let nats = async_nats::connect(&st.nats.url)
-            .await
-            .context("connecting to nats-server")?;
+        let nats = st.connect_nats().await?;
         let js = async_nats::jetstream::new(nats.clone());
         let mut farms = Vec::new();
         for farm in stack.farms()?.into_values() {
@@ -826,9 +885,16 @@ pub fn status(a: StatusArgs) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
+    for n in st.nats_nodes() {
+        println!(
+            "nats-server {} (pid {}, {})",
+            n.url,
+            n.pid,
+            if alive(n.pid) { "running" } else { "down" }
+        );
+    }
     println!(
-        "nats-server {}   provider {}   gateway-ext {}",
-        st.nats.url,
+        "provider {}   gateway-ext {}",
         st.provider_url,
         match &st.gateway_ext {
             Some(g) => g.url.clone(),
@@ -901,67 +967,6 @@ impl Child {
             }
         }
     }
-}
-
-async fn start_nats(a: &SuperviseArgs) -> Result<(Child, u16)> {
-    let dir = a.state.join("nats");
-    let store = dir.join("store");
-    std::fs::create_dir_all(&store).with_context(|| format!("creating {}", store.display()))?;
-    let log = a.state.join("logs/nats.log");
-    let mut cmd = tokio::process::Command::new(&a.nats);
-    cmd.arg("-js")
-        .arg("-a")
-        .arg("127.0.0.1")
-        .arg("-p")
-        .arg(if a.nats_port == 0 {
-            "-1".to_string()
-        } else {
-            a.nats_port.to_string()
-        })
-        .arg("-sd")
-        .arg(&store)
-        .arg("--ports_file_dir")
-        .arg(&dir)
-        .arg("-l")
-        .arg(&log)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true);
-    let mut child = cmd
-        .spawn()
-        .with_context(|| format!("starting {}", a.nats.display()))?;
-    let pid = child
-        .id()
-        .ok_or_else(|| anyhow!("nats-server exited at once"))?;
-    let ports_file = dir.join(format!("nats-server_{pid}.ports"));
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(port) = read_nats_port(&ports_file)
-            && tail(&log, 200).contains("Server is ready")
-        {
-            return Ok((
-                Child {
-                    name: "nats-server",
-                    child,
-                },
-                port,
-            ));
-        }
-        if let Some(status) = child.try_wait()? {
-            bail!("nats-server exited ({status}):\n{}", tail(&log, 20));
-        }
-        if Instant::now() > deadline {
-            bail!("nats-server not ready after 20s:\n{}", tail(&log, 20));
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-fn read_nats_port(path: &Path) -> Option<u16> {
-    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()?;
-    let url = v["nats"].as_array()?.first()?.as_str()?;
-    url.rsplit(':').next()?.parse().ok()
 }
 
 /// gateway-ext's binary: `GATEWAY_EXT`, next to farmctl, or on `PATH`.
@@ -1047,8 +1052,20 @@ async fn supervise_async(a: &SuperviseArgs) -> Result<()> {
     let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
 
-    let (mut nats, nats_port) = start_nats(a).await?;
-    let nats_url = format!("nats://127.0.0.1:{nats_port}");
+    let mut nats_nodes = nats::start(a).await?;
+    let nodes: Vec<Endpoint> = nats_nodes
+        .iter()
+        .map(|n| Endpoint {
+            pid: n.child.child.id().unwrap_or_default(),
+            url: n.url(),
+        })
+        .collect();
+    let nats_url = nodes
+        .iter()
+        .map(|n| n.url.as_str())
+        .collect::<Vec<_>>()
+        .join(",");
+    let nats_port = nats_nodes[0].port;
     info!(url = %nats_url, "nats-server ready");
 
     let image_store = a.state.join("images");
@@ -1107,10 +1124,8 @@ async fn supervise_async(a: &SuperviseArgs) -> Result<()> {
         stack_file: a.stack.clone(),
         state_dir: a.state.clone(),
         image_store,
-        nats: Endpoint {
-            pid: nats.child.id().unwrap_or_default(),
-            url: nats_url,
-        },
+        nats: nodes[0].clone(),
+        nats_nodes: nodes,
         provider_url,
         gateway_ext: gateway.as_ref().map(|(c, url)| Endpoint {
             pid: c.child.id().unwrap_or_default(),
@@ -1126,7 +1141,7 @@ async fn supervise_async(a: &SuperviseArgs) -> Result<()> {
     let why = tokio::select! {
         _ = term.recv() => "SIGTERM".to_string(),
         _ = int.recv() => "SIGINT".to_string(),
-        status = nats.child.wait() => format!("nats-server exited ({status:?})"),
+        why = nats::all_exited(&mut nats_nodes) => why,
         r = &mut server => format!("provider stopped ({r:?})"),
     };
     info!(reason = %why, "stopping the farm");
@@ -1140,7 +1155,7 @@ async fn supervise_async(a: &SuperviseArgs) -> Result<()> {
         Ok(r) => warn!(result = ?r, "provider stopped with an error"),
         Err(_) => warn!("provider did not stop in 45s"),
     }
-    nats.stop(Duration::from_secs(10)).await;
+    nats::stop_all(&mut nats_nodes).await;
     info!("farm stopped");
     Ok(())
 }
@@ -1161,6 +1176,30 @@ mod tests {
     fn this_process_is_alive_and_a_made_up_one_is_not() {
         assert!(alive(std::process::id()));
         assert!(!alive(u32::MAX));
+    }
+
+    #[test]
+    fn a_state_file_from_before_clusters_has_one_nats_node() {
+        let old = r#"{"supervisor_pid": 1, "stack_file": "stack.yml", "state_dir": ".farm",
+            "image_store": ".farm/images", "nats": {"pid": 7, "url": "nats://127.0.0.1:4222"},
+            "provider_url": "http://127.0.0.1:8081", "gateway_ext": null, "gateway_ext_note": ""}"#;
+        let st: FarmState = serde_json::from_str(old).unwrap();
+        assert_eq!(st.nats_nodes(), std::slice::from_ref(&st.nats));
+        assert_eq!(st.nats_url(), "nats://127.0.0.1:4222");
+
+        let node = |pid, port| Endpoint {
+            pid,
+            url: format!("nats://127.0.0.1:{port}"),
+        };
+        let cluster = FarmState {
+            nats: node(7, 4222),
+            nats_nodes: vec![node(7, 4222), node(8, 4223), node(9, 4224)],
+            ..st
+        };
+        assert_eq!(
+            cluster.nats_url(),
+            "nats://127.0.0.1:4222,nats://127.0.0.1:4223,nats://127.0.0.1:4224"
+        );
     }
 
     #[test]

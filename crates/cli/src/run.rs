@@ -301,9 +301,7 @@ pub(crate) async fn drive(
         .timeout(Duration::from_secs(30))
         .build()?;
     let names = FarmNames::new(&farm.name)?;
-    let nats = async_nats::connect(&st.nats.url)
-        .await
-        .with_context(|| format!("connecting to {}", st.nats.url))?;
+    let nats = st.connect_nats().await?;
     let js = async_nats::jetstream::new(nats.clone());
     let mut output = js
         .get_stream(names.output_stream())

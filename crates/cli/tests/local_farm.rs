@@ -8,70 +8,12 @@
 //! The functions are built with the `dev` profile so the test reuses the
 //! workspace's debug artifacts instead of a release build.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
 
+use std::path::Path;
+
+use common::{Down, alive, farmctl, processes_under, run, up};
 use serde_json::Value;
-
-fn farmctl() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_farmctl"));
-    c.env(
-        "NATS_SERVER",
-        farm_testsupport::nats_server_binary().expect("nats-server >= 2.10 (run scripts/setup.sh)"),
-    );
-    c.env_remove("RUST_LOG");
-    c
-}
-
-fn run(mut c: Command, what: &str) -> Output {
-    let t0 = std::time::Instant::now();
-    let out = c.output().unwrap_or_else(|e| panic!("{what}: {e}"));
-    eprintln!("{what}: {:.1}s", t0.elapsed().as_secs_f64());
-    assert!(
-        out.status.success(),
-        "{what} failed ({}):\nstdout:\n{}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-/// Brings the farm down even when an assertion fails half-way.
-struct Down(PathBuf);
-
-impl Drop for Down {
-    fn drop(&mut self) {
-        let _ = farmctl().arg("down").arg("--state").arg(&self.0).output();
-    }
-}
-
-fn alive(pid: u64) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        // A zombie (state Z) has exited; its parent just has not reaped it.
-        Ok(stat) => {
-            stat.rsplit(')')
-                .next()
-                .and_then(|r| r.split_whitespace().next())
-                != Some("Z")
-        }
-        Err(_) => false,
-    }
-}
-
-/// Live processes whose executable lies under `dir`.
-fn processes_under(dir: &Path) -> Vec<u64> {
-    let root = dir.canonicalize().unwrap();
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u64>().ok())
-        .filter(|pid| {
-            std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|exe| exe.starts_with(&root))
-        })
-        .filter(|pid| alive(*pid))
-        .collect()
-}
 
 /// Redeploys `name` as `faas-cli deploy -f stack.yml` does, with the
 /// stack's cluster address `NATS_URL=nats://nats.openfaas:4222`, and waits
@@ -144,22 +86,7 @@ fn up_run_down_accounts_for_every_task() {
     let state = tmp.path().join("farm");
     let _guard = Down(state.clone());
 
-    let mut up = farmctl();
-    up.arg("up")
-        .arg("-f")
-        .arg(root.join("stack.yml"))
-        .arg("--state")
-        .arg(&state)
-        .args([
-            "--nats-port",
-            "0",
-            "--provider-port",
-            "0",
-            "--gateway-port",
-            "0",
-        ])
-        .args(["--gateway-ext", "off", "--cargo-profile", "dev"]);
-    let out = run(up, "farmctl up");
+    let out = run(up(&root.join("stack.yml"), &state), "farmctl up");
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         text.contains("farm is up") && text.contains("nats-server") && text.contains("demo-worker"),

@@ -33,7 +33,7 @@ pub(super) async fn hand_over(
     // update rolls the replicas over, so it happens before the run.
     let mut dep = stack.deployment(
         &farm.worker,
-        &BTreeMap::from([("NATS_URL".to_string(), st.nats.url.clone())]),
+        &BTreeMap::from([("NATS_URL".to_string(), st.nats_url())]),
     )?;
     let ann = &mut dep.annotations;
     ann.insert("com.rust-farm.policy".into(), policy.to_string());
