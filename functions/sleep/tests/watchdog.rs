@@ -302,7 +302,8 @@ fn invoke_in_flight(
 /// ends close to the grace and an invocation in flight that would outlast
 /// it, at once, and the worker still exits 0 within `FARM_DRAIN_GRACE` plus
 /// the runtime's margin (the watchdog's `healthcheck_interval`). The
-/// invocation is cut at the deadline; the task is finished and acked. (The
+/// invocation is cut at the deadline and answered 503; the task is finished
+/// and acked. (The
 /// two waits one after the other took the task's time plus a whole grace.)
 #[tokio::test(flavor = "multi_thread")]
 async fn a_held_task_and_an_invocation_in_flight_drain_within_one_grace() {
@@ -336,10 +337,14 @@ async fn a_held_task_and_an_invocation_in_flight_drain_within_one_grace() {
         )
     });
     assert_eq!(status.code(), Some(0), "log:\n{}", w.log_tail());
+    let (code, body) = in_flight
+        .join()
+        .unwrap()
+        .unwrap_or_else(|| panic!("the cut invocation got no answer\n{}", w.log_tail()));
     assert_eq!(
-        in_flight.join().unwrap(),
-        None,
-        "the invocation was cut at the deadline"
+        (code, String::from_utf8_lossy(&body).into_owned()),
+        (503, farm_runtime::http::CUT_AT_DEADLINE.to_owned()),
+        "the invocation was cut at the deadline and told so"
     );
     let rs = results(&js, &names).await;
     assert_eq!(rs.len(), 1, "{rs:?}");

@@ -9,7 +9,9 @@
 //!   Handler errors answer 500 with the error text, undecodable tasks 400.
 //!   While the replica drains, `POST /` answers 503 (the caller retries on
 //!   another replica) and the invocations already running are tracked, so
-//!   the drain can wait for them.
+//!   the drain can wait for them. One still running at the drain deadline
+//!   is cancelled and answered 503 (`cut`), so its caller always gets an
+//!   answer before the replica exits.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,6 +23,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use prost::Message as _;
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::handler::{SharedHandler, Task, call_isolated};
@@ -75,14 +78,17 @@ struct AppState {
     readiness: Arc<Readiness>,
     handler: SharedHandler,
     invocations: TaskTracker,
+    cut: CancellationToken,
 }
 
 /// The router serving `/_/health` and `POST /`; every synchronous invocation
-/// runs tracked by `invocations`.
+/// runs tracked by `invocations`, and one still running when `cut` is
+/// cancelled (the drain deadline) is aborted and answered 503.
 pub fn router(
     readiness: Arc<Readiness>,
     handler: SharedHandler,
     invocations: TaskTracker,
+    cut: CancellationToken,
 ) -> Router {
     Router::new()
         .route("/_/health", get(health))
@@ -91,8 +97,12 @@ pub fn router(
             readiness,
             handler,
             invocations,
+            cut,
         })
 }
+
+/// The answer to an invocation cancelled at the drain deadline.
+pub const CUT_AT_DEADLINE: &str = "drain deadline reached: this replica is shutting down and cancelled the invocation before the handler finished; retry on another replica\n";
 
 async fn health(State(s): State<AppState>) -> Response {
     let r = &s.readiness;
@@ -143,11 +153,15 @@ async fn invoke(State(s): State<AppState>, headers: HeaderMap, body: Bytes) -> R
     };
     let id = task.id.clone();
     tracing::debug!(task = %id, "HTTP invocation started");
-    match s
-        .invocations
-        .track_future(call_isolated(&s.handler, task))
-        .await
-    {
+    let call = s.invocations.track_future(call_isolated(&s.handler, task));
+    let result = tokio::select! {
+        r = call => r,
+        () = s.cut.cancelled() => {
+            tracing::warn!(task = %id, "HTTP invocation cancelled at the drain deadline");
+            return (StatusCode::SERVICE_UNAVAILABLE, CUT_AT_DEADLINE).into_response();
+        }
+    };
+    match result {
         Ok(out) => {
             let ct = if out.content_type.is_empty() {
                 crate::handler::OCTET_STREAM.to_owned()

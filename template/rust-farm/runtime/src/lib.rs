@@ -22,8 +22,9 @@
 //! 5. on SIGTERM/SIGINT drains against one deadline, `FARM_DRAIN_GRACE`
 //!    after the signal: stops pulling, answers new `POST /` with 503, and
 //!    finishes (and acks) what it holds while the invocations in flight
-//!    finish, both at once; then exits 0 (1 if held tasks outlasted the
-//!    grace: they are given back). Naks and the final flush take at most
+//!    finish, both at once (an invocation still running at the deadline is
+//!    cancelled and answered 503); then exits 0 (1 if held tasks outlasted
+//!    the grace: they are given back). Naks and the final flush take at most
 //!    [`config::WATCHDOG_DRAIN_MARGIN`] after the deadline, so of-watchdog's
 //!    `healthcheck_interval` outwaits the whole drain.
 //!
@@ -85,6 +86,10 @@ const _: () = assert!(
         <= config::WATCHDOG_DRAIN_MARGIN.as_millis(),
     "what the drain takes after its deadline must fit the watchdog margin"
 );
+
+/// How long the HTTP server gets, once the invocations still running at
+/// the drain deadline were answered 503, to write those answers and close.
+const CUT_FLUSH: Duration = Duration::from_secs(1);
 
 /// Exit code for a configuration error (`EX_USAGE` of sysexits.h).
 pub const EXIT_CONFIG: u8 = 64;
@@ -256,7 +261,13 @@ pub async fn serve(
     info!(addr = %local, farm = cfg.names.farm(), instance = %cfg.worker.instance, "http listening");
     let http_stop = CancellationToken::new();
     let invocations = TaskTracker::new();
-    let app = http::router(readiness.clone(), handler.clone(), invocations.clone());
+    let cut = CancellationToken::new();
+    let app = http::router(
+        readiness.clone(),
+        handler.clone(),
+        invocations.clone(),
+        cut.clone(),
+    );
     let mut http_task = tokio::spawn(
         axum::serve(listener, app)
             .with_graceful_shutdown(http_stop.clone().cancelled_owned())
@@ -287,7 +298,14 @@ pub async fn serve(
     let _ = drain.set(deadline);
     invocations.close();
     let invocations_done = async {
-        let _ = timeout_at(deadline, invocations.wait()).await;
+        if timeout_at(deadline, invocations.wait()).await.is_err() {
+            warn!(
+                in_flight = invocations.len(),
+                grace = ?cfg.worker.drain_grace,
+                "HTTP invocations still running at the end of the grace period; cancelling them (each answered 503)"
+            );
+            cut.cancel();
+        }
     };
     let result = match ended {
         Some(r) => {
@@ -303,14 +321,21 @@ pub async fn serve(
     // Late invocations were answered 503 until now. The server's own
     // graceful shutdown waits for one that passed the draining check as the
     // signal came, but never past the deadline.
+    // An invocation cut at the deadline has its 503 written by now; one that
+    // slipped past the draining check as the signal came is cut here. The
+    // last wait is bounded in case a peer never reads its answer.
     http_stop.cancel();
     if timeout_at(deadline, &mut http_task).await.is_err() {
-        warn!(
-            in_flight = invocations.len(),
-            grace = ?cfg.worker.drain_grace,
-            "HTTP invocations still running at the end of the grace period; their connections are closed"
-        );
-        http_task.abort();
+        cut.cancel();
+        if tokio::time::timeout(CUT_FLUSH, &mut http_task)
+            .await
+            .is_err()
+        {
+            warn!(
+                "HTTP connections still open after the cut invocations were answered; closing them"
+            );
+            http_task.abort();
+        }
     }
     result
 }
