@@ -635,6 +635,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--events", default="",
                     help="early decisions on a backlog jump: on, or share=X,jump=N,gap=S "
                          "(default off), as `farmctl sim --events`")
+    ap.add_argument("--shed-expired", action="store_true",
+                    help="runs drop tasks already past their deadline unstarted "
+                         "(`farmctl sim --shed-expired`, the runtime's FARM_SHED_EXPIRED)")
     ap.add_argument("--mask-features", default="",
                     help="comma list of observation feature names the policy must not use "
                          "(their input weights stay 0)")
@@ -721,6 +724,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         del cfg["window"]  # likewise
     if not a.events:
         del cfg["events"]  # likewise
+    if not a.shed_expired:
+        del cfg["shed_expired"]  # likewise
     if not a.init_actions:
         del cfg["init_actions"]  # likewise
     if not a.qos_cap:
@@ -747,7 +752,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             **(WHOLE_RUN if a.episode_end == "whole" else {}),
             **({"interval": a.interval} if a.interval else {}),
             **({"window": str(a.window)} if a.window else {}),
-            **({"events": a.events} if a.events else {})}
+            **({"events": a.events} if a.events else {}),
+            **({"shed_expired": "true"} if a.shed_expired else {})}
     t0 = time.perf_counter()
     batch = RunBatch(a.actions, a.address, obs_version=a.obs_version)
     try:

@@ -1239,6 +1239,7 @@ mod tests {
         RunMetrics {
             tasks: 0,
             completed: 0,
+            shed: 0,
             unfinished: 0,
             on_time: 0,
             qos,

@@ -209,6 +209,8 @@ pub struct EpisodeConfig {
     pub window: Option<f64>,
     /// Early decisions on a backlog jump.
     pub events: Option<BacklogJump>,
+    /// Shed tasks past their deadline unstarted (option `shed_expired`).
+    pub shed_expired: bool,
 }
 
 impl EpisodeConfig {
@@ -248,6 +250,7 @@ impl EpisodeConfig {
             intervals: Vec::new(),
             window: None,
             events: None,
+            shed_expired: false,
         };
         let mut ranges = Randomization::default();
         let mut randomize = false;
@@ -337,6 +340,13 @@ impl EpisodeConfig {
                 "events" => {
                     cfg.events = BacklogJump::parse(value)
                         .map_err(|e| Status::invalid_argument(format!("option events: {e}")))?;
+                }
+                "shed_expired" => {
+                    cfg.shed_expired = match value.trim() {
+                        "true" | "1" | "on" => true,
+                        "false" | "0" | "off" => false,
+                        _ => return Err(invalid(bad("true or false"))),
+                    };
                 }
                 "reward.qos" => cfg.weights.qos = weight(value).map_err(invalid)?,
                 "reward.cost" => cfg.weights.cost = weight(value).map_err(invalid)?,
@@ -795,7 +805,8 @@ impl FarmControl for SimControl {
             let env = Env::new(cfg.actions.clone(), cfg.weights)
                 .with_observer(observer)
                 .with_window(cfg.window)
-                .with_events(cfg.events);
+                .with_events(cfg.events)
+                .with_shed_expired(cfg.shed_expired);
             let mut slot = Slot {
                 env,
                 cfg,
@@ -1087,6 +1098,18 @@ mod tests {
             let e = EpisodeConfig::from_request(&req(&[("obs_version", v)])).unwrap_err();
             assert_eq!(e.code(), tonic::Code::InvalidArgument, "{v}");
         }
+    }
+
+    /// `shed_expired` is off unless asked, and a value that is not a
+    /// boolean is refused naming the option.
+    #[test]
+    fn shed_expired_option_is_a_boolean() {
+        assert!(!EpisodeConfig::from_request(&req(&[])).unwrap().shed_expired);
+        let on = EpisodeConfig::from_request(&req(&[("shed_expired", "true")])).unwrap();
+        assert!(on.shed_expired);
+        let e = EpisodeConfig::from_request(&req(&[("shed_expired", "maybe")])).unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument);
+        assert!(e.message().contains("shed_expired"), "{}", e.message());
     }
 
     #[test]

@@ -76,6 +76,10 @@ struct Common {
     /// or `share=X,jump=N,gap=S` (see gateway-ext's `CONTROL_EVENTS`).
     #[arg(long, default_value = "off", value_parser = parse_events)]
     events: Events,
+    /// Drop tasks whose deadline passed before a replica starts them (the
+    /// runtime's `FARM_SHED_EXPIRED`).
+    #[arg(long)]
+    shed_expired: bool,
     /// Write the results as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -166,6 +170,7 @@ fn run_one(
         shards: c.shards,
         window_s: c.window,
         events: c.events.0,
+        shed_expired: c.shed_expired,
         ..SimOptions::default()
     };
     let metrics = if policy_name == ORACLE {

@@ -79,6 +79,10 @@ pub struct SimOptions {
     /// `CONTROL_EVENTS`); `None` = only at ticks. The regular ticks restart
     /// from an early decision.
     pub events: Option<BacklogJump>,
+    /// Drop a task whose deadline has already passed when a replica would
+    /// start it (the runtime's `FARM_SHED_EXPIRED`): it is a QoS miss
+    /// either way, and the replica takes the next one instead.
+    pub shed_expired: bool,
 }
 
 impl Default for SimOptions {
@@ -90,6 +94,7 @@ impl Default for SimOptions {
             alerts: true,
             timeline: true,
             events: None,
+            shed_expired: false,
         }
     }
 }
@@ -436,6 +441,8 @@ pub struct Engine {
     alert_firing: bool,
     alert_last_post: f64,
     arrived_total: u64,
+    /// Tasks dropped unstarted past their deadline (`shed_expired`).
+    shed: u64,
 
     // run metrics
     area: f64,
@@ -532,6 +539,7 @@ impl Engine {
             alert_firing: false,
             alert_last_post: f64::NEG_INFINITY,
             arrived_total: 0,
+            shed: 0,
             area: 0.0,
             area_t: 0.0,
             max_alive: 0,
@@ -651,7 +659,8 @@ impl Engine {
     fn dispatch(&mut self) {
         while !self.queue.is_empty() {
             let Some(r) = self.idle.pop() else { break };
-            let Some(task) = self.queue.pop_front() else {
+            let Some(task) = self.next_runnable() else {
+                self.idle.push(r);
                 break;
             };
             let rep = &mut self.replicas[r as usize];
@@ -667,6 +676,20 @@ impl Engine {
                 },
             );
         }
+    }
+
+    /// The queue's next task to start; with `shed_expired`, the ones whose
+    /// deadline already passed are dropped on the way (counted `shed`).
+    fn next_runnable(&mut self) -> Option<u32> {
+        while let Some(task) = self.queue.pop_front() {
+            let t = &self.tasks[task as usize];
+            if self.opts.shed_expired && self.now - t.arrival_s > t.deadline_s * (1.0 + 1e-12) {
+                self.shed += 1;
+                continue;
+            }
+            return Some(task);
+        }
+        None
     }
 
     fn arrive(&mut self, i: usize) {
@@ -1008,7 +1031,7 @@ impl Engine {
     }
 
     fn completed_pending(&self) -> u64 {
-        self.arrived_total - self.completed - self.queue.len() as u64
+        self.arrived_total - self.completed - self.shed - self.queue.len() as u64
     }
 
     fn close_window(&mut self) -> Signals {
@@ -1071,7 +1094,8 @@ impl Engine {
     }
 
     fn all_done(&self) -> bool {
-        self.next_arrival == self.tasks.len() && self.completed == self.tasks.len() as u64
+        self.next_arrival == self.tasks.len()
+            && self.completed + self.shed == self.tasks.len() as u64
     }
 
     fn finish(&mut self, end: f64) {
@@ -1220,7 +1244,8 @@ impl Engine {
         RunMetrics {
             tasks: n,
             completed: self.completed,
-            unfinished: n - self.completed,
+            shed: self.shed,
+            unfinished: n - self.completed - self.shed,
             on_time: self.on_time,
             qos: if n == 0 {
                 1.0
@@ -1235,7 +1260,7 @@ impl Engine {
             max_replicas: self.max_alive,
             scaling_actions: self.actions,
             reversals: self.reversals,
-            drain_time_s: if self.completed == n && n > 0 {
+            drain_time_s: if self.completed + self.shed == n && n > 0 {
                 (self.last_completion_s - last_arrival).max(0.0)
             } else {
                 (end - last_arrival).max(0.0)

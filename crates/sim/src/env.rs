@@ -137,6 +137,13 @@ impl Env {
         self
     }
 
+    /// Drops tasks already past their deadline instead of starting them
+    /// ([`crate::SimOptions::shed_expired`]).
+    pub fn with_shed_expired(mut self, shed: bool) -> Env {
+        self.opts.shed_expired = shed;
+        self
+    }
+
     /// The observation layout version.
     pub fn obs_version(&self) -> u32 {
         self.observer.version()

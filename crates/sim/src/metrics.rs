@@ -37,7 +37,11 @@ pub struct RunMetrics {
     pub tasks: u64,
     /// Tasks completed (on time or late).
     pub completed: u64,
-    /// Tasks not completed when the run ended.
+    /// Tasks dropped unstarted because their deadline had passed
+    /// ([`crate::SimOptions::shed_expired`]; dead-lettered live).
+    #[serde(default)]
+    pub shed: u64,
+    /// Tasks not completed (nor shed) when the run ended.
     pub unfinished: u64,
     /// Tasks completed within their deadline.
     pub on_time: u64,

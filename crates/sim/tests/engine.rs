@@ -46,6 +46,40 @@ fn fifo_queue_makes_the_second_task_late() {
 }
 
 #[test]
+fn shedding_drops_tasks_already_past_their_deadline_and_serves_the_rest() {
+    // One replica, four tasks at 0 with a 1.5 s deadline and 1 s service:
+    // FIFO runs them all (finishing at 1, 2, 3, 4; one on time). Shedding,
+    // at t = 1 the second task (waited 1 s) still starts and is late (2 >
+    // 1.5); at t = 2 the third and fourth have waited 2 s > 1.5 s and are
+    // dropped unstarted. A fifth task arriving at 2.2 then starts at once.
+    let w = workload(
+        &[
+            (0.0, 1.0, 1.5),
+            (0.0, 1.0, 1.5),
+            (0.0, 1.0, 1.5),
+            (0.0, 1.0, 1.5),
+            (2.2, 1.0, 1.5),
+        ],
+        3.0,
+    );
+    let p = platform(5.0, 1, 1, 1, 3.0, 1.0);
+    let fifo = simulate_workload(&w, &p, 1, &mut Fixed(1), &SimOptions::default()).unwrap();
+    assert_eq!((fifo.completed, fifo.shed, fifo.on_time), (5, 0, 1));
+    let opts = SimOptions {
+        shed_expired: true,
+        ..SimOptions::default()
+    };
+    let m = simulate_workload(&w, &p, 1, &mut Fixed(1), &opts).unwrap();
+    assert_eq!(
+        (m.tasks, m.completed, m.shed, m.unfinished, m.on_time),
+        (5, 3, 2, 0, 2)
+    );
+    assert!(close(m.qos, 0.4));
+    // The last task ran 2.2 .. 3.2: the run ends with it.
+    assert!(close(m.end_s, 3.2), "{}", m.end_s);
+}
+
+#[test]
 fn scale_up_pays_the_startup_and_scale_down_pays_the_delay() {
     // Ticks at 5, 10, 15: ask 3, then 1, then 1. Start-up 2 s, scale-down 1 s.
     let w = workload(&[], 20.0);

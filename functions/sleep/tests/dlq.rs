@@ -131,3 +131,78 @@ async fn garbage_bytes_go_to_the_dlq_and_the_worker_continues() {
     assert!(w.is_running());
     assert_eq!(results(&js, &names).await.len(), 1);
 }
+
+/// Publishes a 1.5 s blocker, then three tasks with a 300 ms deadline and
+/// one with a minute, to a farm whose one replica runs one task at a time;
+/// returns the replica's results and dead letters once all five are in.
+async fn behind_a_blocker(
+    nats: &NatsServer,
+    farm: &str,
+    shed: &str,
+) -> (
+    Vec<farm_runtime::proto::TaskResult>,
+    Vec<farm_runtime::proto::DeadLetter>,
+) {
+    let (_c, js) = js(nats).await;
+    let names = FarmNames::new(farm).unwrap();
+    let _w = spawn_worker(
+        &nats.url(),
+        farm,
+        "worker-s",
+        &[("FARM_CONCURRENCY", "1"), ("FARM_SHED_EXPIRED", shed)],
+    );
+    wait_bound(&js, &names).await;
+    publish_task(&js, &names, &task("blocker", 0, r#"{"sleep_ms":1500}"#)).await;
+    wait_held(&js, &names, 1).await;
+    let mut ids = vec!["blocker".to_owned()];
+    for i in 1..=4u64 {
+        let id = if i == 4 {
+            "fresh".to_owned()
+        } else {
+            format!("stale-{i}")
+        };
+        let mut t = task(&id, i, r#"{"sleep_ms":5}"#);
+        t.deadline_ms = if i == 4 { 60_000 } else { 300 };
+        publish_task(&js, &names, &t).await;
+        ids.push(id);
+    }
+    let rs = wait_results(&js, &names, &ids).await;
+    (rs, dead_letters(&js, &names).await)
+}
+
+/// With `FARM_SHED_EXPIRED`, tasks whose deadline passed while they waited
+/// are dead-lettered unrun with the reason (an ERROR result each, so the
+/// collector accounts for them), the task within its deadline runs; without
+/// it (the default) every task runs, late or not. Nothing is lost either way.
+#[tokio::test(flavor = "multi_thread")]
+async fn expired_tasks_are_shed_to_the_dlq_only_when_asked() {
+    let nats = NatsServer::start().unwrap();
+    let (rs, letters) = behind_a_blocker(&nats, "shed", "1").await;
+    let grouped = by_id(&rs);
+    assert_eq!(rs.len(), 5, "{rs:?}");
+    for id in ["blocker", "fresh"] {
+        assert_eq!(
+            grouped[id][0].status,
+            Status::Ok as i32,
+            "{:?}",
+            grouped[id]
+        );
+    }
+    let mut shed: Vec<&str> = letters.iter().map(|l| l.task_id.as_str()).collect();
+    shed.sort_unstable();
+    assert_eq!(shed, ["stale-1", "stale-2", "stale-3"], "{letters:?}");
+    for l in &letters {
+        assert!(
+            l.reason.starts_with(farm_runtime::worker::SHED_REASON)
+                && l.reason.contains("deadline 300 ms"),
+            "{l:?}"
+        );
+        assert_eq!(grouped[&l.task_id][0].status, Status::Error as i32);
+        assert_eq!(grouped[&l.task_id][0].error, l.reason);
+    }
+
+    let (rs, letters) = behind_a_blocker(&nats, "noshed", "false").await;
+    assert_eq!(rs.len(), 5, "{rs:?}");
+    assert!(rs.iter().all(|r| r.status == Status::Ok as i32), "{rs:?}");
+    assert!(letters.is_empty(), "{letters:?}");
+}

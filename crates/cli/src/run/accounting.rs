@@ -204,6 +204,11 @@ pub(super) fn live_metrics(i: LiveInputs<'_>) -> RunMetrics {
     RunMetrics {
         tasks: i.tasks,
         completed,
+        shed: i
+            .done
+            .values()
+            .filter(|d| d.outcome == Outcome::Shed)
+            .count() as u64,
         unfinished,
         on_time,
         qos: if i.tasks == 0 {

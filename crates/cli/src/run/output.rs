@@ -26,6 +26,8 @@ pub(super) enum Outcome {
     Ok,
     /// It failed for good (dead-lettered) or timed out.
     Failed,
+    /// Shed unrun past its deadline (`FARM_SHED_EXPIRED`).
+    Shed,
 }
 
 /// One OUTPUT entry of this run.
@@ -179,6 +181,8 @@ fn parse(
     let entry = Done {
         outcome: if get(H_STATUS).as_deref() == Some("ok") {
             Outcome::Ok
+        } else if result.error.starts_with(farm_runtime::worker::SHED_REASON) {
+            Outcome::Shed
         } else {
             Outcome::Failed
         },

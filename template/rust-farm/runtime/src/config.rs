@@ -29,6 +29,7 @@
 //! | `FARM_NAK_DELAY` | `1s` | redelivery delay after the first failure; doubles per delivery |
 //! | `FARM_NAK_DELAY_MAX` | `30s` | cap of the redelivery delay |
 //! | `FARM_DRAIN_GRACE` | `25s` | on SIGTERM, time to finish held tasks before giving up (exit 1) |
+//! | `FARM_SHED_EXPIRED` | `false` | dead-letter a task whose deadline passed before a replica started it instead of running it (it is a QoS miss either way; the replica takes the next one) |
 //! | `FARM_TASKS_MAX_MSGS` | `-1` (no limit) | task stream message limit; a full stream rejects new tasks |
 //! | `FARM_TASKS_MAX_BYTES` | `-1` (no limit) | task stream byte limit; a full stream rejects new tasks |
 //! | `FARM_DUPLICATE_WINDOW` | `2m` | de-duplication window of task and result message ids |
@@ -308,6 +309,8 @@ pub struct WorkerConfig {
     pub nak_delay_max: Duration,
     /// Time allowed to drain on SIGTERM.
     pub drain_grace: Duration,
+    /// Dead-letter tasks already past their deadline instead of running them.
+    pub shed_expired: bool,
     /// Instance name written into results and dead letters.
     pub instance: String,
 }
@@ -666,6 +669,7 @@ impl<'a> Parser<'a> {
             Duration::ZERO,
             Duration::from_secs(3600),
         );
+        let shed_expired = self.boolean("FARM_SHED_EXPIRED").unwrap_or(false);
         let instance = self
             .get("FARM_INSTANCE")
             .or_else(|| self.get("HOSTNAME"))
@@ -681,6 +685,7 @@ impl<'a> Parser<'a> {
             nak_delay,
             nak_delay_max: nak_delay_max.max(nak_delay),
             drain_grace,
+            shed_expired,
             instance,
         }
     }
@@ -732,6 +737,25 @@ mod tests {
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect()
+    }
+
+    /// `FARM_SHED_EXPIRED` is off by default, read as a boolean, and a
+    /// value that is not one is refused naming the key and the value.
+    #[test]
+    fn shedding_expired_tasks_is_an_opt_in_boolean() {
+        let with = |v: Option<&str>| {
+            let mut m = map(&[("FARM_NAME", "demo")]);
+            m.extend(v.map(|v| ("FARM_SHED_EXPIRED".to_owned(), v.to_owned())));
+            Config::from_map(&m)
+        };
+        assert!(!with(None).unwrap().worker.shed_expired);
+        assert!(with(Some("on")).unwrap().worker.shed_expired);
+        assert!(!with(Some("0")).unwrap().worker.shed_expired);
+        let e = with(Some("sometimes")).unwrap_err().to_string();
+        assert!(
+            e.contains("FARM_SHED_EXPIRED") && e.contains("sometimes"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -323,6 +323,27 @@ async fn run_task(
     hard_stop: CancellationToken,
 ) {
     let started_us = now_us();
+    if ctx.worker.shed_expired && expired(&task, d.stored_us, started_us) {
+        let result = TaskResult {
+            task_id: task.id.clone(),
+            seq: task.seq,
+            worker: ctx.worker.instance.clone(),
+            started_us,
+            finished_us: started_us,
+            task_stored_us: d.stored_us,
+            deadline_ms: task.deadline_ms,
+            deliveries: d.delivered,
+            ..Default::default()
+        };
+        let waited_ms = started_us.saturating_sub(d.stored_us) / 1000;
+        let reason = format!(
+            "{SHED_REASON}: waited {waited_ms} ms in the queue, deadline {} ms",
+            task.deadline_ms
+        );
+        debug!(%reason, "shedding an expired task");
+        dead_letter_task(&ctx, &msg, d, result, reason, &hard_stop).await;
+        return;
+    }
     let period = (ctx.topology.ack_wait / 3).max(Duration::from_millis(10));
     let mut progress = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     let call = call_isolated(&ctx.handler, task.clone());
@@ -400,6 +421,17 @@ async fn run_task(
             dead_letter_task(&ctx, &msg, d, result, reason, &hard_stop).await;
         }
     }
+}
+
+/// Start of the dead-letter reason of a task shed by `FARM_SHED_EXPIRED`.
+pub const SHED_REASON: &str =
+    "deadline passed before a replica started the task (FARM_SHED_EXPIRED)";
+
+/// Whether `task`, stored at `stored_us`, is past its deadline at `now_us`
+/// (never without a deadline).
+fn expired(task: &Task, stored_us: i64, now_us: i64) -> bool {
+    let waited_us = i128::from(now_us) - i128::from(stored_us);
+    task.deadline_ms > 0 && waited_us > i128::from(task.deadline_ms) * 1000
 }
 
 /// Dead-letters a decoded task for `reason`: the letter to the DLQ and
@@ -623,6 +655,7 @@ mod tests {
             nak_delay: Duration::from_millis(100),
             nak_delay_max: Duration::from_millis(1000),
             drain_grace: Duration::from_secs(1),
+            shed_expired: false,
             instance: "w".into(),
         }
     }
@@ -657,6 +690,23 @@ mod tests {
         assert_eq!(nak_delay(&c, 4), Duration::from_millis(800));
         assert_eq!(nak_delay(&c, 5), Duration::from_millis(1000));
         assert_eq!(nak_delay(&c, 1000), Duration::from_millis(1000));
+    }
+
+    /// Expired = strictly more than the deadline since the task was stored;
+    /// a task without a deadline never expires, and a clock behind the
+    /// store's time does not wrap.
+    #[test]
+    fn a_task_expires_strictly_after_its_deadline_and_never_without_one() {
+        let t = |deadline_ms| Task {
+            id: "a".into(),
+            deadline_ms,
+            ..Default::default()
+        };
+        assert!(!expired(&t(2000), 1_000_000, 3_000_000));
+        assert!(expired(&t(2000), 1_000_000, 3_000_001));
+        assert!(!expired(&t(0), 0, i64::MAX));
+        assert!(!expired(&t(1), i64::MAX, i64::MIN));
+        assert!(!expired(&t(1), 5_000_000, 1_000_000));
     }
 
     #[test]
