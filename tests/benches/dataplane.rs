@@ -18,7 +18,8 @@
 //!    OUTPUT;
 //! 4. **latency** at about half the measured farm capacity: paced
 //!    submissions, end to end (HTTP submit -> the output entry published on
-//!    `farm.<f>.output`, observed by a core-NATS subscriber), and the raw path
+//!    `farm.<f>.output.<task>`, observed by a core-NATS subscriber to
+//!    `farm.<f>.output.>`), and the raw path
 //!    at the same rate (publish -> delivered to the pull consumer), so the
 //!    latency the farm adds is visible; the farm's latency is also split
 //!    into stages from timestamps on the one host clock (see `Stages`).
@@ -454,7 +455,7 @@ impl Stages {
 async fn farm_latency(farm: &Farm, rate: f64, secs: f64) -> (Histogram<u64>, Stages) {
     let (client, _js) = farm.js().await;
     let mut sub = client
-        .subscribe(farm.names.output_subject())
+        .subscribe(farm.names.output_filter())
         .await
         .expect("subscribe output");
     client.flush().await.expect("flush");

@@ -10,7 +10,9 @@
 //! its output's ack arrived. A crash at any point therefore loses nothing: an
 //! unacked result is redelivered, and if its output had already been stored
 //! the id set (rebuilt from OUTPUT at start) or OUTPUT's own duplicate window
-//! recognises it.
+//! recognises it, and failing both OUTPUT refuses it: each task has its own
+//! subject there, which holds one entry at most (see [`crate::output`]). A
+//! refused write counts like a duplicate: the result is acked.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -23,13 +25,16 @@ use async_nats::jetstream::context::{PublishAckFuture, PublishError};
 use async_nats::jetstream::publish::PublishAck;
 use async_nats::jetstream::{self, AckKind, message::PublishMessage};
 use bytes::Bytes;
+use farm_runtime::names::FarmNames;
 use farm_runtime::proto::{MetricsSnapshot, Status, TaskResult};
 use futures::StreamExt;
 use futures::stream::FuturesOrdered;
 use prost::Message as _;
 
 use crate::dedup::IdSet;
-use crate::output::{H_COMPLETED, H_LATENCY_US, H_QOS_HIT, H_QOS_HITS, H_SEQ, H_STATUS, H_TASK_ID};
+use crate::output::{
+    H_COMPLETED, H_LATENCY_US, H_QOS_HIT, H_QOS_HITS, H_SEQ, H_STATUS, H_TASK_ID, is_already_stored,
+};
 use crate::reorder::Reorder;
 use crate::stats::{Arrivals, Completion, Stats, Totals, is_hit};
 
@@ -109,7 +114,8 @@ pub struct Written {
 /// The collecting loop's own state.
 pub struct Collector {
     js: jetstream::Context,
-    output_subject: String,
+    /// The farm's names: each output goes to its task's own subject.
+    names: FarmNames,
     ids: IdSet,
     /// Ids admitted but not yet settled, with the copies of the same result
     /// delivered meanwhile: a copy is acked only once its twin's output is
@@ -131,7 +137,7 @@ pub struct Collector {
 impl std::fmt::Debug for Collector {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Collector")
-            .field("output_subject", &self.output_subject)
+            .field("farm", &self.names.farm())
             .field("inflight", &self.inflight.len())
             .field("writes", &self.writes.len())
             .field("ordered", &self.reorder.is_some())
@@ -145,18 +151,19 @@ fn stored_us(msg: &jetstream::Message) -> Option<i64> {
 }
 
 impl Collector {
-    /// A collector writing to `output_subject`. `ids` is the rebuilt id set;
-    /// `reorder` is `Some` when ordering is on.
+    /// A collector writing to the OUTPUT stream of `names`, each output on
+    /// its task's subject ([`FarmNames::output_task_subject`]). `ids` is the
+    /// rebuilt id set; `reorder` is `Some` when ordering is on.
     pub fn new(
         js: jetstream::Context,
-        output_subject: String,
+        names: FarmNames,
         ids: IdSet,
         reorder: Option<(u64, usize, Duration)>,
         shared: Arc<Mutex<Shared>>,
     ) -> Self {
         Self {
             js,
-            output_subject,
+            names,
             ids,
             inflight: HashMap::new(),
             reorder: reorder.map(|(next, cap, gap)| Reorder::new(next, cap, gap)),
@@ -263,13 +270,15 @@ impl Collector {
             h.insert(H_QOS_HIT, if p.completion.hit { "1" } else { "0" });
             h.insert(H_COMPLETED, planned.completed.to_string().as_str());
             h.insert(H_QOS_HITS, planned.qos_hits.to_string().as_str());
+            // The message id after the headers: `headers` replaces the
+            // whole map, `message_id` adds to it.
             let publish = PublishMessage::build()
-                .message_id(&p.id)
                 .headers(h)
+                .message_id(&p.id)
                 .payload(Bytes::clone(&p.msg.payload));
             let sent = self
                 .js
-                .send_publish(self.output_subject.clone(), publish)
+                .send_publish(self.names.output_task_subject(&p.id), publish)
                 .await;
             self.writes.push_back(Box::pin(awaited(p, sent)));
         }
@@ -298,22 +307,37 @@ impl Collector {
     }
 
     /// Applies one answered write: counts the completion and acks the result
-    /// when the output is stored, else gives the result back.
+    /// when the output is stored (now, or already: a duplicate, or a write
+    /// OUTPUT refused because the task's subject holds its entry), else gives
+    /// the result back.
     pub async fn settle(&mut self, done: Written) {
         let Written { pending: p, stored } = done;
         self.unsettled.completed -= 1;
         self.unsettled.qos_hits -= u64::from(p.completion.hit);
         let copies = self.inflight.remove(&p.id).unwrap_or_default();
+        // Whether this write found the output already stored, or why it
+        // failed.
+        let stored = match stored {
+            Ok(ack) => Ok(ack.duplicate),
+            Err(e) if is_already_stored(&e) => {
+                // An earlier attempt was stored but its ack was lost (say a
+                // timeout while the stream changed leader), outside what the
+                // duplicate window recognises.
+                tracing::info!(task = %p.id, "output already stored; OUTPUT refused the second write, result acked");
+                Ok(true)
+            }
+            Err(e) => Err(e),
+        };
         match stored {
-            Ok(ack) => {
-                // `duplicate` with an id we do not know means an earlier
+            Ok(already) => {
+                // Already stored with an id we do not know means an earlier
                 // attempt stored it but its ack was lost: it is this task's
                 // one output, so it counts as a completion.
                 let known = !self.ids.insert(&p.id);
                 {
                     let mut sh = lock(&self.shared);
                     let now = sh.origin.elapsed();
-                    if ack.duplicate && known {
+                    if already && known {
                         sh.stats.duplicate();
                     } else {
                         sh.stats.record(p.completion, now);

@@ -2,8 +2,9 @@
 //! each task's result exactly once to `FARM_<F>_OUTPUT`, and reports QoS.
 //!
 //! - **De-duplication** by task id ([`dedup`]), bounded memory; rebuilt from
-//!   the tail of OUTPUT at start, backed by OUTPUT's duplicate window
-//!   ([`output`]).
+//!   the tail of OUTPUT at start, backed by OUTPUT's duplicate window and,
+//!   deterministically, by OUTPUT itself: one subject per task, holding one
+//!   entry at most, so the server refuses a second write ([`output`]).
 //! - **QoS from one clock**: latency = the result's stored time in RESULTS
 //!   minus the task's stored time in TASKS (`TaskResult.task_stored_us`),
 //!   both stamped by the JetStream server; a hit is a successful task whose
@@ -158,7 +159,7 @@ pub async fn run(
         let next = recovered.max_seq.map_or(1, |s| s + 1);
         (next, cfg.reorder_capacity, cfg.gap_timeout)
     });
-    let mut collector = Collector::new(js.clone(), names.output_subject(), ids, reorder, shared);
+    let mut collector = Collector::new(js.clone(), names.clone(), ids, reorder, shared);
     tracing::info!(
         farm = names.farm(),
         ordered = cfg.ordered,

@@ -1,8 +1,10 @@
 //! The OUTPUT stream `FARM_<F>_OUTPUT`: what the collector writes, and how it
 //! recovers its state from it after a restart.
 //!
-//! Each entry is the worker's `TaskResult` bytes unchanged, published on
-//! `farm.<f>.output` with `Nats-Msg-Id` = task id and these headers:
+//! Each entry is the worker's `TaskResult` bytes unchanged, published on the
+//! task's own subject `farm.<f>.output.<token>`
+//! ([`FarmNames::output_task_subject`]) with `Nats-Msg-Id` = task id and
+//! these headers:
 //!
 //! | header | value |
 //! |---|---|
@@ -14,6 +16,14 @@
 //! | `Farm-Completed` | running count of outputs including this one |
 //! | `Farm-Qos-Hits` | running count of hits including this one |
 //!
+//! The stream keeps at most one message per subject and refuses a new one
+//! on a full subject (`discard_new_per_subject`), so a task's output is
+//! stored at most once whatever the collector does: the server refuses the
+//! second write ([`is_already_stored`]). The `Nats-Msg-Id` de-duplication
+//! alone does not suffice: a publish in flight across a change of stream
+//! leader can be committed without the new leader knowing its id, and the
+//! redelivered result's publish would then be stored a second time.
+//!
 //! The running counts let a restarted collector continue its totals from the
 //! last entry in O(1); the ids and `seq`s of the last `dedup_capacity`
 //! entries rebuild the de-duplication set and the next expected `seq`.
@@ -21,7 +31,9 @@
 use std::time::Duration;
 
 use async_nats::HeaderMap;
+use async_nats::jetstream::ErrorCode;
 use async_nats::jetstream::consumer::{DeliverPolicy, pull};
+use async_nats::jetstream::context::{PublishError, PublishErrorKind};
 use async_nats::jetstream::stream::{self, DiscardPolicy, RetentionPolicy, StorageType};
 use farm_runtime::config::TopologyConfig;
 use farm_runtime::names::FarmNames;
@@ -44,9 +56,17 @@ pub const H_COMPLETED: &str = "Farm-Completed";
 /// Header: running hit count.
 pub const H_QOS_HITS: &str = "Farm-Qos-Hits";
 
-/// Configuration of the OUTPUT stream. Its duplicate window equals the task
-/// stream's, so a result redelivered within it is refused by the server even
-/// if the collector's id set has forgotten it.
+/// Configuration of the OUTPUT stream: one subject per task holding at most
+/// one message, a second one refused (`discard: New` per subject), for as
+/// long as entries are kept (`max_age`). Its duplicate window equals the task
+/// stream's, so a re-publish with the same id inside it is answered as a
+/// duplicate (with the first entry's sequence) before the per-subject limit
+/// is even consulted.
+///
+/// A stream created with the earlier configuration (one subject
+/// `farm.<f>.output`, `discard: Old`) is not changed in place:
+/// [`farm_runtime::topology::ensure_stream`] refuses it with a
+/// `StreamConflict` naming the stream and its subjects.
 pub fn output_stream_config(
     names: &FarmNames,
     topo: &TopologyConfig,
@@ -54,10 +74,12 @@ pub fn output_stream_config(
 ) -> stream::Config {
     stream::Config {
         name: names.output_stream(),
-        subjects: vec![names.output_subject()],
+        subjects: vec![names.output_filter()],
         retention: RetentionPolicy::Limits,
         storage: StorageType::File,
-        discard: DiscardPolicy::Old,
+        discard: DiscardPolicy::New,
+        discard_new_per_subject: true,
+        max_messages_per_subject: 1,
         duplicate_window: topo.duplicate_window,
         max_age,
         max_messages: -1,
@@ -66,6 +88,29 @@ pub fn output_stream_config(
         description: Some(format!("rust-farm {}: collector output", names.farm())),
         ..Default::default()
     }
+}
+
+/// The text nats-server gives a publish refused because its subject already
+/// holds `max_msgs_per_subject` messages and the stream discards new ones
+/// per subject (Go `ErrMaxMsgsPerSubject`). It comes with the JetStream error
+/// code 10077 ([`ErrorCode::STREAM_STORE_FAILED`]), which other store
+/// failures (a full disk, a closed store) share, so the text tells them
+/// apart; `tests/output_once.rs` checks both against the real server.
+pub const MAX_PER_SUBJECT_REFUSAL: &str = "maximum messages per subject exceeded";
+
+/// Whether an OUTPUT publish was refused because the task's subject already
+/// holds its one entry: the task's output is stored. Any other error
+/// (timeout, no stream, another store failure) is not.
+pub fn is_already_stored(err: &PublishError) -> bool {
+    if err.kind() != PublishErrorKind::Other {
+        return false;
+    }
+    std::error::Error::source(err)
+        .and_then(|s| s.downcast_ref::<async_nats::jetstream::Error>())
+        .is_some_and(|je| {
+            je.error_code() == ErrorCode::STREAM_STORE_FAILED
+                && je.to_string().contains(MAX_PER_SUBJECT_REFUSAL)
+        })
 }
 
 /// Configuration of the durable `collector` consumer of RESULTS. It never
@@ -215,7 +260,10 @@ mod tests {
         let names = FarmNames::new("demo").expect("valid");
         let s = output_stream_config(&names, &TopologyConfig::default(), Duration::from_secs(60));
         assert_eq!(s.name, "FARM_DEMO_OUTPUT");
-        assert_eq!(s.subjects, vec!["farm.demo.output".to_string()]);
+        assert_eq!(s.subjects, vec!["farm.demo.output.>".to_string()]);
+        assert_eq!(s.max_messages_per_subject, 1);
+        assert_eq!(s.discard, DiscardPolicy::New);
+        assert!(s.discard_new_per_subject);
         let c = collector_consumer_config(&names, Duration::from_secs(5), 100);
         assert_eq!(c.durable_name.as_deref(), Some("collector"));
         assert_eq!(c.filter_subject, "farm.demo.results");

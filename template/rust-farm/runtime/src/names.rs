@@ -115,9 +115,25 @@ impl FarmNames {
         format!("farm.{}.dlq", self.farm)
     }
 
-    /// `farm.<f>.output`: subject of the collector's ordered/unordered output.
-    pub fn output_subject(&self) -> String {
-        format!("farm.{}.output", self.farm)
+    /// `farm.<f>.output.>`: the subjects of the collector's output stream,
+    /// one per task ([`FarmNames::output_task_subject`]). Readers of the
+    /// whole output subscribe to or filter on this.
+    pub fn output_filter(&self) -> String {
+        format!("farm.{}.output.>", self.farm)
+    }
+
+    /// `farm.<f>.output.<token>`: the subject of task `task_id`'s one output
+    /// entry, with the token of [`output_token`]. A subject per task lets the
+    /// OUTPUT stream hold at most one message per subject, so the server
+    /// itself refuses a second output of the same task.
+    ///
+    /// ```
+    /// let n = farm_runtime::names::FarmNames::new("demo").unwrap();
+    /// assert_eq!(n.output_task_subject("t-1"), "farm.demo.output.t-1");
+    /// assert_eq!(n.output_task_subject("a.b"), "farm.demo.output.=YS5i");
+    /// ```
+    pub fn output_task_subject(&self, task_id: &str) -> String {
+        format!("farm.{}.output.{}", self.farm, output_token(task_id))
     }
 
     /// `farm.<f>.metrics`: core-NATS subject of `MetricsSnapshot`s.
@@ -139,6 +155,54 @@ impl FarmNames {
 impl fmt::Display for FarmNames {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.farm)
+    }
+}
+
+/// The subject token naming task `task_id` in the output subjects: the id
+/// itself when it is non-empty and only `[A-Za-z0-9_-]`, otherwise `=`
+/// followed by the unpadded base64url of its UTF-8 bytes. The raw form never
+/// holds `=`, the encoded one always starts with it, so two ids never share a
+/// token; and neither form holds `.`, `*`, `>` or whitespace, so the token is
+/// one literal subject token whatever the id contains.
+///
+/// ```
+/// use farm_runtime::names::output_token;
+/// assert_eq!(output_token("r1f-42_x"), "r1f-42_x");
+/// assert_eq!(output_token("a b"), "=YSBi");
+/// assert_eq!(output_token(""), "=");
+/// ```
+pub fn output_token(task_id: &str) -> String {
+    let plain = !task_id.is_empty()
+        && task_id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if plain {
+        task_id.to_owned()
+    } else {
+        let mut token = String::with_capacity(1 + task_id.len().div_ceil(3) * 4);
+        token.push('=');
+        push_base64url(&mut token, task_id.as_bytes());
+        token
+    }
+}
+
+/// The base64url alphabet (RFC 4648, section 5).
+const BASE64URL: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+/// Appends the unpadded base64url encoding of `bytes` to `out`. Written out
+/// here rather than taken from a crate: this crate is copied into every
+/// function's build context and keeps its dependencies few.
+fn push_base64url(out: &mut String, bytes: &[u8]) {
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, &b)| n | (u32::from(b) << (16 - 8 * i)));
+        // 1, 2 or 3 bytes give 2, 3 or 4 characters of 6 bits each.
+        for i in 0..=chunk.len() {
+            let sextet = (n >> (18 - 6 * i)) & 0x3f;
+            out.push(char::from(BASE64URL[sextet as usize]));
+        }
     }
 }
 
@@ -186,8 +250,82 @@ mod tests {
         assert_eq!(n.results_subject(), "farm.demo.results");
         assert_eq!(n.dlq_subject(), "farm.demo.dlq");
         assert_eq!(n.metrics_subject(), "farm.demo.metrics");
+        assert_eq!(n.output_filter(), "farm.demo.output.>");
+        assert_eq!(n.output_task_subject("t-7"), "farm.demo.output.t-7");
         assert_eq!(n.workers_consumer(), "workers");
         assert_eq!(n.farm(), "demo");
+    }
+
+    fn base64url(bytes: &[u8]) -> String {
+        let mut s = String::new();
+        push_base64url(&mut s, bytes);
+        s
+    }
+
+    #[test]
+    fn base64url_matches_rfc_4648() {
+        // RFC 4648 section 10, padding removed.
+        for (plain, encoded) in [
+            ("", ""),
+            ("f", "Zg"),
+            ("fo", "Zm8"),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg"),
+            ("fooba", "Zm9vYmE"),
+            ("foobar", "Zm9vYmFy"),
+        ] {
+            assert_eq!(base64url(plain.as_bytes()), encoded, "{plain:?}");
+        }
+        // The two characters where base64url differs from base64 (+ and /).
+        assert_eq!(base64url(&[0xfb, 0xff]), "-_8");
+        assert_eq!(base64url(&[0xff, 0xff, 0xff]), "____");
+    }
+
+    #[test]
+    fn plain_ids_are_their_own_token() {
+        for id in ["t", "t-1", "r18f3a-000042", "A_b-9", "-", "_"] {
+            assert_eq!(output_token(id), id);
+        }
+    }
+
+    #[test]
+    fn other_ids_are_encoded_into_one_literal_token() {
+        for (id, token) in [
+            ("", "="),
+            ("a.b", "=YS5i"),
+            ("a b", "=YSBi"),
+            ("*", "=Kg"),
+            (">", "=Pg"),
+            ("farm.demo.output.>", "=ZmFybS5kZW1vLm91dHB1dC4-"),
+            ("é", "=w6k"),
+            ("任务", "=5Lu75Yqh"),
+            ("=", "=PQ"),
+            ("a\tb", "=YQli"),
+        ] {
+            assert_eq!(output_token(id), token, "{id:?}");
+        }
+        for id in ["", "a.b", "a b", "x*", "y>", "é", "a=b", "t\n", "a/b"] {
+            let token = output_token(id);
+            assert!(token.starts_with('='), "{id:?} -> {token:?}");
+            assert!(
+                token
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_=".contains(&b)),
+                "{id:?} -> {token:?} is not one literal subject token"
+            );
+        }
+    }
+
+    #[test]
+    fn tokens_never_collide() {
+        // A plain id that looks like an encoding, and the id it would encode.
+        assert_ne!(output_token("YS5i"), output_token("a.b"));
+        let ids = [
+            "", "=", "==", "a", "a.b", "a_b", "a-b", "YS5i", "=YS5i", "a b", "é", "e", "*", ">",
+        ];
+        let tokens: std::collections::HashSet<String> =
+            ids.iter().map(|id| output_token(id)).collect();
+        assert_eq!(tokens.len(), ids.len());
     }
 
     #[test]

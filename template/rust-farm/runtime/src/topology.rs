@@ -341,6 +341,22 @@ pub fn check_stream(have: &stream::Config, want: &stream::Config) -> Result<(), 
             want.max_bytes.to_string(),
         );
     }
+    // The server stores "no limit" as -1 whether 0 or -1 was asked for.
+    let per_subject = |n: i64| n.max(0);
+    if per_subject(have.max_messages_per_subject) != per_subject(want.max_messages_per_subject) {
+        return conflict(
+            "max_msgs_per_subject",
+            have.max_messages_per_subject.to_string(),
+            want.max_messages_per_subject.to_string(),
+        );
+    }
+    if have.discard_new_per_subject != want.discard_new_per_subject {
+        return conflict(
+            "discard_new_per_subject",
+            have.discard_new_per_subject.to_string(),
+            want.discard_new_per_subject.to_string(),
+        );
+    }
     if have.max_age != want.max_age {
         return conflict(
             "max_age",
@@ -437,4 +453,61 @@ pub fn check_consumer(
         return conflict("filter_subject", have_filter, want.filter_subject.clone());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn output_like() -> stream::Config {
+        stream::Config {
+            name: "FARM_DEMO_OUTPUT".into(),
+            subjects: vec!["farm.demo.output.>".into()],
+            discard: DiscardPolicy::New,
+            discard_new_per_subject: true,
+            max_messages_per_subject: 1,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn per_subject_limits_are_checked() {
+        let want = output_like();
+        assert!(check_stream(&want, &want).is_ok());
+        let unlimited = stream::Config {
+            max_messages_per_subject: -1,
+            ..want.clone()
+        };
+        assert!(matches!(
+            check_stream(&unlimited, &want),
+            Err(TopologyError::StreamConflict {
+                field: "max_msgs_per_subject",
+                ..
+            })
+        ));
+        let keeps_old = stream::Config {
+            discard_new_per_subject: false,
+            ..want.clone()
+        };
+        assert!(matches!(
+            check_stream(&keeps_old, &want),
+            Err(TopologyError::StreamConflict {
+                field: "discard_new_per_subject",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn unset_per_subject_limit_equals_the_servers_minus_one() {
+        let want = stream::Config {
+            name: "FARM_DEMO_TASKS".into(),
+            ..Default::default()
+        };
+        let have = stream::Config {
+            max_messages_per_subject: -1,
+            ..want.clone()
+        };
+        assert!(check_stream(&have, &want).is_ok());
+    }
 }
