@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::{READY_TIMEOUT, TestSupportError, free_port, io_err, nats_server_binary, tail};
+use super::{READY_TIMEOUT, TestSupportError, io_err, nats_server_binary, stable_port, tail};
 
 /// How long the cluster (or a restarted node) gets to report healthy: a
 /// restarted node must also catch up its streams.
@@ -61,9 +61,9 @@ impl NatsCluster {
                 .map_err(io_err("create node store"))?;
             nodes.push(Node {
                 name,
-                port: free_port()?,
-                route_port: free_port()?,
-                monitor_port: free_port()?,
+                port: stable_port()?,
+                route_port: stable_port()?,
+                monitor_port: stable_port()?,
                 child: None,
                 paused: false,
             });

@@ -148,6 +148,39 @@ pub fn free_port() -> Result<u16, TestSupportError> {
     Ok(l.local_addr().map_err(io_err("local_addr"))?.port())
 }
 
+/// A free loopback port below the kernel's ephemeral range, for a server
+/// that must get the same port again when it restarts: a port from
+/// [`free_port`] is an ephemeral one, which any outgoing connection (a
+/// client, another node's route) may take as its local port while the
+/// server is down, so the restarted server fails with "address already in
+/// use". Ports below the range are only ever taken by an explicit bind.
+pub fn stable_port() -> Result<u16, TestSupportError> {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let low = ephemeral_low();
+    let (first, span) = (10_000u32, u32::from(low.max(10_001)) - 10_000);
+    // Spread over the range by process and call, so concurrent test
+    // binaries rarely try the same ports; the bind check settles the rest.
+    let salt = std::process::id().wrapping_mul(2_654_435_761);
+    for _ in 0..span.min(4096) {
+        let k = NEXT.fetch_add(7919, Ordering::Relaxed);
+        let port = first + salt.wrapping_add(k) % span;
+        let port = u16::try_from(port).unwrap_or(10_000);
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    free_port()
+}
+
+/// First port of the kernel's ephemeral range (Linux default 32768).
+fn ephemeral_low() -> u16 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768)
+}
+
 /// Locates nats-server and checks its version.
 pub fn nats_server_binary() -> Result<PathBuf, TestSupportError> {
     let mut searched = Vec::new();
@@ -610,6 +643,22 @@ mod tests {
             || TcpStream::connect(("127.0.0.1", port)).is_err(),
         )
         .unwrap();
+    }
+
+    /// Stable ports are bindable, below the ephemeral range, and successive
+    /// calls give different ports.
+    #[test]
+    fn stable_ports_are_free_and_not_ephemeral() {
+        let low = ephemeral_low();
+        let ports: Vec<u16> = (0..6).map(|_| stable_port().unwrap()).collect();
+        for &p in &ports {
+            assert!((10_000..low).contains(&p), "{p} (ephemeral from {low})");
+            assert!(std::net::TcpListener::bind(("127.0.0.1", p)).is_ok(), "{p}");
+        }
+        let mut unique = ports.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(unique.len(), ports.len(), "{ports:?}");
     }
 
     #[test]
