@@ -12,7 +12,8 @@ mod common;
 
 use std::path::Path;
 
-use common::{Down, alive, farmctl, processes_under, run, up};
+use common::{Down, farmctl, processes_under, run, up};
+use farm_testsupport::alive;
 use serde_json::Value;
 
 /// Redeploys `name` as `faas-cli deploy -f stack.yml` does, with the

@@ -10,8 +10,9 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{Down, alive, farmctl, processes_under, run, up};
+use common::{Down, farmctl, processes_under, run, up};
 use farm_runtime::names::FarmNames;
+use farm_testsupport::alive;
 use serde_json::Value;
 
 /// Bound of an election after a node is lost, and of a batch's processing.

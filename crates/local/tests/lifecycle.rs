@@ -110,7 +110,7 @@ async fn replica_that_ignores_sigterm_is_killed_after_grace() {
     d.env_vars = env(&[("FIXTURE_DRAIN_MS", "60000")]);
     assert_eq!(p.deploy(&d).await.status(), 202);
     p.wait_counts("slow", 1, 1).await;
-    let pid: i32 = p
+    let pid: u64 = p
         .get("/function/slow/pid")
         .await
         .text()
@@ -121,14 +121,8 @@ async fn replica_that_ignores_sigterm_is_killed_after_grace() {
     assert_eq!(p.scale("slow", 0).await, 202);
     // The process is gone well before its 60 s drain would end.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while kill(Pid::from_raw(pid), None).is_ok()
-        && std::fs::metadata(format!("/proc/{pid}")).is_ok()
-    {
-        // A zombie still answers kill(0); /proc/<pid>/stat says Z then.
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        if stat.contains(") Z") {
-            break;
-        }
+    // A zombie still answers kill(0): `alive` reads its state instead.
+    while farm_testsupport::alive(pid) {
         assert!(
             std::time::Instant::now() < deadline,
             "replica still alive after grace"

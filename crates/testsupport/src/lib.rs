@@ -9,6 +9,7 @@
 //! - [`bin_path`]: a workspace binary in `target/<profile>/`.
 //! - [`ChildGuard`]: a child process that is killed when dropped, with its
 //!   output captured to a file for failure messages.
+//! - [`alive`]: whether a process runs (a zombie does not).
 //! - [`wait_until`] / [`eventually`]: bounded polling.
 //!
 //! ```no_run
@@ -560,6 +561,21 @@ impl Drop for ChildGuard {
             }
             let _ = c.wait();
         }
+    }
+}
+
+/// Whether process `pid` is running: it exists and is not a zombie (state
+/// Z: it has exited, its parent just has not reaped it).
+pub fn alive(pid: u64) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state letter follows the parenthesised name.
+        Ok(stat) => {
+            stat.rsplit(')')
+                .next()
+                .and_then(|r| r.split_whitespace().next())
+                != Some("Z")
+        }
+        Err(_) => false,
     }
 }
 

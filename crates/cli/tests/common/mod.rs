@@ -5,6 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use farm_testsupport::alive;
+
 pub fn farmctl() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_farmctl"));
     c.env(
@@ -56,19 +58,6 @@ pub struct Down(pub PathBuf);
 impl Drop for Down {
     fn drop(&mut self) {
         let _ = farmctl().arg("down").arg("--state").arg(&self.0).output();
-    }
-}
-
-pub fn alive(pid: u64) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        // A zombie (state Z) has exited; its parent just has not reaped it.
-        Ok(stat) => {
-            stat.rsplit(')')
-                .next()
-                .and_then(|r| r.split_whitespace().next())
-                != Some("Z")
-        }
-        Err(_) => false,
     }
 }
 
