@@ -201,35 +201,29 @@ async fn spawn(bin: &Path, spec: &Spec) -> Result<Node> {
     let pid = child
         .id()
         .ok_or_else(|| anyhow!("{} exited at once", spec.name))?;
-    let deadline = Instant::now() + LISTEN_TIMEOUT;
-    loop {
-        if let Some(port) = ports(spec, pid)
-            .as_ref()
-            .and_then(|p| listen_port(p, "nats"))
-            && tail(&spec.log, 200).contains("Server is ready")
-        {
-            return Ok(Node {
-                name: spec.name.clone(),
-                child: Child {
-                    name: "nats-server",
-                    child,
-                },
-                port,
-            });
-        }
-        if let Some(status) = child.try_wait()? {
-            bail!("{} exited ({status}):\n{}", spec.name, tail(&spec.log, 20));
-        }
-        if Instant::now() > deadline {
-            bail!(
-                "{} not ready after {}s:\n{}",
-                spec.name,
-                LISTEN_TIMEOUT.as_secs(),
-                tail(&spec.log, 20)
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let late = format!("not ready after {}s", LISTEN_TIMEOUT.as_secs());
+    let port = poll(
+        spec,
+        &mut child,
+        LISTEN_TIMEOUT,
+        Duration::from_millis(20),
+        &late,
+        async || {
+            ports(spec, pid)
+                .as_ref()
+                .and_then(|p| listen_port(p, "nats"))
+                .filter(|_| tail(&spec.log, 200).contains("Server is ready"))
+        },
+    )
+    .await?;
+    Ok(Node {
+        name: spec.name.clone(),
+        child: Child {
+            name: "nats-server",
+            child,
+        },
+        port,
+    })
 }
 
 /// Waits until `node` answers `/healthz` with 200 (JetStream meta leader
@@ -244,26 +238,49 @@ async fn wait_healthy(spec: &Spec, node: &mut Node) -> Result<()> {
         .timeout(Duration::from_secs(2))
         .build()?;
     let url = format!("http://127.0.0.1:{monitor}/healthz");
-    let deadline = Instant::now() + HEALTHY_TIMEOUT;
+    let late = format!(
+        "joined no JetStream cluster within {}s ({url} not healthy)",
+        HEALTHY_TIMEOUT.as_secs()
+    );
+    poll(
+        spec,
+        &mut node.child.child,
+        HEALTHY_TIMEOUT,
+        Duration::from_millis(100),
+        &late,
+        async || {
+            let r = client.get(&url).send().await.ok()?;
+            r.status().is_success().then_some(())
+        },
+    )
+    .await?;
+    tracing::info!(node = %spec.name, "nats-server healthy");
+    Ok(())
+}
+
+/// Polls `ready` every `every` until it yields a value. Fails, with the
+/// tail of the node's log, when `child` exits first or when `timeout`
+/// passes (the error then says the node is `late`).
+async fn poll<T>(
+    spec: &Spec,
+    child: &mut tokio::process::Child,
+    timeout: Duration,
+    every: Duration,
+    late: &str,
+    mut ready: impl AsyncFnMut() -> Option<T>,
+) -> Result<T> {
+    let deadline = Instant::now() + timeout;
     loop {
-        if let Ok(r) = client.get(&url).send().await
-            && r.status().is_success()
-        {
-            tracing::info!(node = %spec.name, "nats-server healthy");
-            return Ok(());
+        if let Some(v) = ready().await {
+            return Ok(v);
         }
-        if let Some(status) = node.child.child.try_wait()? {
+        if let Some(status) = child.try_wait()? {
             bail!("{} exited ({status}):\n{}", spec.name, tail(&spec.log, 20));
         }
         if Instant::now() > deadline {
-            bail!(
-                "{} joined no JetStream cluster within {}s ({url} not healthy):\n{}",
-                spec.name,
-                HEALTHY_TIMEOUT.as_secs(),
-                tail(&spec.log, 20)
-            );
+            bail!("{} {late}:\n{}", spec.name, tail(&spec.log, 20));
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(every).await;
     }
 }
 
