@@ -3,9 +3,12 @@
 //! a snapshot requested on `farm.<f>.metrics.now` is current, and the
 //! difference of two snapshots is exactly the results written between them.
 
+mod common;
+
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use common::start_collector;
 use farm_runtime::names::FarmNames;
 use farm_runtime::proto::{MetricsSnapshot, Status, TaskResult};
 use farm_testsupport::NatsServer;
@@ -72,39 +75,7 @@ async fn wait_completed(client: &async_nats::Client, names: &FarmNames, n: u64) 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn differenced_snapshots_give_the_interval_window() {
     let nats = NatsServer::start().expect("nats-server");
-    let env: HashMap<String, String> = [
-        ("FARM_NAME", FARM),
-        ("NATS_URL", &nats.url()),
-        ("COLLECTOR_SNAPSHOT_INTERVAL", "1m"),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
-    let cfg = collector::config::CollectorConfig::from_map(&env).expect("config");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let service = tokio::spawn(collector::run(cfg, listener, async {
-        let _ = rx.await;
-    }));
-
-    let names = FarmNames::new(FARM).expect("names");
-    let client = async_nats::connect(nats.url()).await.expect("connect");
-    let js = async_nats::jetstream::new(client.clone());
-    // The collector declares the topology; wait until it answers.
-    let until = Instant::now() + Duration::from_secs(20);
-    while client
-        .request(
-            collector::snapshot_request_subject(&names),
-            bytes::Bytes::new(),
-        )
-        .await
-        .is_err()
-    {
-        assert!(Instant::now() < until, "collector never answered");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let (names, client, js, collector) = start_collector(&nats.url(), FARM).await;
 
     // First interval: 3 successes (one late), 1 failure.
     let t = farm_runtime::worker::now_us();
@@ -176,9 +147,5 @@ async fn differenced_snapshots_give_the_interval_window() {
     assert_eq!(cb.latency_sum_us, ok_latency);
 
     client.flush().await.expect("flush");
-    let _ = tx.send(());
-    service
-        .await
-        .expect("join")
-        .expect("collector stopped cleanly");
+    collector.stop().await;
 }

@@ -6,7 +6,8 @@
 //! and an OUTPUT stream of the earlier shape is refused with an error naming
 //! it.
 
-use std::collections::HashMap;
+mod common;
+
 use std::time::{Duration, Instant};
 
 use async_nats::HeaderMap;
@@ -15,6 +16,7 @@ use collector::output::{
     H_COMPLETED, H_QOS_HITS, H_SEQ, H_TASK_ID, MAX_PER_SUBJECT_REFUSAL, is_already_stored,
     output_stream_config,
 };
+use common::start_collector;
 use farm_runtime::config::TopologyConfig;
 use farm_runtime::names::FarmNames;
 use farm_runtime::proto::{MetricsSnapshot, Status, TaskResult};
@@ -207,38 +209,7 @@ async fn settled(
 async fn a_result_whose_output_is_stored_is_acked_and_counted_once() {
     const FARM: &str = "redeliver";
     let nats = NatsServer::start().expect("nats-server");
-    let env: HashMap<String, String> = [
-        ("FARM_NAME", FARM),
-        ("NATS_URL", &nats.url()),
-        ("COLLECTOR_SNAPSHOT_INTERVAL", "1m"),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
-    let cfg = collector::config::CollectorConfig::from_map(&env).expect("config");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let service = tokio::spawn(collector::run(cfg, listener, async {
-        let _ = rx.await;
-    }));
-
-    let names = FarmNames::new(FARM).expect("names");
-    let client = async_nats::connect(nats.url()).await.expect("connect");
-    let js = jetstream::new(client.clone());
-    let until = Instant::now() + Duration::from_secs(20);
-    while client
-        .request(
-            collector::snapshot_request_subject(&names),
-            bytes::Bytes::new(),
-        )
-        .await
-        .is_err()
-    {
-        assert!(Instant::now() < until, "collector never answered");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let (names, client, js, collector) = start_collector(&nats.url(), FARM).await;
 
     // The output of task t-1 is stored already, as by an earlier attempt
     // whose ack was lost across a leader change: the collector (started on
@@ -319,9 +290,5 @@ async fn a_result_whose_output_is_stored_is_acked_and_counted_once() {
     assert_eq!(output.info().await.expect("info").state.messages, 2);
 
     client.flush().await.expect("flush");
-    let _ = tx.send(());
-    service
-        .await
-        .expect("join")
-        .expect("collector stopped cleanly");
+    collector.stop().await;
 }
