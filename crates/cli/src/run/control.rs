@@ -321,8 +321,10 @@ impl ControlLoop {
         let (k, t0, interval_real) = (self.k, self.t0, self.interval_real);
         self.policy.reset();
         let alert_every = Duration::from_secs_f64(AlertRule::EVAL_INTERVAL_S / k);
+        // Early decisions are farmctl's loop's: gateway-ext has its own.
+        self.events = self.events.filter(|_| !self.gateway);
         // Armed at t = 0 from the farm as the run starts, as the simulator's.
-        let armed = self.events.filter(|_| !self.gateway).map(|t| {
+        let armed = self.events.map(|t| {
             t.arm(&self.primed.time_scaled(k), 0.0)
                 .for_replicas(f64::from(self.bounds.initial))
         });
@@ -541,7 +543,7 @@ impl ControlLoop {
                 }
             }
         }
-        if let Some(t) = self.events.filter(|_| !self.gateway) {
+        if let Some(t) = self.events {
             s.armed = Some(t.arm(&signals, now_s).for_replicas(f64::from(s.desired)));
         }
         let desired = s.desired;
