@@ -47,7 +47,7 @@ use std::time::Duration;
 
 use farm_model::cadence::BacklogJump;
 use farm_policy::{PolicyError, PolicySpec, SpecError};
-use farm_runtime::config::{NatsConfig, parse_duration};
+use farm_runtime::config::{NatsConfig, parse_bool, parse_duration};
 
 pub mod farm;
 pub use farm::*;
@@ -261,14 +261,6 @@ impl<'a> Parser<'a> {
                 }
             },
         }
-    }
-}
-
-fn parse_bool(v: &str) -> Option<bool> {
-    match v.to_ascii_lowercase().as_str() {
-        "true" | "1" | "yes" | "on" => Some(true),
-        "false" | "0" | "no" | "off" => Some(false),
-        _ => None,
     }
 }
 

@@ -74,6 +74,7 @@ use farm_proto::control::{
     Decision, EnvSpec, ResetRequest, RunSummary, SpecRequest, StepBatchReply, StepBatchRequest,
     StepReply, StepRequest, WatchRequest,
 };
+use farm_runtime::config::parse_bool;
 use farm_sim::{Env, EnvError, RunMetrics, StepInfo};
 use rand::Rng;
 use tokio::net::TcpListener;
@@ -342,11 +343,8 @@ impl EpisodeConfig {
                         .map_err(|e| Status::invalid_argument(format!("option events: {e}")))?;
                 }
                 "shed_expired" => {
-                    cfg.shed_expired = match value.trim() {
-                        "true" | "1" | "on" => true,
-                        "false" | "0" | "off" => false,
-                        _ => return Err(invalid(bad("true or false"))),
-                    };
+                    cfg.shed_expired =
+                        parse_bool(value).ok_or_else(|| invalid(bad("true or false")))?;
                 }
                 "reward.qos" => cfg.weights.qos = weight(value).map_err(invalid)?,
                 "reward.cost" => cfg.weights.cost = weight(value).map_err(invalid)?,

@@ -574,17 +574,14 @@ impl<'a> Parser<'a> {
     /// `on`/`off`, any case); `None` when unset or invalid (recorded).
     pub fn boolean(&mut self, key: &'static str) -> Option<bool> {
         let raw = self.get(key)?;
-        match raw.to_ascii_lowercase().as_str() {
-            "1" | "true" | "yes" | "on" => Some(true),
-            "0" | "false" | "no" | "off" => Some(false),
-            _ => {
-                self.errors.push(ConfigError::InvalidBool {
-                    key,
-                    value: raw.to_owned(),
-                });
-                None
-            }
+        let b = parse_bool(raw);
+        if b.is_none() {
+            self.errors.push(ConfigError::InvalidBool {
+                key,
+                value: raw.to_owned(),
+            });
         }
+        b
     }
 
     fn farm_names(&mut self) -> Option<FarmNames> {
@@ -669,7 +666,7 @@ impl<'a> Parser<'a> {
             Duration::ZERO,
             Duration::from_secs(3600),
         );
-        let shed_expired = self.boolean("FARM_SHED_EXPIRED").unwrap_or(false);
+        let shed_expired = self.boolean(SHED_EXPIRED).unwrap_or(false);
         let instance = self
             .get("FARM_INSTANCE")
             .or_else(|| self.get("HOSTNAME"))
@@ -725,6 +722,20 @@ impl<'a> Parser<'a> {
                 LogFormat::Text
             }
         }
+    }
+}
+
+/// The worker setting that sheds tasks already past their deadline unrun.
+pub const SHED_EXPIRED: &str = "FARM_SHED_EXPIRED";
+
+/// A boolean setting as every rust-farm service reads one: `true`/`false`,
+/// `1`/`0`, `yes`/`no`, `on`/`off`, any case, surrounding blanks ignored;
+/// `None` for anything else.
+pub fn parse_bool(raw: &str) -> Option<bool> {
+    match raw.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Some(true),
+        "0" | "false" | "no" | "off" => Some(false),
+        _ => None,
     }
 }
 
