@@ -53,7 +53,9 @@
 //! simulated ticks line by line ([`ticks_side_by_side`]), which is where a
 //! live/sim difference shows its cause. The run fails if any task was
 //! lost. The simulated runs end `--drain-timeout x speedup` scenario
-//! seconds after the arrival window, as the live one does.
+//! seconds after the arrival window, as the live one does, and shed tasks
+//! already past their deadline when the stack's worker does
+//! (`FARM_SHED_EXPIRED` in its `environment`).
 //!
 //! Policies are built-in names (`farm_policy::builtin_names`) or
 //! `onnx:<model.onnx>`; ONNX Runtime is found through `ORT_DYLIB_PATH`, else
@@ -71,6 +73,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, anyhow, bail};
 use clap::Args;
 use farm_model::scenario::{DelaySequence, Workload};
+use farm_sim::SimOptions;
 use serde::Serialize;
 
 use self::live::{Ctx, live_once};
@@ -193,6 +196,16 @@ pub fn run(a: CompareArgs) -> Result<()> {
     let (emulation, _) = start_emulation(&scenario.platform.startup_delay, k);
     let (sim_platform, sim_workload) =
         calibrated(&scenario.platform, &workload, &measured, k, bounds);
+    // What the live run does, the simulated one does: it stops
+    // `--drain-timeout` (wall) after the arrival window, decides early on
+    // the same backlog jumps, and sheds expired tasks if the stack's worker
+    // does (`FARM_SHED_EXPIRED` in its environment).
+    let sim_opts = SimOptions {
+        max_drain_s: a.drain_timeout.max(0.0) * k,
+        events: a.events.0,
+        shed_expired: stack.sheds_expired(&farm.worker)?,
+        ..SimOptions::default()
+    };
 
     // Unusable policies: a typo is an error, a model not trained yet is skipped.
     let mut usable: Vec<(String, Option<String>)> = Vec::new();
@@ -236,16 +249,8 @@ pub fn run(a: CompareArgs) -> Result<()> {
         let live = live_once(&ctx, &p, !built);
         built = true;
         let mut pol = make_policy(&p, &sim_platform)?;
-        // The live run stops `--drain-timeout` (wall) after the arrival
-        // window; the simulated one at the same scenario time.
-        let (sim, sim_ticks) = simulate_recorded(
-            &sim_workload,
-            &sim_platform,
-            seed,
-            pol.as_mut(),
-            a.drain_timeout.max(0.0) * k,
-            a.events.0,
-        )?;
+        let (sim, sim_ticks) =
+            simulate_recorded(&sim_workload, &sim_platform, seed, pol.as_mut(), &sim_opts)?;
         let row = match live {
             Ok(l) => {
                 let (dq, dr, ok) = fidelity(&l.live.metrics, &sim);
@@ -286,8 +291,7 @@ pub fn run(a: CompareArgs) -> Result<()> {
                         &sim_platform,
                         seed,
                         pol.as_mut(),
-                        a.drain_timeout.max(0.0) * k,
-                        a.events.0,
+                        &sim_opts,
                         seq,
                     )?;
                     let tsv = out.join(format!("ticks-{}-replay.tsv", file_safe(&p)));

@@ -3,7 +3,6 @@
 //! recorded so they can be laid beside the live ones.
 
 use anyhow::Result;
-use farm_model::cadence::BacklogJump;
 use farm_model::scenario::{DelaySequence, Dist, Platform, Workload};
 use farm_model::signals::Signals;
 use farm_policy::{Decision, Policy};
@@ -108,18 +107,17 @@ impl Policy for Recording<'_> {
     }
 }
 
-/// The simulated run of `pol`, with its ticks; `max_drain_s` after the
-/// arrival window (scenario seconds) the run ends, finished or not.
-/// `events` decides early on backlog jumps, as `--events` does live.
+/// The simulated run of `pol` under `opts`, with its ticks (`opts` carries
+/// what the live run mirrors: how long after the arrival window it ends,
+/// early decisions on backlog jumps, shedding of expired tasks).
 pub fn simulate_recorded(
     workload: &Workload,
     platform: &Platform,
     seed: u64,
     pol: &mut dyn Policy,
-    max_drain_s: f64,
-    events: Option<BacklogJump>,
+    opts: &SimOptions,
 ) -> Result<(RunMetrics, Vec<Tick>)> {
-    recorded(pol, max_drain_s, events, |rec, opts| {
+    recorded(pol, |rec| {
         simulate_workload(workload, platform, seed, rec, opts)
     })
 }
@@ -132,34 +130,25 @@ pub fn simulate_replayed(
     platform: &Platform,
     seed: u64,
     pol: &mut dyn Policy,
-    max_drain_s: f64,
-    events: Option<BacklogJump>,
+    opts: &SimOptions,
     replay: DelaySequence,
 ) -> Result<(RunMetrics, Vec<Tick>, DelaySequence)> {
-    let ((m, seq), ticks) = recorded(pol, max_drain_s, events, |rec, opts| {
+    let ((m, seq), ticks) = recorded(pol, |rec| {
         simulate_workload_replay(workload, platform, seed, rec, opts, replay)
     })?;
     Ok((m, ticks, seq))
 }
 
-/// Runs `sim` with `pol` wrapped so every tick is recorded, the run ending
-/// at most `max_drain_s` after the arrival window.
+/// Runs `sim` with `pol` wrapped so every tick is recorded.
 fn recorded<T>(
     pol: &mut dyn Policy,
-    max_drain_s: f64,
-    events: Option<BacklogJump>,
-    sim: impl FnOnce(&mut dyn Policy, &SimOptions) -> Result<T, farm_sim::SimError>,
+    sim: impl FnOnce(&mut dyn Policy) -> Result<T, farm_sim::SimError>,
 ) -> Result<(T, Vec<Tick>)> {
     let mut rec = Recording {
         inner: pol,
         ticks: Vec::new(),
     };
-    let opts = SimOptions {
-        max_drain_s,
-        events,
-        ..SimOptions::default()
-    };
-    let out = sim(&mut rec, &opts)?;
+    let out = sim(&mut rec)?;
     Ok((out, rec.ticks))
 }
 
@@ -211,16 +200,20 @@ mod tests {
         let mut p = s.platform.clone();
         p.startup_delay = Dist::Constant(6.0);
         let mut pol = make_policy("queueing", &p).unwrap();
-        let (plain, _) = simulate_recorded(&w, &p, 3, pol.as_mut(), 60.0, None).unwrap();
+        let opts = SimOptions {
+            max_drain_s: 60.0,
+            ..SimOptions::default()
+        };
+        let (plain, _) = simulate_recorded(&w, &p, 3, pol.as_mut(), &opts).unwrap();
         let seq = DelaySequence::new(vec![6.0; 4], Dist::Constant(6.0)).unwrap();
-        let (same, _, seq) = simulate_replayed(&w, &p, 3, pol.as_mut(), 60.0, None, seq).unwrap();
+        let (same, _, seq) = simulate_replayed(&w, &p, 3, pol.as_mut(), &opts, seq).unwrap();
         assert_eq!(plain.qos, same.qos);
         assert_eq!(plain.replica_seconds, same.replica_seconds);
         // The fallback only after every value was used.
         assert!(seq.fallbacks() == 0 || seq.replayed() == 4, "{seq:?}");
         assert!(seq.replayed() > 0, "the run started no replica");
         let slow = DelaySequence::new(vec![60.0; 64], Dist::Constant(60.0)).unwrap();
-        let (other, _, _) = simulate_replayed(&w, &p, 3, pol.as_mut(), 60.0, None, slow).unwrap();
+        let (other, _, _) = simulate_replayed(&w, &p, 3, pol.as_mut(), &opts, slow).unwrap();
         assert_ne!(
             (plain.qos, plain.replica_seconds),
             (other.qos, other.replica_seconds)

@@ -20,6 +20,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use farm_local::FunctionDeployment;
+use farm_runtime::config::{SHED_EXPIRED, parse_bool};
 use serde::Deserialize;
 
 /// Annotation of the worker function that declares a farm (gateway-ext's).
@@ -401,6 +402,19 @@ impl Stack {
             &f.environment,
         )?);
         Ok(env)
+    }
+
+    /// Whether the worker `name` sheds tasks already past their deadline
+    /// unrun (`FARM_SHED_EXPIRED` in its environment, read as the runtime
+    /// reads it), so a simulated twin of the farm can do the same.
+    pub fn sheds_expired(&self, name: &str) -> Result<bool, StackError> {
+        let Some(raw) = self.environment(name)?.remove(SHED_EXPIRED) else {
+            return Ok(false);
+        };
+        parse_bool(&raw).ok_or_else(|| StackError::Invalid {
+            field: format!("functions.{name}.environment.{SHED_EXPIRED}"),
+            message: format!("{raw:?} is not a boolean (true or false)"),
+        })
     }
 
     /// The role of `name` in its farm, if it has one.
@@ -1055,5 +1069,40 @@ mod tests {
             Stack::parse(none, Path::new(".")).unwrap().farm(None),
             Err(StackError::Farm(_))
         ));
+    }
+
+    #[test]
+    fn a_worker_sheds_expired_tasks_only_when_its_environment_says_so() {
+        let stack = |env: &str| {
+            let text = format!(
+                "version: 1.0\nfunctions:\n  w:\n    lang: x\n    handler: .\n    image: i\n    environment: {{FARM_NAME: f{env}}}\n"
+            );
+            Stack::parse(&text, Path::new(".")).unwrap()
+        };
+        assert!(!stack("").sheds_expired("w").unwrap());
+        assert!(
+            stack(", FARM_SHED_EXPIRED: 'true'")
+                .sheds_expired("w")
+                .unwrap()
+        );
+        assert!(
+            stack(", FARM_SHED_EXPIRED: ' On '")
+                .sheds_expired("w")
+                .unwrap()
+        );
+        assert!(
+            !stack(", FARM_SHED_EXPIRED: '0'")
+                .sheds_expired("w")
+                .unwrap()
+        );
+        let e = stack(", FARM_SHED_EXPIRED: sometimes")
+            .sheds_expired("w")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("functions.w.environment.FARM_SHED_EXPIRED") && e.contains("sometimes"),
+            "{e}"
+        );
+        assert!(stack("").sheds_expired("nope").is_err());
     }
 }
