@@ -335,10 +335,14 @@ def train_vector_agent(a: argparse.Namespace, cfg: dict[str, Any], out: Path,
     opts = dict(server_opts)
     if getattr(a, "shapes", False):
         from .cem import training_scenarios
+        from .scenegen import generate
 
         pool = [s for s in opts.pop("scenarios").split(",") if s]
         pool += list(training_scenarios().values())
-        scenario = [pool[i % len(pool)] for i in range(a.envs)]
+        n_gen = min(getattr(a, "generated", 0), a.envs)
+        rng = np.random.default_rng(a.seed)
+        scenario = [generate(int(rng.integers(2**62))) for _ in range(n_gen)]
+        scenario += [pool[i % len(pool)] for i in range(a.envs - n_gen)]
     venv = FarmVectorEnv(a.envs, scenario, address=a.address,
                          action_space=a.action_space, server_options=opts,
                          step_info=False)

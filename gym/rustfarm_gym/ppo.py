@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 import onnx
 
+from .cem import PolicyShape
 from .dqn import EpisodeLog, train_vector_agent
 from .nn import MLP, Adam, clip_grad_norm
 
@@ -78,6 +79,10 @@ class PPOConfig:
     """Seed of the initialisation, action sampling, minibatches and environments."""
     time_ref_s: float = 0.0
     """Seconds one ``gamma`` discounts (0: per decision); needs ``step_log``."""
+    value_warmup: int = 0
+    """Rollouts at the start that train only the value network (the policy
+    acts but does not move), so a warm-started policy is not pushed around
+    by the advantages of a value function that knows nothing yet."""
 
     def as_dict(self) -> dict[str, Any]:
         """Plain dict (for the config hash)."""
@@ -171,6 +176,21 @@ class PPOAgent:
         self.value_opt = Adam(self.value.params, lr=cfg.lr)
         self.updates = 0
 
+    def warm_start_linear(self, w: np.ndarray, b: np.ndarray) -> None:
+        """Make the policy network the linear scorer ``obs @ w + b`` (e.g. a
+        CEM ``policy.npz``), exactly: it needs a policy without hidden layers,
+        and folds the network's input rescaling into the weights."""
+        net = self.policy
+        if net.n_layers != 1:
+            raise ValueError("a linear warm start needs a policy without hidden layers "
+                             f"(hidden = {list(self.cfg.hidden)})")
+        if w.shape != (net.sizes[0], net.sizes[1]) or b.shape != (net.sizes[1],):
+            raise ValueError(f"warm start of shape {w.shape} + {b.shape} for a policy over "
+                             f"{net.sizes[0]} features and {net.sizes[1]} actions")
+        # (x * scale + shift) @ W' + b' == x @ w + b
+        net.params[0][...] = w / net.scale[:, None]
+        net.params[1][...] = b - net.shift @ net.params[0]
+
     def logits(self, obs: np.ndarray) -> np.ndarray:
         """Action logits ``[N, A]``."""
         return self.policy.forward(obs)
@@ -201,16 +221,19 @@ class PPOAgent:
         return a, logp_all[np.arange(len(a)), a]
 
     def update(self, obs: np.ndarray, actions: np.ndarray, old_logp: np.ndarray,
-               adv: np.ndarray, returns: np.ndarray) -> dict[str, float]:
-        """One Adam step of each network on a minibatch; returns loss statistics."""
+               adv: np.ndarray, returns: np.ndarray, *,
+               policy: bool = True) -> dict[str, float]:
+        """One Adam step of each network on a minibatch (of the value network
+        only with ``policy=False``); returns loss statistics."""
         c = self.cfg
         if c.normalize_advantages and len(adv) > 1:
             adv = (adv - adv.mean()) / (adv.std() + 1e-8)
         logits, cache = self.policy.forward_train(obs)
         loss, dlogits, stats = policy_loss(logits, actions, old_logp, adv, c.clip, c.ent_coef)
-        grads = self.policy.backward(cache, dlogits)
-        clip_grad_norm(grads, c.max_grad_norm)
-        self.policy_opt.step(grads)
+        if policy:
+            grads = self.policy.backward(cache, dlogits)
+            clip_grad_norm(grads, c.max_grad_norm)
+            self.policy_opt.step(grads)
         v, vcache = self.value.forward_train(obs)
         err = v[:, 0] - returns
         vgrads = self.value.backward(vcache, (2.0 * err / len(err))[:, None])
@@ -249,7 +272,7 @@ class PPOAgent:
         buf_lam = np.zeros((t_len, n))
         step = 0
         try:
-            for _ in range(rollouts):
+            for rollout in range(rollouts):
                 for t in range(t_len):
                     act, logp = self.sample(obs)
                     buf_obs[t], buf_act[t], buf_logp[t] = obs, act, logp
@@ -277,7 +300,8 @@ class PPOAgent:
                     perm = self.rng.permutation(size)
                     for lo in range(0, size, c.minibatch_size):
                         idx = perm[lo:lo + c.minibatch_size]
-                        stats = self.update(*(x[idx] for x in flat))
+                        stats = self.update(*(x[idx] for x in flat),
+                                            policy=rollout >= c.value_warmup)
                 entropy = stats["entropy"]
                 if log.records:
                     bar.set_postfix(ent=f"{entropy:.2f}", **log.postfix(2 * n))
@@ -298,15 +322,40 @@ def train_from_args(a: argparse.Namespace, cfg: dict[str, Any], out: Path,
     Uses ``--steps --envs --seed --gamma --time-ref --action-space``; the other
     hyper-parameters are :class:`PPOConfig`'s defaults.
     """
-    pc = PPOConfig(gamma=a.gamma, seed=a.seed, time_ref_s=a.time_ref)
+    pc = PPOConfig(gamma=a.gamma, seed=a.seed, time_ref_s=a.time_ref,
+                   **({"hidden": a.hidden} if a.hidden is not None else {}),
+                   **({"lr": a.lr} if a.lr is not None else {}),
+                   **({"ent_coef": a.ent_coef} if a.ent_coef is not None else {}),
+                   value_warmup=a.value_warmup)
 
     def make(spec: Any) -> PPOAgent:
         names = list(spec.observation_names)
         step = names.index("step_log") if "step_log" in names else None
-        return PPOAgent(len(names), len(spec.action_meanings), low=spec.observation_low,
-                        high=spec.observation_high, cfg=pc, step_feature=step)
+        agent = PPOAgent(len(names), len(spec.action_meanings), low=spec.observation_low,
+                         high=spec.observation_high, cfg=pc, step_feature=step)
+        if a.init_from:
+            w, b = linear_policy(a.init_from, len(names), len(spec.action_meanings))
+            # Scaling the logits keeps the greedy policy and sharpens the sampled one.
+            agent.warm_start_linear(a.init_sharpen * w, a.init_sharpen * b)
+        return agent
 
     agent, spec = train_vector_agent(a, cfg, out, server_opts, "ppo", pc, make)
     agent.policy.save(out / "policy.npz")
     agent.value.save(out / "value.npz")
     return agent.logits, agent.onnx_graph(), spec
+
+
+def linear_policy(path: str | Path, obs_dim: int, n_actions: int,
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """``(W, b)`` of a linear CEM ``policy.npz`` over ``obs_dim`` features and
+    ``n_actions`` actions."""
+    with np.load(path) as z:
+        if "theta" not in z or int(z.get("hidden", 0)) != 0:
+            raise ValueError(f"{path}: not a linear CEM policy.npz (theta, hidden = 0)")
+        theta = np.asarray(z["theta"], dtype=np.float64)
+    if theta.shape != ((obs_dim + 1) * n_actions,):
+        raise ValueError(f"{path}: {theta.size} parameters, expected "
+                         f"{(obs_dim + 1) * n_actions} for {obs_dim} features x "
+                         f"{n_actions} actions (the same --obs-version and actions?)")
+    w, b = PolicyShape(obs_dim, n_actions).unpack(theta)
+    return w, b

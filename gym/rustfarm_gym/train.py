@@ -88,10 +88,37 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                          "step / time-ref (0: per decision; needs --obs-version 3)")
     ap.add_argument("--tilings", type=int, default=4)
     ap.add_argument("--bins", type=int, default=8)
+    ap.add_argument("--generated", type=int, default=0,
+                    help="with --shapes: this many of the environments each run a farm of "
+                         "their own from rustfarm_gym.scenegen (seeds drawn from --seed)")
+    ap.add_argument("--init-from", default=None,
+                    help="ppo: start the policy from a linear CEM policy.npz (same "
+                         "--obs-version and --action-space; needs --hidden '')")
+    ap.add_argument("--init-sharpen", type=float, default=1.0,
+                    help="ppo with --init-from: multiply the warm start's logits by this (the "
+                         "greedy policy is the same; the sampled one explores less)")
+    ap.add_argument("--hidden", type=widths, default=None,
+                    help="ppo: hidden layer widths, comma list ('' = linear; default 64,64)")
+    ap.add_argument("--lr", type=float, default=None, help="ppo: Adam step size (default 1e-3)")
+    ap.add_argument("--ent-coef", type=float, default=None,
+                    help="ppo: entropy bonus weight (default 0.01)")
+    ap.add_argument("--value-warmup", type=int, default=0,
+                    help="ppo: rollouts at the start that train only the value network")
     ap.add_argument("--out", default="runs/latest", help="output directory")
     ap.add_argument("--address", default=None, help="FarmControl server (default: start one)")
     ap.add_argument("--no-progress", action="store_true")
     return ap.parse_args(argv)
+
+
+def widths(text: str) -> tuple[int, ...]:
+    """``--hidden``: comma list of positive layer widths, '' for none."""
+    try:
+        out = tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a comma list of widths") from None
+    if any(w < 1 for w in out):
+        raise argparse.ArgumentTypeError(f"{text!r}: widths must be at least 1")
+    return out
 
 
 def reward_options(text: str) -> dict[str, str]:
@@ -197,6 +224,14 @@ def main(argv: Sequence[str] | None = None) -> int:
            if k not in ("out", "address", "no_progress")}
     if not a.events:
         del cfg["events"]  # added later: left out when off, so config hashes reproduce
+    for k, off in (("generated", 0), ("init_from", None), ("init_sharpen", 1.0),
+                   ("hidden", None), ("lr", None), ("ent_coef", None), ("value_warmup", 0)):
+        if cfg[k] == off:
+            del cfg[k]  # likewise
+    if a.init_from and a.algo != "ppo":
+        raise SystemExit("--init-from: only --algo ppo starts from a CEM policy")
+    if a.generated and not a.shapes:
+        raise SystemExit("--generated needs --shapes")
     cfg["server_options"] = server_opts
     (out / "config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True))
     t0 = time.perf_counter()

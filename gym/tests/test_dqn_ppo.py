@@ -13,7 +13,8 @@ import numpy as np
 import onnx
 import pytest
 
-from rustfarm_gym import FarmVectorEnv, train
+from rustfarm_gym import FarmClient, FarmVectorEnv, train
+from rustfarm_gym.cem import PolicyShape
 from rustfarm_gym.dqn import (
     DQNAgent,
     DQNConfig,
@@ -29,6 +30,7 @@ from rustfarm_gym.ppo import (
     PPOAgent,
     PPOConfig,
     gae,
+    linear_policy,
     log_softmax,
     policy_loss,
 )
@@ -224,6 +226,45 @@ def test_step_weights_read_the_decision_step() -> None:
         PPOAgent(4, 3, low=[0] * 4, high=[1] * 4, cfg=cfg)
 
 
+def test_a_linear_warm_start_is_the_cem_policy_exactly(tmp_path) -> None:
+    rng = np.random.default_rng(3)
+    w, b = rng.normal(size=(4, 3)), rng.normal(size=3)
+    theta = np.concatenate([w.ravel(), b])
+    np.savez(tmp_path / "policy.npz", theta=theta, hidden=0)
+    lw, lb = linear_policy(tmp_path / "policy.npz", 4, 3)
+    agent = PPOAgent(4, 3, low=[0, -2, 5, 1], high=[1, 2, 9, 1], cfg=PPOConfig(hidden=()))
+    agent.warm_start_linear(lw, lb)
+    obs = rng.uniform(-3, 10, size=(50, 4))
+    np.testing.assert_allclose(agent.logits(obs), obs @ w + b, rtol=1e-9, atol=1e-9)
+    np.testing.assert_array_equal(agent.greedy(obs), PolicyShape(4, 3).logits(theta, obs)
+                                  .argmax(1))
+    # The wrong shape, a policy with hidden layers or an MLP file: clear errors.
+    with pytest.raises(ValueError, match="15 parameters, expected 18"):
+        linear_policy(tmp_path / "policy.npz", 5, 3)
+    with pytest.raises(ValueError, match="without hidden layers"):
+        PPOAgent(4, 3, low=[0] * 4, high=[1] * 4).warm_start_linear(lw, lb)
+    np.savez(tmp_path / "mlp.npz", theta=theta, hidden=8)
+    with pytest.raises(ValueError, match="not a linear CEM policy"):
+        linear_policy(tmp_path / "mlp.npz", 4, 3)
+
+
+def test_value_warmup_leaves_the_policy_where_it_started() -> None:
+    agent = PPOAgent(3, 2, low=[0] * 3, high=[1] * 3, cfg=PPOConfig(hidden=()))
+    before = [p.copy() for p in agent.policy.params]
+    v_before = [p.copy() for p in agent.value.params]
+    rng = np.random.default_rng(0)
+    obs = rng.uniform(size=(16, 3))
+    act, logp = agent.sample(obs)
+    agent.update(obs, act, logp, rng.normal(size=16), rng.normal(size=16), policy=False)
+    for p, q in zip(agent.policy.params, before, strict=True):
+        np.testing.assert_array_equal(p, q)
+    assert any(not np.array_equal(p, q) for p, q in zip(agent.value.params, v_before,
+                                                         strict=True))
+    agent.update(obs, act, logp, rng.normal(size=16), rng.normal(size=16))
+    assert any(not np.array_equal(p, q) for p, q in zip(agent.policy.params, before,
+                                                         strict=True))
+
+
 def episode_returns(venv: FarmVectorEnv, policy, episodes: int, seed: int) -> np.ndarray:
     """Returns of the first ``episodes`` episodes of ``policy(obs, rng) -> actions``."""
     obs, _ = venv.reset(seed=seed)
@@ -335,3 +376,42 @@ def test_train_cli_is_reproducible(algo: str, address: str, tmp_path) -> None:
     wc = onnx.load(str(tmp_path / "c" / "policy.onnx")).graph.initializer
     assert [t.raw_data for t in wa] != [t.raw_data for t in wc]
     assert (tmp_path / "a" / "eval.csv").is_file()
+
+
+def test_ppo_from_a_cem_policy_exports_that_policy_until_it_learns(address: str,
+                                                                   tmp_path) -> None:
+    # A linear CEM policy over the server's spec (observation v1, the default
+    # action space), written as cem.py writes it.
+    client = FarmClient(address)
+    spec = client.get_spec()
+    client.close()
+    d, n = len(spec.observation_names), len(spec.action_meanings)
+    rng = np.random.default_rng(4)
+    theta = rng.normal(size=(d + 1) * n)
+    np.savez(tmp_path / "cem.npz", theta=theta, hidden=0)
+
+    def run(out: str, *extra: str) -> int:
+        return train.main(["--algo", "ppo", "--scenarios", "steady", "--eval-scenarios", "",
+                           "--steps", "512", "--envs", "4", "--eval-seeds", "0",
+                           "--hidden", "", "--init-from", str(tmp_path / "cem.npz"),
+                           "--address", address, "--no-progress", "--out",
+                           str(tmp_path / out), *extra])
+
+    # Every rollout a value warm-up: the exported policy is the CEM one exactly.
+    assert run("warm", "--value-warmup", "100", "--init-sharpen", "3") == 0
+    low, high = np.asarray(spec.observation_low), np.asarray(spec.observation_high)
+    obs = rng.uniform(low, high, size=(256, d)).astype(np.float32)
+    want = PolicyShape(d, n).logits(theta, obs).argmax(1)
+    got = run_onnx(tmp_path / "warm" / "policy.onnx", obs).argmax(1)
+    np.testing.assert_array_equal(got, want)
+    cfg = json.loads((tmp_path / "warm" / "config.json").read_text())
+    assert cfg["ppo"]["value_warmup"] == 100 and cfg["init_sharpen"] == 3.0
+    # Policy updates move it.
+    assert run("moved", "--lr", "0.05") == 0
+    moved = run_onnx(tmp_path / "moved" / "policy.onnx", obs).argmax(1)
+    assert (moved != want).any()
+    # A warm start that does not fit is refused with the reason.
+    with pytest.raises(ValueError, match="without hidden layers"):
+        train.main(["--algo", "ppo", "--scenarios", "steady", "--steps", "64", "--envs", "2",
+                    "--eval-seeds", "0", "--init-from", str(tmp_path / "cem.npz"),
+                    "--address", address, "--no-progress", "--out", str(tmp_path / "bad")])
