@@ -228,8 +228,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                    ("hidden", None), ("lr", None), ("ent_coef", None), ("value_warmup", 0)):
         if cfg[k] == off:
             del cfg[k]  # likewise
-    if a.init_from and a.algo != "ppo":
-        raise SystemExit("--init-from: only --algo ppo starts from a CEM policy")
+    ppo_only = [f"--{k.replace('_', '-')}" for k in ("init_from", "init_sharpen", "hidden", "lr",
+                                                       "ent_coef", "value_warmup") if k in cfg]
+    if ppo_only and a.algo != "ppo":
+        raise SystemExit(f"{', '.join(ppo_only)}: only for --algo ppo")
     if a.generated and not a.shapes:
         raise SystemExit("--generated needs --shapes")
     cfg["server_options"] = server_opts

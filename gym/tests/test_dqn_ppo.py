@@ -415,3 +415,7 @@ def test_ppo_from_a_cem_policy_exports_that_policy_until_it_learns(address: str,
         train.main(["--algo", "ppo", "--scenarios", "steady", "--steps", "64", "--envs", "2",
                     "--eval-seeds", "0", "--init-from", str(tmp_path / "cem.npz"),
                     "--address", address, "--no-progress", "--out", str(tmp_path / "bad")])
+    # PPO's options on another algorithm are refused, not ignored.
+    with pytest.raises(SystemExit, match="--init-from, --lr: only for --algo ppo"):
+        train.main(["--algo", "dqn", "--init-from", str(tmp_path / "cem.npz"), "--lr", "0.1",
+                    "--address", address, "--out", str(tmp_path / "dqn")])
