@@ -324,11 +324,12 @@ class DQNAgent:
 
 def train_vector_agent(a: argparse.Namespace, cfg: dict[str, Any], out: Path,
                        server_opts: dict[str, str], key: str, conf: Any,
-                       make_agent: Callable[[Any], Any]) -> tuple[Any, Any]:
+                       make_agent: Callable[[Any], Any], **train_kw: Any) -> tuple[Any, Any]:
     """Shared body of ``train.py --algo dqn|ppo``: records ``conf`` in
     ``cfg[key]`` (and so in the config hash) and ``config.json``, builds the
     agent for the server's spec with ``make_agent(spec)`` and trains it for
-    ``--steps`` over ``--envs`` environments. Returns ``(agent, spec)``."""
+    ``--steps`` over ``--envs`` environments (``train_kw`` goes to the
+    agent's ``train``). Returns ``(agent, spec)``."""
     cfg[key] = conf.as_dict()
     (out / "config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True))
     scenario: str | list[str] = "paper-4phase"
@@ -349,7 +350,8 @@ def train_vector_agent(a: argparse.Namespace, cfg: dict[str, Any], out: Path,
     try:
         spec = venv.farm_spec
         agent = make_agent(spec)
-        agent.train(venv, a.steps, log_csv=out / "train.csv", progress=not a.no_progress)
+        agent.train(venv, a.steps, log_csv=out / "train.csv", progress=not a.no_progress,
+                    **train_kw)
     finally:
         venv.close()
     return agent, spec

@@ -244,9 +244,16 @@ class PPOAgent:
 
     def train(self, venv: Any, total_steps: int, *, log_csv: str | Path | None = None,
               progress: bool = True, on_episode: Callable[[dict[str, Any]], None] | None = None,
+              run_score: Callable[[dict[str, Any]], float] | None = None,
               ) -> list[dict[str, Any]]:
         """Train for ``total_steps`` environment steps (summed over sub-envs,
         rounded down to whole rollouts, at least one).
+
+        With ``run_score`` the agent learns from one reward per run instead of
+        the environment's per-step rewards: 0 on every step and
+        ``run_score(summary)`` on the step that ends the run (``summary``: the
+        run's metrics, ``qos``, ``mean_replicas``, ...), the objective CEM
+        optimises; the episode log keeps the environment's returns.
 
         Returns one record per finished episode (also written to ``log_csv``):
         ``step, env, return, length, qos, replica_seconds, mean_replicas,
@@ -281,7 +288,13 @@ class PPOAgent:
                     done = term | trunc
                     dt = self.step_weights(obs)
                     buf_gamma[t], buf_lam[t] = c.gamma ** dt, c.gae_lambda ** dt
-                    r_boot = np.asarray(r, dtype=np.float64) * dt
+                    if run_score is None:
+                        r_boot = np.asarray(r, dtype=np.float64) * dt
+                    else:
+                        r_boot = np.zeros(n)
+                        summ = info["final_info"]["summary"] if done.any() else {}
+                        for i in np.flatnonzero(done):
+                            r_boot[i] = run_score({k: v[i] for k, v in summ.items()})
                     cut = np.flatnonzero(trunc & ~term)
                     if len(cut):
                         final = np.stack([info["final_obs"][i] for i in cut])
@@ -339,7 +352,14 @@ def train_from_args(a: argparse.Namespace, cfg: dict[str, Any], out: Path,
             agent.warm_start_linear(a.init_sharpen * w, a.init_sharpen * b)
         return agent
 
-    agent, spec = train_vector_agent(a, cfg, out, server_opts, "ppo", pc, make)
+    run_score = None
+    if a.run_score:
+        from .cem import score
+
+        weights = score_weights(a.run_score)
+        run_score = lambda summary: score(summary, **weights)  # noqa: E731
+    agent, spec = train_vector_agent(a, cfg, out, server_opts, "ppo", pc, make,
+                                     run_score=run_score)
     agent.policy.save(out / "policy.npz")
     agent.value.save(out / "value.npz")
     return agent.logits, agent.onnx_graph(), spec
@@ -359,3 +379,20 @@ def linear_policy(path: str | Path, obs_dim: int, n_actions: int,
                          f"{n_actions} actions (the same --obs-version and actions?)")
     w, b = PolicyShape(obs_dim, n_actions).unpack(theta)
     return w, b
+
+
+def score_weights(text: str) -> dict[str, Any]:
+    """``--run-score cost=0.7,miss=3,miss_cap=0.05,target=0.99`` -> the keyword
+    arguments of :func:`rustfarm_gym.cem.score` (``target`` 0.99 and no cap
+    unless given)."""
+    out: dict[str, Any] = {"cost": 0.0, "miss": 0.0, "target": 0.99, "miss_cap": None}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        key, sep, value = part.partition("=")
+        if not sep or key not in out:
+            raise ValueError(f"--run-score {text!r}: {part!r} is not one of "
+                             f"{', '.join(k + '=X' for k in out)}")
+        try:
+            out[key] = float(value)
+        except ValueError:
+            raise ValueError(f"--run-score {text!r}: {key} = {value!r} is not a number") from None
+    return out

@@ -104,6 +104,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                     help="ppo: entropy bonus weight (default 0.01)")
     ap.add_argument("--value-warmup", type=int, default=0,
                     help="ppo: rollouts at the start that train only the value network")
+    ap.add_argument("--run-score", default="",
+                    help="ppo: learn from one reward per whole run, cem's score with these "
+                         "weights (e.g. cost=0.7,miss=3,miss_cap=0.05; implies whole runs)")
     ap.add_argument("--out", default="runs/latest", help="output directory")
     ap.add_argument("--address", default=None, help="FarmControl server (default: start one)")
     ap.add_argument("--no-progress", action="store_true")
@@ -220,16 +223,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         server_opts["window"] = f"{a.window:g}"
     if a.events:
         server_opts["events"] = a.events
+    if a.run_score:
+        from .ppo import score_weights
+
+        try:
+            score_weights(a.run_score)
+        except ValueError as e:
+            raise SystemExit(str(e)) from None
+        server_opts.update(WHOLE_RUN)  # one reward per run: the run must end
     cfg = {k: v for k, v in vars(a).items()
            if k not in ("out", "address", "no_progress")}
     if not a.events:
         del cfg["events"]  # added later: left out when off, so config hashes reproduce
     for k, off in (("generated", 0), ("init_from", None), ("init_sharpen", 1.0),
-                   ("hidden", None), ("lr", None), ("ent_coef", None), ("value_warmup", 0)):
+                   ("hidden", None), ("lr", None), ("ent_coef", None), ("value_warmup", 0),
+                   ("run_score", "")):
         if cfg[k] == off:
             del cfg[k]  # likewise
     ppo_only = [f"--{k.replace('_', '-')}" for k in ("init_from", "init_sharpen", "hidden", "lr",
-                                                       "ent_coef", "value_warmup") if k in cfg]
+                                                       "ent_coef", "value_warmup", "run_score")
+                if k in cfg]
     if ppo_only and a.algo != "ppo":
         raise SystemExit(f"{', '.join(ppo_only)}: only for --algo ppo")
     if a.generated and not a.shapes:

@@ -33,6 +33,7 @@ from rustfarm_gym.ppo import (
     linear_policy,
     log_softmax,
     policy_loss,
+    score_weights,
 )
 
 #: The reward train.py uses by default.
@@ -419,3 +420,34 @@ def test_ppo_from_a_cem_policy_exports_that_policy_until_it_learns(address: str,
     with pytest.raises(SystemExit, match="--init-from, --lr: only for --algo ppo"):
         train.main(["--algo", "dqn", "--init-from", str(tmp_path / "cem.npz"), "--lr", "0.1",
                     "--address", address, "--out", str(tmp_path / "dqn")])
+
+
+def test_run_score_weights_are_read_and_checked() -> None:
+    assert score_weights("cost=0.7,miss=3,miss_cap=0.05") == {
+        "cost": 0.7, "miss": 3.0, "target": 0.99, "miss_cap": 0.05}
+    assert score_weights("") == {"cost": 0.0, "miss": 0.0, "target": 0.99, "miss_cap": None}
+    with pytest.raises(ValueError, match="'costs=1' is not one of cost=X"):
+        score_weights("costs=1")
+    with pytest.raises(ValueError, match="miss = 'lots' is not a number"):
+        score_weights("miss=lots")
+
+
+def test_ppo_on_the_run_score_trains_on_whole_runs(address: str, tmp_path) -> None:
+    def run(out: str, *extra: str) -> int:
+        return train.main(["--algo", "ppo", "--scenarios", "steady", "--eval-scenarios", "",
+                           "--steps", "2048", "--envs", "8", "--eval-seeds", "0", "--seed", "2",
+                           "--address", address, "--no-progress", "--out",
+                           str(tmp_path / out), *extra])
+
+    assert run("score", "--run-score", "cost=0.7,miss=3") == 0
+    assert run("steps") == 0
+    cfg = json.loads((tmp_path / "score" / "config.json").read_text())
+    assert cfg["run_score"] == "cost=0.7,miss=3"
+    # Whole runs: every episode ran to the end of its run, and the two
+    # rewards trained different weights from the same seed.
+    assert cfg["server_options"]["episode_steps"] == "100000"
+    wa = onnx.load(str(tmp_path / "score" / "policy.onnx")).graph.initializer
+    wb = onnx.load(str(tmp_path / "steps" / "policy.onnx")).graph.initializer
+    assert [t.raw_data for t in wa] != [t.raw_data for t in wb]
+    with pytest.raises(SystemExit, match="miss = 'x' is not a number"):
+        run("bad", "--run-score", "miss=x")
