@@ -20,7 +20,7 @@
 //!    JetStream -> worker -> collector) added to every service time. Those
 //!    live figures come from `farmctl calibrate` (`--calibration`, default
 //!    `platform.yaml` when present) or from the defaults measured on the
-//!    development machine ([`Measured::default`]); real seconds are
+//!    development machine ([`crate::calibrate::Measured::default`]); real seconds are
 //!    multiplied by the speedup.
 //!
 //! With `--driver gateway-ext` step 1 differs: `farmctl up` starts
@@ -59,7 +59,7 @@
 //!
 //! Policies are built-in names (`farm_policy::builtin_names`) or
 //! `onnx:<model.onnx>`; ONNX Runtime is found through `ORT_DYLIB_PATH`, else
-//! in the repository's `.venv` ([`ort_library`]). A missing model file is
+//! in the repository's `.venv` ([`crate::shared::policy::ort_library`]). A missing model file is
 //! skipped with a message, not an error, so the default policy list works
 //! before a model has been trained.
 

@@ -28,7 +28,7 @@
 //! other means (`faas-cli deploy -f stack.yml`) keeps the stack's cluster
 //! address, `nats://nats.openfaas:4222`: the provider resolves it to the
 //! local nats-server in the replica's environment
-//! ([`farm_local::ServiceAliases`], [`supervisor::NATS_SERVICES`]); on a
+//! ([`farm_local::ServiceAliases`], `NATS_SERVICES` in [`supervisor`]); on a
 //! cluster to its first node, from which the client learns the others (the
 //! servers' INFO `connect_urls`). Such a replica that starts while the first
 //! node is down cannot connect until it is back.

@@ -2,7 +2,7 @@
 //!
 //! - **Arrivals**: the scenario's tasks for the seed are posted to the
 //!   emitter as NDJSON batches, each task at its own due time and never
-//!   before it ([`PostSchedule`]: a batch holds the tasks already due when
+//!   before it ([`replay::PostSchedule`]: a batch holds the tasks already due when
 //!   the replay wakes), each task a sleep-worker payload `{"sleep_ms": S/K}`
 //!   with deadline `D/K` and id `<run>-<index>`. Time is compressed by
 //!   `--speedup K`: arrival times, service times and deadlines are divided
@@ -11,14 +11,14 @@
 //! - **Scaling**: when gateway-ext runs, it owns the worker pool; farmctl
 //!   sets the worker's `com.rust-farm.policy` / `interval` annotations and
 //!   only observes. Otherwise farmctl runs the control loop itself: every
-//!   `control_interval_s / K` it builds farm-model [`Signals`] with
-//!   gateway-ext's [`SignalsBuilder`] (JetStream consumer info + the
+//!   `control_interval_s / K` it builds farm-model [`farm_model::signals::Signals`] with
+//!   gateway-ext's [`farm_observe::SignalsBuilder`] (JetStream consumer info + the
 //!   collector's `MetricsSnapshot` + the provider's replica counts), replaces
 //!   their completion statistics with those of exactly the results collected
-//!   since the previous tick ([`IntervalStats`], read from OUTPUT; the
+//!   since the previous tick ([`control::IntervalStats`], read from OUTPUT; the
 //!   simulator's window; `--live-signals snapshot` keeps the collector's
 //!   sliding window instead), rescales them to scenario time
-//!   ([`farm_model::Signals::time_scaled`]), asks the policy, clamps to the farm's bounds and
+//!   ([`farm_model::signals::Signals::time_scaled`]), asks the policy, clamps to the farm's bounds and
 //!   calls the provider's scale API. Every tick (signals and decision) is
 //!   kept for `farmctl compare`'s side-by-side view.
 //! - **Accounting**: every task posted is looked up in the collector's

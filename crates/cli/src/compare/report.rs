@@ -46,7 +46,7 @@ pub struct ReplayInfo {
     /// The same replicas' asked for -> health route answering, scenario
     /// seconds (what the replay used before 2026-11-27, FI3).
     pub healthy_delays_s: Vec<f64>,
-    /// Median live dispatch gap per task ([`dispatch_gap_s`]), real seconds.
+    /// Median live dispatch gap per task ([`super::replay::dispatch_gap_s`]), real seconds.
     pub dispatch_gap_s: Option<f64>,
     /// Mean time a completed task held its replica, scenario seconds: live
     /// (handler + dispatch gap, what `sim-replay` used) and the calibrated
