@@ -1,5 +1,5 @@
 //! The causal model-predictive controller (`mpc`) as a policy: the
-//! [`crate::planner::Planner`] within the platform's bounds.
+//! [`farm_model::planner::Planner`] within the platform's bounds.
 
 use super::{Decision, Policy, bounds};
 use farm_model::planner::{MpcConfig, Planner};

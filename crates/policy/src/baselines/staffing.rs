@@ -4,7 +4,7 @@
 //!
 //! Each decision:
 //! 1. Smooth the measurements: service mean `S`, `Cs^2` (from the service
-//!    p95, [`cs2_from_p95`]) and the mean waiting budget `b = deadline -
+//!    p95, [`farm_model::queueing::cs2_from_p95`]) and the mean waiting budget `b = deadline -
 //!    service` ([`Signals::slack_mean_s`]) by EWMA, keeping the last known
 //!    value through empty windows.
 //! 2. Forecast the arrival rate: Holt's linear smoothing (level + trend) of
