@@ -8,7 +8,7 @@ mod common;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use common::start_collector;
+use common::{now_snapshot, start_collector};
 use farm_runtime::names::FarmNames;
 use farm_runtime::proto::{MetricsSnapshot, Status, TaskResult};
 use farm_testsupport::NatsServer;
@@ -43,17 +43,6 @@ async fn publish(
         .expect("publish")
         .await
         .expect("stored");
-}
-
-async fn now_snapshot(client: &async_nats::Client, names: &FarmNames) -> MetricsSnapshot {
-    let m = client
-        .request(
-            collector::snapshot_request_subject(names),
-            bytes::Bytes::new(),
-        )
-        .await
-        .expect("snapshot request answered");
-    MetricsSnapshot::decode(m.payload).expect("snapshot")
 }
 
 async fn wait_completed(client: &async_nats::Client, names: &FarmNames, n: u64) -> MetricsSnapshot {

@@ -16,7 +16,7 @@ use collector::output::{
     H_COMPLETED, H_QOS_HITS, H_SEQ, H_TASK_ID, MAX_PER_SUBJECT_REFUSAL, is_already_stored,
     output_stream_config,
 };
-use common::start_collector;
+use common::{now_snapshot, start_collector};
 use farm_runtime::config::TopologyConfig;
 use farm_runtime::names::FarmNames;
 use farm_runtime::proto::{MetricsSnapshot, Status, TaskResult};
@@ -160,17 +160,6 @@ async fn an_output_stream_of_the_old_shape_is_refused_by_name() {
         other => panic!("expected a stream conflict, got {other:?}"),
     }
     assert!(err.to_string().contains("FARM_LEGACY_OUTPUT"), "{err}");
-}
-
-async fn now_snapshot(client: &async_nats::Client, names: &FarmNames) -> MetricsSnapshot {
-    let m = client
-        .request(
-            collector::snapshot_request_subject(names),
-            bytes::Bytes::new(),
-        )
-        .await
-        .expect("snapshot request answered");
-    MetricsSnapshot::decode(m.payload).expect("snapshot")
 }
 
 /// Waits until the collector's consumer has every result acked and its

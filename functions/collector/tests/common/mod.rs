@@ -6,6 +6,8 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
 use farm_runtime::names::FarmNames;
+use farm_runtime::proto::MetricsSnapshot;
+use prost::Message;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -68,4 +70,16 @@ pub async fn start_collector(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     (names, client, js, Collector { stop: tx, service })
+}
+
+/// The collector's metrics snapshot now (its request-reply subject).
+pub async fn now_snapshot(client: &async_nats::Client, names: &FarmNames) -> MetricsSnapshot {
+    let m = client
+        .request(
+            collector::snapshot_request_subject(names),
+            bytes::Bytes::new(),
+        )
+        .await
+        .expect("snapshot request answered");
+    MetricsSnapshot::decode(m.payload).expect("snapshot")
 }
